@@ -1,0 +1,115 @@
+//! Typed hypercall errors and their encoding in `rax`.
+
+/// Why a hypercall failed. Encoded in `rax` as the negated code (see
+/// [`encode_result`]); codes are stable within an [`ABI_VERSION`](crate::ABI_VERSION).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u64)]
+pub enum HypercallError {
+    /// `rax` held a number that is not a [`Hypercall`](crate::Hypercall).
+    UnknownHypercall = 1,
+    /// A pointer argument (with its length) is not entirely mapped in the
+    /// caller's address space with the access the call needs, wraps around,
+    /// or reaches hypervisor memory.
+    BadAddress = 2,
+    /// A non-pointer argument is out of range or malformed (for example an
+    /// unknown flag or an impossible size).
+    BadArgument = 3,
+    /// The caller may not do this to the object it named.
+    PermissionDenied = 4,
+    /// The hypervisor, or the caller's memory allowance, has no room left.
+    OutOfMemory = 5,
+    /// The caller was built for another [`ABI_VERSION`](crate::ABI_VERSION).
+    AbiMismatch = 6,
+    /// The domain id names no domain.
+    NoSuchDomain = 7,
+    /// The hypervisor returned a code this version of the ABI does not know
+    /// (only produced by [`decode_result`], never sent by the hypervisor).
+    Unrecognized = 4095,
+}
+
+impl HypercallError {
+    /// Every error the hypervisor can return.
+    pub const ALL: [HypercallError; 7] = [
+        HypercallError::UnknownHypercall,
+        HypercallError::BadAddress,
+        HypercallError::BadArgument,
+        HypercallError::PermissionDenied,
+        HypercallError::OutOfMemory,
+        HypercallError::AbiMismatch,
+        HypercallError::NoSuchDomain,
+    ];
+
+    /// The error's stable code (positive; `rax` carries its negation).
+    pub const fn code(self) -> u64 {
+        self as u64
+    }
+
+    /// The error for a code, or [`HypercallError::Unrecognized`].
+    pub fn from_code(code: u64) -> Self {
+        HypercallError::ALL
+            .iter()
+            .copied()
+            .find(|e| e.code() == code)
+            .unwrap_or(HypercallError::Unrecognized)
+    }
+
+    /// A short human-readable description, used in logs and guest output.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            HypercallError::UnknownHypercall => "unknown hypercall",
+            HypercallError::BadAddress => "bad guest address",
+            HypercallError::BadArgument => "bad argument",
+            HypercallError::PermissionDenied => "permission denied",
+            HypercallError::OutOfMemory => "out of memory",
+            HypercallError::AbiMismatch => "ABI version mismatch",
+            HypercallError::NoSuchDomain => "no such domain",
+            HypercallError::Unrecognized => "unrecognized error code",
+        }
+    }
+}
+
+impl core::fmt::Display for HypercallError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// Largest error code; results at or above `2^64 - MAX_ERROR_CODE` are errors.
+pub const MAX_ERROR_CODE: u64 = 4095;
+
+/// Encodes a hypercall result for `rax`: a value as itself, an error as its
+/// negated code. Values at or above `2^64 - 4095` cannot be returned; no
+/// hypercall produces one.
+pub const fn encode_result(result: Result<u64, HypercallError>) -> u64 {
+    match result {
+        Ok(value) => value,
+        Err(e) => e.code().wrapping_neg(),
+    }
+}
+
+/// Decodes `rax` after a hypercall.
+pub fn decode_result(rax: u64) -> Result<u64, HypercallError> {
+    if rax >= MAX_ERROR_CODE.wrapping_neg() {
+        Err(HypercallError::from_code(rax.wrapping_neg()))
+    } else {
+        Ok(rax)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_round_trip() {
+        for v in [0u64, 1, 42, 1 << 40, u64::MAX - 4095] {
+            assert_eq!(decode_result(encode_result(Ok(v))), Ok(v));
+        }
+        for e in HypercallError::ALL {
+            assert_eq!(decode_result(encode_result(Err(e))), Err(e));
+        }
+        assert_eq!(decode_result(u64::MAX - 4094 + 1000), Err(HypercallError::Unrecognized));
+        assert_eq!(decode_result(u64::MAX - 4094), Err(HypercallError::Unrecognized));
+        assert_eq!(HypercallError::BadAddress.to_string(), "bad guest address");
+    }
+}

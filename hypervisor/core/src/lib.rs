@@ -1,0 +1,17 @@
+//! # parvus-core: the hypervisor's logic, testable on the host
+//!
+//! Everything the hypervisor decides (who owns a frame, whether a guest
+//! address may be touched, which domain runs next, whether a manifest or an
+//! image is acceptable) lives here, in plain safe Rust that builds both for
+//! the ring-0 kernel (`no_std` + `alloc`) and for the host, where `cargo test`
+//! exercises it. The kernel crate (`hypervisor/kernel`) only supplies the
+//! hardware: it implements the small traits declared here (such as
+//! [`guest_memory::MachineMemory`]) over real memory.
+//!
+//! Design rules, borrowed from Hubris: simple and clear algorithms over fast
+//! and clever ones; a guest pointer is an untrusted claim ([`guest_memory::GuestAddr`])
+//! until it is validated against the domain's page tables.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
