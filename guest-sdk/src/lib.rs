@@ -1,1 +1,56 @@
+//! # The Parvus guest SDK
+//!
+//! Everything a guest kernel needs to run on Parvus, so that a guest crate is
+//! a plain `#![no_std]` binary with one macro call:
+//!
+//! ```ignore
+//! #![no_std]
+//! #![no_main]
+//!
+//! use parvus_guest_sdk::{println, StartInfo};
+//!
+//! parvus_guest_sdk::entry!(main);
+//!
+//! fn main(start: &'static StartInfo) -> u64 {
+//!     println!("hello from domain {}", start.domain_id);
+//!     0 // the exit status
+//! }
+//! ```
+//!
+//! What the SDK provides, one module each:
+//!
+//! - [`entry!`] and the `_start` routine ([`entry`](mod@entry)): SSE, bss and stack
+//!   set-up, start-info checks, then your `main`, then [`hypercall::exit`].
+//! - [`hypercall`]: a safe wrapper for every hypercall of
+//!   [`hypercall_abi::Hypercall`], returning `Result<_, HypercallError>`.
+//! - [`print!`]/[`println!`] ([`console`]): formatted output through the
+//!   shared console ring, without a hypercall per line.
+//! - a global allocator over the domain's free memory ([`heap`]), so `alloc`
+//!   works;
+//! - a panic handler that reports `panicked at <file>:<line>: <message>` and
+//!   exits with [`status::PANIC`];
+//! - [`cmdline`]: `key=value` look-ups in the domain's command line;
+//! - the ABI-version ELF note and the linker script (`guest-sdk/guest.ld`), so
+//!   the hypervisor can refuse a guest built for another ABI.
+//!
+//! Design rule: `unsafe` lives only in small modules whose names say what
+//! they touch (`hypercall::raw`, `console::ring`, `heap`, `mem`, `entry`),
+//! and each block explains why it is sound.
 #![no_std]
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod abi_note;
+pub mod cmdline;
+pub mod console;
+pub mod entry;
+pub mod heap;
+pub mod hypercall;
+mod mem;
+mod panic;
+mod start_info;
+pub mod status;
+
+pub use hypercall_abi::{self, DomainInfo, DomainState, HypercallError, StartInfo, ABI_VERSION};
+pub use start_info::start_info;

@@ -5,8 +5,8 @@
 //! image is acceptable) lives here, in plain safe Rust that builds both for
 //! the ring-0 kernel (`no_std` + `alloc`) and for the host, where `cargo test`
 //! exercises it. The kernel crate (`hypervisor/kernel`) only supplies the
-//! hardware: it implements the small traits declared here (such as
-//! [`guest_memory::MachineMemory`]) over real memory.
+//! hardware: it implements [`machine_memory::MachineMemory`] and
+//! [`console::ConsoleSink`] and calls [`system::System`] on every entry.
 //!
 //! Design rules, borrowed from Hubris: simple and clear algorithms over fast
 //! and clever ones; a guest pointer is an untrusted claim ([`guest_memory::GuestAddr`])
@@ -15,3 +15,20 @@
 #![forbid(unsafe_code)]
 
 extern crate alloc;
+
+pub mod builder;
+pub mod bundle;
+pub mod console;
+pub mod domain;
+pub mod fault;
+pub mod frame_table;
+pub mod guest_memory;
+pub mod hypercall;
+pub mod image;
+pub mod initial_layout;
+pub mod machine_memory;
+pub mod manifest;
+pub mod paging;
+pub mod scheduler;
+pub mod system;
+pub mod vcpu;

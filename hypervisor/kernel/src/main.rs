@@ -1,2 +1,151 @@
+//! # The Parvus ring-0 hypervisor
+//!
+//! The thin, hardware-facing half of Parvus: boot, CPU tables, paging, the
+//! hypercall and exception entry paths, and the loop that runs domains. All
+//! policy (what a hypercall may do, who owns a frame, which domain runs next)
+//! is in `parvus-core`, which is tested on the host.
+//!
+//! Boot, in the order [`kmain`] does it: serial console and heap; read
+//! QEMU's start-info block; CPU protections (WP, NX, SMEP, SMAP, UMIP);
+//! final page tables; per-CPU data, GDT/TSS, IDT and the `syscall` MSRs;
+//! the frame table; check the boot bundle and build every domain; run the
+//! first one.
 #![no_std]
 #![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+mod arch;
+mod boot_info;
+mod heap;
+mod intrinsics;
+mod logger;
+mod machine_memory;
+mod trap;
+
+use arch::x86_64::power::{exit_qemu, ExitCode};
+use arch::x86_64::{cpu, entry, gdt, idt, paging, percpu, pic, serial::Serial};
+use hypercall_abi::PAGE_SIZE;
+use machine_memory::PhysMap;
+use parvus_core::builder::{build_domain, DomainPlan};
+use parvus_core::bundle::check_bundle;
+use parvus_core::domain::DomainId;
+use parvus_core::frame_table::FrameTable;
+use parvus_core::system::{Next, System};
+use parvus_core::vcpu::GuestRegs;
+
+/// Machine memory below this address is never handed out (firmware, boot data).
+const LOW_MEMORY_RESERVED: u64 = 1 << 20;
+
+/// The first Rust code: called from `boot64_high` with the physical address
+/// of QEMU's `hvm_start_info`.
+#[no_mangle]
+extern "C" fn kmain(hvm_start_info: u64) -> ! {
+    pic::disable();
+    Serial::init();
+    logger::init();
+    heap::init();
+    log::info!("Parvus {} (ABI {}) starting", env!("CARGO_PKG_VERSION"), hypercall_abi::ABI_VERSION);
+
+    // SAFETY: the address is the one QEMU passed in ebx, and the boot
+    // identity map is still active (paging::init has not run yet).
+    let boot = match unsafe { boot_info::read(hvm_start_info) } {
+        Ok(b) => b,
+        Err(e) => fail_boot(format_args!("{e}")),
+    };
+    let ram_end = boot.ram.iter().map(|r| r.end).max().unwrap_or(0);
+    let protections = cpu::init();
+    log::info!(
+        "memory: {} MiB in {} ranges; SMEP {}, SMAP {}, UMIP {}",
+        boot.ram.iter().map(|r| r.end - r.start).sum::<u64>() >> 20,
+        boot.ram.len(),
+        on_off(protections.smep),
+        on_off(protections.smap),
+        on_off(protections.umip)
+    );
+    paging::init(ram_end);
+    let stack_top = percpu::init_bsp();
+    gdt::init(stack_top, entry::syscall_entry as *const () as u64);
+    idt::init();
+
+    let frames = frame_table(&boot, ram_end.min(paging::PHYSMAP_LIMIT));
+    let Some(bundle_range) = boot.modules.first().cloned() else {
+        fail_boot(format_args!("no boot bundle: pass the bundle with -initrd (cargo xtask run does)"));
+    };
+    // SAFETY: the bundle's frames were reserved in `frame_table`, so nothing
+    // allocates or writes them for the rest of the run.
+    let bundle_bytes = unsafe { machine_memory::static_bytes(bundle_range.clone()) };
+    let checked = match check_bundle(bundle_bytes) {
+        Ok(c) => c,
+        Err(e) => fail_boot(format_args!("bundle: {e}")),
+    };
+    log::info!("boot bundle: {} KiB, {} domains", bundle_bytes.len() / 1024, checked.domains.len());
+
+    let mut system = System::new(frames);
+    let upper = paging::hypervisor_pml4_entries();
+    for (i, d) in checked.domains.iter().enumerate() {
+        let id = DomainId(i as u16);
+        let plan = DomainPlan::from_checked(id, d);
+        match build_domain(&plan, &mut system.frames, &mut PhysMap, &upper) {
+            Ok(domain) => {
+                log::info!(
+                    "domain {} ({}): {} KiB, entry {:#x}, cmdline \"{}\"",
+                    id,
+                    d.spec.name,
+                    d.spec.memory.bytes() / 1024,
+                    d.image.entry,
+                    d.spec.cmdline
+                );
+                system.add_domain(domain);
+            }
+            Err(e) => fail_boot(format_args!("domain {} ({}): {e}", id, d.spec.name)),
+        }
+    }
+    log::info!("{} frames free after building the domains", system.frames.free_count());
+
+    let mut regs = GuestRegs::default();
+    let next = system.start(&mut regs, &mut percpu::this_cpu().guest_fpu);
+    let Next::Switch { root } = next else {
+        fail_boot(format_args!("the bundle has no domain to run"));
+    };
+    *trap::SYSTEM.lock() = Some(system);
+    // SAFETY: the root was built by build_domain with the hypervisor's upper half.
+    unsafe { paging::switch_address_space(root) };
+    entry::enter_guest(&regs)
+}
+
+/// Every RAM frame is free but low memory, the hypervisor image, QEMU's
+/// start-info data and the boot bundle.
+fn frame_table(boot: &boot_info::BootInfo, ram_end: u64) -> FrameTable {
+    let mut frames = FrameTable::new(ram_end / PAGE_SIZE);
+    for r in &boot.ram {
+        frames.add_free(r.start.div_ceil(PAGE_SIZE), r.end / PAGE_SIZE);
+    }
+    let image = paging::image_phys_range();
+    frames.reserve(0, LOW_MEMORY_RESERVED.max(image.end).div_ceil(PAGE_SIZE));
+    for r in boot.reserved.iter().chain(&boot.modules) {
+        frames.reserve(r.start / PAGE_SIZE, r.end.div_ceil(PAGE_SIZE));
+    }
+    frames
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// Stops before any guest runs, with a one-line reason.
+fn fail_boot(reason: core::fmt::Arguments) -> ! {
+    log::error!("{reason}");
+    exit_qemu(ExitCode::NotAsExpected)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    logger::emergency(format_args!("PANIC {info}"));
+    exit_qemu(ExitCode::HypervisorFailure)
+}

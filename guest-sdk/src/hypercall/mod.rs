@@ -1,0 +1,113 @@
+//! Safe wrappers for every hypercall in [`Hypercall`].
+//!
+//! Each wrapper turns typed Rust arguments into registers, calls
+//! [`raw`], and returns `Result<_, HypercallError>` so a guest handles a
+//! refusal like any other Rust error. The numbers, argument order and error
+//! codes all come from `hypercall-abi`.
+
+pub mod raw;
+
+use hypercall_abi::console::CONSOLE_WRITE_MAX;
+use hypercall_abi::domain_info::DOMID_SELF;
+use hypercall_abi::{DomainInfo, Hypercall, HypercallError};
+use zerocopy::FromZeros;
+
+/// `null`: enters the hypervisor and comes straight back. It does nothing;
+/// it exists to measure the cost of a hypercall round trip.
+#[inline]
+pub fn null() -> Result<(), HypercallError> {
+    // SAFETY: `null` takes no pointer, so no guest memory is written.
+    unsafe { raw::hypercall0(Hypercall::Null) }.map(|_| ())
+}
+
+/// `abi_version`: the [`ABI_VERSION`](hypercall_abi::ABI_VERSION) the
+/// running hypervisor speaks. (The start-info page carries the same number;
+/// this asks the hypervisor itself, on its slow path.)
+pub fn abi_version() -> Result<u32, HypercallError> {
+    // SAFETY: `abi_version` takes no pointer, so no guest memory is written.
+    let version = unsafe { raw::hypercall0(Hypercall::AbiVersion) }?;
+    u32::try_from(version).map_err(|_| HypercallError::Unrecognized)
+}
+
+/// `console_write`: writes `bytes` to the hypervisor console, where they
+/// appear line by line prefixed with the domain's name. Returns how many
+/// bytes were taken, which may be fewer than `bytes.len()` (at most
+/// [`CONSOLE_WRITE_MAX`] per call); [`console_write_all`] loops for you.
+/// An empty slice only drains the [console ring](crate::console).
+pub fn console_write(bytes: &[u8]) -> Result<usize, HypercallError> {
+    // Ask for no more than one call may take, so the result is the same
+    // whether the hypervisor would clamp a longer length or refuse it.
+    let len = bytes.len().min(CONSOLE_WRITE_MAX as usize);
+    console_write_raw(bytes.as_ptr() as u64, len as u64)
+}
+
+/// Writes all of `bytes`, calling [`console_write`] until every byte is
+/// taken. Stops early (without an error) if the hypervisor takes nothing,
+/// rather than spin forever.
+pub fn console_write_all(mut bytes: &[u8]) -> Result<(), HypercallError> {
+    while !bytes.is_empty() {
+        let written = console_write(bytes)?;
+        if written == 0 {
+            break;
+        }
+        bytes = &bytes[written.min(bytes.len())..];
+    }
+    Ok(())
+}
+
+/// `console_write` with a guest address and length of your choosing, for
+/// demonstrating (and testing) how the hypervisor treats bad pointers.
+///
+/// This is safe even for a hostile address: the hypervisor only *reads* the
+/// buffer, and it checks the whole range against the domain's page tables
+/// first, answering [`HypercallError::BadAddress`] instead of faulting.
+pub fn console_write_raw(addr: u64, len: u64) -> Result<usize, HypercallError> {
+    // SAFETY: `console_write` only reads guest memory; it writes none.
+    let written = unsafe { raw::hypercall2(Hypercall::ConsoleWrite, addr, len) }?;
+    usize::try_from(written).map_err(|_| HypercallError::Unrecognized)
+}
+
+/// `domain_info`: what the hypervisor knows about domain `domain_id`
+/// (its state, size, exit status and name).
+pub fn domain_info(domain_id: u64) -> Result<DomainInfo, HypercallError> {
+    let mut info = DomainInfo::new_zeroed();
+    // SAFETY: `info` is a local we own exclusively, and every bit pattern is
+    // a valid `DomainInfo` (it is `FromBytes`), so whatever the hypervisor
+    // stores there is fine.
+    unsafe { domain_info_raw(domain_id, &mut info) }?;
+    Ok(info)
+}
+
+/// [`domain_info`] for the calling domain (the ABI's `DOMID_SELF`).
+pub fn domain_info_self() -> Result<DomainInfo, HypercallError> {
+    domain_info(DOMID_SELF)
+}
+
+/// `domain_info` with an out pointer of your choosing, for demonstrating
+/// that the hypervisor refuses to write where the guest may not (for
+/// example into its read-only page tables).
+///
+/// # Safety
+///
+/// If `out` is writable guest memory, the hypervisor stores a
+/// [`DomainInfo`] there: `out` must then not overlap anything Rust code
+/// holds a reference to. An address the guest cannot write is refused with
+/// [`HypercallError::BadAddress`] and nothing is written.
+pub unsafe fn domain_info_raw(domain_id: u64, out: *mut DomainInfo) -> Result<(), HypercallError> {
+    // SAFETY: the only memory written is `*out`, which the caller vouches for.
+    unsafe { raw::hypercall2(Hypercall::DomainInfo, domain_id, out as u64) }.map(|_| ())
+}
+
+/// `yield`: lets the next runnable domain run; returns when this one is
+/// scheduled again. With one domain it returns at once.
+pub fn yield_now() -> Result<(), HypercallError> {
+    // SAFETY: `yield` takes no pointer, so no guest memory is written.
+    unsafe { raw::hypercall0(Hypercall::Yield) }.map(|_| ())
+}
+
+/// `exit`: ends this domain with `status` (0 means success; see
+/// [`status`](crate::status)). Whatever is still in the console ring is
+/// printed first, because the hypervisor drains it on every entry but `null`.
+pub fn exit(status: u64) -> ! {
+    raw::exit(status)
+}

@@ -1,0 +1,91 @@
+//! A domain: one guest, its memory, its vCPU and how it ended.
+
+use crate::console::LineBuffer;
+use crate::frame_table::Mfn;
+use crate::manifest::Expect;
+use crate::vcpu::Vcpu;
+use alloc::string::String;
+use alloc::vec::Vec;
+use hypercall_abi::DomainState;
+
+/// A domain's id: its position in the manifest, from 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DomainId(pub u16);
+
+impl core::fmt::Display for DomainId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// How a domain ended, once it has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// It called `exit(status)`.
+    Exited(u64),
+    /// The hypervisor stopped it after a fault; the text names the fault.
+    Crashed(String),
+}
+
+/// Counters shown in the final summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DomainStats {
+    /// Hypercalls that took the slow path.
+    pub hypercalls: u64,
+    /// Times the domain was given the CPU.
+    pub dispatches: u64,
+}
+
+/// One guest.
+#[derive(Debug)]
+pub struct Domain {
+    /// Its id.
+    pub id: DomainId,
+    /// Its name from the manifest.
+    pub name: String,
+    /// What the manifest expects of its end.
+    pub expect: Expect,
+    /// Its memory: machine frame of each pfn.
+    pub frames: Vec<Mfn>,
+    /// Machine address of its top-level page table.
+    pub root: u64,
+    /// Machine address of its console ring page.
+    pub console_ring: u64,
+    /// Its one virtual CPU.
+    pub vcpu: Vcpu,
+    /// Output not yet printed as a whole line.
+    pub console: LineBuffer,
+    /// Set once it has ended.
+    pub ending: Option<Ending>,
+    /// Counters.
+    pub stats: DomainStats,
+}
+
+impl Domain {
+    /// The state `domain_info` reports.
+    pub fn state(&self) -> DomainState {
+        match self.ending {
+            None => DomainState::Runnable,
+            Some(Ending::Exited(_)) => DomainState::Exited,
+            Some(Ending::Crashed(_)) => DomainState::Crashed,
+        }
+    }
+
+    /// Whether it has not ended yet.
+    pub fn is_alive(&self) -> bool {
+        self.ending.is_none()
+    }
+
+    /// Whether it ended the way its manifest said it would.
+    pub fn ended_as_expected(&self) -> bool {
+        matches!(
+            (&self.ending, &self.expect),
+            (Some(Ending::Exited(s)), Expect::Exit(e)) if s == e
+        ) || matches!((&self.ending, &self.expect), (Some(Ending::Crashed(_)), Expect::Crash))
+    }
+
+    /// "domain 3 (crash)": how reports name it.
+    pub fn label(&self) -> String {
+        alloc::format!("domain {} ({})", self.id, self.name)
+    }
+}

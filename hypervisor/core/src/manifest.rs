@@ -1,0 +1,928 @@
+//! The domain manifest: which domains to start, with what image, memory and
+//! command line, and how each is expected to end.
+//!
+//! The same code reads the manifest twice: `cargo xtask` checks the file a
+//! person wrote before QEMU starts, and the hypervisor checks the copy inside
+//! the boot bundle again, because a bundle can be made by hand. Both print a
+//! [`ManifestError`] as one line naming the domain and the field, so a bad
+//! manifest is fixed from the message alone.
+//!
+//! ```toml
+//! [machine]              # optional
+//! memory = "128M"        # QEMU -m; domains + HYPERVISOR_RESERVE must fit
+//! [[domain]]
+//! name = "hello"         # unique, [a-z0-9_-]+, at most 32 bytes
+//! image = "hello"        # demo-guest crate name or path (xtask); bundle path (hypervisor)
+//! memory = "2M"          # K/M/G suffix or integer bytes, multiple of 4 KiB
+//! cmdline = "x=1"        # optional, at most 1024 bytes
+//! expect = 0             # optional: exit status (default 0) or "crash"
+//! ```
+
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+use hypercall_abi::start_info::{CMDLINE_MAX, NAME_MAX};
+use hypercall_abi::PAGE_SIZE;
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const GIB: u64 = 1024 * MIB;
+
+/// Machine memory when the manifest has no `[machine]` table.
+pub const DEFAULT_MACHINE_MEMORY: MemorySize = MemorySize(128 * MIB);
+
+/// Memory the hypervisor keeps for itself (its image, heap, page tables,
+/// the boot bundle and the firmware's holes) and never gives to domains.
+/// A manifest whose domains need more than machine memory minus this is
+/// refused before anything boots, rather than failing half-way through
+/// building domains.
+pub const HYPERVISOR_RESERVE: u64 = 16 * MIB;
+
+/// Machine memory must be a whole number of these, because QEMU's `-m`
+/// rounds anything else.
+pub const MACHINE_MEMORY_GRANULE: u64 = MIB;
+
+/// A size in bytes, written in a manifest as `"2M"`, `"512K"`, `"1G"` or an
+/// integer number of bytes.
+///
+/// Suffixes are binary (K = 1024). `KiB`, `MiB` and `GiB` are accepted too,
+/// in either case. Its [`Display`](fmt::Display) uses the largest suffix that
+/// is exact, so a printed size reads back as the same size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MemorySize(pub u64);
+
+impl MemorySize {
+    /// The size in bytes.
+    pub const fn bytes(self) -> u64 {
+        self.0
+    }
+
+    /// Number of whole 4 KiB pages.
+    pub const fn pages(self) -> u64 {
+        self.0 / PAGE_SIZE
+    }
+
+    /// Parses `"2M"`, `"512K"`, `"1G"`, `"2MiB"` or `"4096"`.
+    pub fn parse(text: &str) -> Result<MemorySize, MemorySizeError> {
+        let trimmed = text.trim();
+        let digits_end = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+        let (digits, suffix) = trimmed.split_at(digits_end);
+        if digits.is_empty() {
+            return Err(MemorySizeError::NotANumber);
+        }
+        let unit = match suffix.trim_start().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kib" => KIB,
+            "m" | "mib" => MIB,
+            "g" | "gib" => GIB,
+            _ => return Err(MemorySizeError::BadSuffix),
+        };
+        let value: u64 = digits.parse().map_err(|_| MemorySizeError::TooLarge)?;
+        value.checked_mul(unit).map(MemorySize).ok_or(MemorySizeError::TooLarge)
+    }
+}
+
+impl fmt::Display for MemorySize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bytes = self.0;
+        if bytes == 0 {
+            return f.write_str("0");
+        }
+        for (unit, suffix) in [(GIB, "G"), (MIB, "M"), (KIB, "K")] {
+            if bytes % unit == 0 {
+                return write!(f, "{}{}", bytes / unit, suffix);
+            }
+        }
+        write!(f, "{bytes}")
+    }
+}
+
+/// Why a memory size string was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemorySizeError {
+    /// It does not start with a decimal number.
+    NotANumber,
+    /// The suffix is not K, M, G (or KiB, MiB, GiB).
+    BadSuffix,
+    /// The size does not fit in 64 bits.
+    TooLarge,
+}
+
+impl fmt::Display for MemorySizeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MemorySizeError::NotANumber => "it does not start with a number",
+            MemorySizeError::BadSuffix => "the suffix is not K, M or G",
+            MemorySizeError::TooLarge => "it does not fit in 64 bits",
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for MemorySize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = MemorySize;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a memory size such as \"2M\", \"512K\", \"1G\" or a number of bytes")
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<MemorySize, E> {
+                Ok(MemorySize(v))
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<MemorySize, E> {
+                u64::try_from(v)
+                    .map(MemorySize)
+                    .map_err(|_| E::custom(format!("memory size {v} is negative")))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<MemorySize, E> {
+                MemorySize::parse(v).map_err(|e| {
+                    E::custom(format!(
+                        "invalid memory size \"{}\": {e} (write e.g. \"2M\", \"512K\", \"1G\" or a number of bytes)",
+                        v.escape_debug()
+                    ))
+                })
+            }
+        }
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
+impl Serialize for MemorySize {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.0 % KIB == 0 && self.0 != 0 {
+            serializer.collect_str(self)
+        } else {
+            serializer.serialize_u64(self.0)
+        }
+    }
+}
+
+/// How a domain is expected to end; the hypervisor's final summary compares
+/// every domain's end with this, and QEMU exits with success only if all match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Expect {
+    /// The domain calls `exit` with this status. The default is `Exit(0)`.
+    Exit(u64),
+    /// The domain is stopped by the hypervisor after a fault (a demo of fault
+    /// isolation). Written `expect = "crash"`.
+    Crash,
+}
+
+impl Default for Expect {
+    fn default() -> Self {
+        Expect::Exit(0)
+    }
+}
+
+impl Expect {
+    /// Whether a domain that called `exit(status)` met this expectation.
+    pub fn met_by_exit(self, status: u64) -> bool {
+        self == Expect::Exit(status)
+    }
+
+    /// Whether a domain that crashed met this expectation.
+    pub fn met_by_crash(self) -> bool {
+        self == Expect::Crash
+    }
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expect::Exit(status) => write!(f, "exit {status}"),
+            Expect::Crash => f.write_str("crash"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Expect {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ExpectVisitor;
+        impl Visitor<'_> for ExpectVisitor {
+            type Value = Expect;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an exit status (a non-negative integer) or \"crash\"")
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Expect, E> {
+                Ok(Expect::Exit(v))
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Expect, E> {
+                u64::try_from(v).map(Expect::Exit).map_err(|_| {
+                    E::custom(format!("exit status {v} is negative: expected an exit status or \"crash\""))
+                })
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Expect, E> {
+                if v == "crash" {
+                    Ok(Expect::Crash)
+                } else {
+                    Err(E::custom(format!(
+                        "\"{}\" is not an expectation: expected an exit status or \"crash\"",
+                        v.escape_debug()
+                    )))
+                }
+            }
+        }
+        deserializer.deserialize_any(ExpectVisitor)
+    }
+}
+
+impl Serialize for Expect {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Expect::Exit(status) => serializer.serialize_u64(*status),
+            Expect::Crash => serializer.serialize_str("crash"),
+        }
+    }
+}
+
+/// The `[machine]` table.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineSpec {
+    /// RAM of the whole (virtual) machine, QEMU's `-m`.
+    #[serde(default = "default_machine_memory")]
+    pub memory: MemorySize,
+}
+
+fn default_machine_memory() -> MemorySize {
+    DEFAULT_MACHINE_MEMORY
+}
+
+impl Default for MachineSpec {
+    fn default() -> Self {
+        MachineSpec { memory: DEFAULT_MACHINE_MEMORY }
+    }
+}
+
+/// One `[[domain]]` table.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainSpec {
+    /// Unique name, `[a-z0-9_-]+`, at most [`NAME_MAX`] bytes; prefixes the
+    /// domain's console lines.
+    pub name: String,
+    /// Where the guest ELF comes from. For `cargo xtask`: a demo-guest crate
+    /// name or a path relative to the manifest; inside a boot bundle: the
+    /// bundle path (see [`crate::bundle::image_path`]).
+    pub image: String,
+    /// The domain's memory: a multiple of 4 KiB.
+    pub memory: MemorySize,
+    /// Given to the guest in its start-info page; at most [`CMDLINE_MAX`] bytes.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cmdline: String,
+    /// How the domain is expected to end (default: `exit 0`).
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+/// A parsed manifest: the machine and the domains in the order they are
+/// written (which is also their domain id order).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The `[machine]` table (defaults when absent).
+    #[serde(default)]
+    pub machine: MachineSpec,
+    /// The `[[domain]]` tables.
+    #[serde(rename = "domain", default)]
+    pub domains: Vec<DomainSpec>,
+}
+
+/// Names a domain in an error: by name when it has a usable one, otherwise
+/// by its position (`domain #2` is the second `[[domain]]` table).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainRef {
+    /// Zero-based position in the manifest.
+    pub index: usize,
+    /// The name as written, if any.
+    pub name: Option<String>,
+}
+
+impl DomainRef {
+    fn of(index: usize, name: &str) -> DomainRef {
+        DomainRef { index, name: Some(name.to_owned()) }
+    }
+}
+
+impl fmt::Display for DomainRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) if !name.is_empty() => write!(f, "domain \"{}\"", name.escape_debug()),
+            _ => write!(f, "domain #{}", self.index + 1),
+        }
+    }
+}
+
+/// What is wrong with a domain name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NameProblem {
+    /// The name is empty.
+    Empty,
+    /// The name is longer than [`NAME_MAX`] bytes.
+    TooLong(usize),
+    /// The name holds a character outside `[a-z0-9_-]`.
+    BadChar(char),
+}
+
+/// Why a manifest was refused. [`Display`](fmt::Display) gives one line
+/// naming the domain and the field; [`ManifestError::in_file`] adds the file
+/// (and line, when known) in front.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ManifestError {
+    /// Not TOML, or TOML that does not fit the schema: an unknown or missing
+    /// key, a value of the wrong type, an unreadable memory size.
+    Toml {
+        /// 1-based line of the offending text, when the parser knows it.
+        line: Option<usize>,
+        /// The domain the error is in, if it is in one.
+        domain: Option<DomainRef>,
+        /// The key whose value is wrong, when the message does not name it.
+        field: Option<String>,
+        /// The parser's message, on one line.
+        message: String,
+    },
+    /// There is no `[[domain]]` table.
+    NoDomains,
+    /// A name is empty, too long or has a character outside `[a-z0-9_-]`.
+    BadName {
+        /// The domain.
+        domain: DomainRef,
+        /// What is wrong.
+        problem: NameProblem,
+    },
+    /// Two domains have the same name.
+    DuplicateName {
+        /// The name.
+        name: String,
+        /// Zero-based positions of the first and the second domain.
+        first: usize,
+        /// See `first`.
+        second: usize,
+    },
+    /// `image` is empty.
+    EmptyImage {
+        /// The domain.
+        domain: DomainRef,
+    },
+    /// `cmdline` is longer than [`CMDLINE_MAX`] bytes.
+    CmdlineTooLong {
+        /// The domain.
+        domain: DomainRef,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A domain's `memory` is not a multiple of 4 KiB.
+    MemoryNotPageMultiple {
+        /// The domain.
+        domain: DomainRef,
+        /// The size written.
+        size: MemorySize,
+    },
+    /// A domain's `memory` cannot hold even a one-page image with its start
+    /// info, console ring, page tables and stack.
+    MemoryTooSmall {
+        /// The domain.
+        domain: DomainRef,
+        /// The size written.
+        size: MemorySize,
+        /// The smallest size that can work.
+        min: MemorySize,
+    },
+    /// `[machine] memory` is not a multiple of [`MACHINE_MEMORY_GRANULE`].
+    MachineMemoryNotMiB {
+        /// The size written.
+        size: MemorySize,
+    },
+    /// The domains together need more than the machine has after
+    /// [`HYPERVISOR_RESERVE`]; names the domain that crosses the limit.
+    TooMuchMemory {
+        /// The first domain with which the total no longer fits.
+        domain: DomainRef,
+        /// That domain's memory.
+        size: MemorySize,
+        /// Total memory of the domains up to and including it.
+        total: u64,
+        /// The machine's memory.
+        machine: MemorySize,
+    },
+}
+
+impl ManifestError {
+    /// The 1-based line of the error in the manifest text, when known.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ManifestError::Toml { line, .. } => *line,
+            _ => None,
+        }
+    }
+
+    /// Displays the error after `file` (and `:line`, when known), e.g.
+    /// `scenarios/demo/manifest.toml:7: domain "b": unknown field ...`.
+    pub fn in_file<'a>(&'a self, file: &'a str) -> InFile<'a> {
+        InFile { file, error: self }
+    }
+
+    fn fmt_body(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ManifestError::Toml { domain, field, message, .. } => {
+                match (domain, field) {
+                    (Some(d), Some(k)) => write!(f, "{d}, field `{k}`: ")?,
+                    (Some(d), None) => write!(f, "{d}: ")?,
+                    (None, Some(k)) => write!(f, "field `{k}`: ")?,
+                    (None, None) => {}
+                }
+                f.write_str(message)
+            }
+            ManifestError::NoDomains => {
+                f.write_str("no [[domain]] table: a manifest must start at least one domain")
+            }
+            ManifestError::BadName { domain, problem } => {
+                write!(f, "{domain}, field `name`: ")?;
+                match problem {
+                    NameProblem::Empty => f.write_str("the name is empty"),
+                    NameProblem::TooLong(len) => {
+                        write!(f, "the name is {len} bytes long, at most {NAME_MAX} are allowed")
+                    }
+                    NameProblem::BadChar(c) => write!(
+                        f,
+                        "the name has '{}': use only lower-case letters, digits, '-' and '_'",
+                        c.escape_debug()
+                    ),
+                }
+            }
+            ManifestError::DuplicateName { name, first, second } => write!(
+                f,
+                "domain \"{}\", field `name`: domains #{} and #{} are both named \"{}\"",
+                name.escape_debug(),
+                first + 1,
+                second + 1,
+                name.escape_debug()
+            ),
+            ManifestError::EmptyImage { domain } => write!(f, "{domain}, field `image`: the image is empty"),
+            ManifestError::CmdlineTooLong { domain, len } => write!(
+                f,
+                "{domain}, field `cmdline`: the command line is {len} bytes long, at most {CMDLINE_MAX} are allowed"
+            ),
+            ManifestError::MemoryNotPageMultiple { domain, size } => write!(
+                f,
+                "{domain}, field `memory`: {size} ({} bytes) is not a multiple of 4 KiB",
+                size.bytes()
+            ),
+            ManifestError::MemoryTooSmall { domain, size, min } => write!(
+                f,
+                "{domain}, field `memory`: {size} is too small, a domain needs at least {min} \
+                 for its image, start info, console ring, page tables and stack"
+            ),
+            ManifestError::MachineMemoryNotMiB { size } => write!(
+                f,
+                "[machine], field `memory`: {size} is not a whole number of MiB (QEMU -m would round it)"
+            ),
+            ManifestError::TooMuchMemory { domain, size, total, machine } => write!(
+                f,
+                "{domain}, field `memory`: {size} brings the domains' total to {}, more than the {} \
+                 the machine's {machine} leaves after the hypervisor's {} (raise [machine] memory)",
+                MemorySize(*total),
+                MemorySize(machine.bytes().saturating_sub(HYPERVISOR_RESERVE)),
+                MemorySize(HYPERVISOR_RESERVE)
+            ),
+        }
+    }
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(line) = self.line() {
+            write!(f, "line {line}: ")?;
+        }
+        self.fmt_body(f)
+    }
+}
+
+/// A [`ManifestError`] displayed after the file it is in; see
+/// [`ManifestError::in_file`].
+pub struct InFile<'a> {
+    file: &'a str,
+    error: &'a ManifestError,
+}
+
+impl fmt::Display for InFile<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.error.line() {
+            Some(line) => write!(f, "{}:{line}: ", self.file)?,
+            None => write!(f, "{}: ", self.file)?,
+        }
+        self.error.fmt_body(f)
+    }
+}
+
+/// The smallest domain memory that can hold a one-page image and everything
+/// the hypervisor puts after it (see [`crate::image::initial_layout`]).
+pub fn min_domain_memory() -> MemorySize {
+    let mut pages = 1;
+    while crate::image::initial_layout(1, pages).is_err() {
+        pages += 1;
+    }
+    MemorySize(pages * PAGE_SIZE)
+}
+
+impl Manifest {
+    /// Parses and validates a manifest.
+    pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        let manifest = Manifest::from_toml(text)?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// Parses a manifest without [`validate`](Manifest::validate)-ing it.
+    pub fn from_toml(text: &str) -> Result<Manifest, ManifestError> {
+        toml::from_str::<Manifest>(text).map_err(|e| toml_error(text, &e))
+    }
+
+    /// Checks everything that can be checked without the images; returns the
+    /// first problem in manifest order.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        if self.domains.is_empty() {
+            return Err(ManifestError::NoDomains);
+        }
+        let min = min_domain_memory();
+        for (index, d) in self.domains.iter().enumerate() {
+            let domain = DomainRef::of(index, &d.name);
+            check_name(&d.name).map_err(|problem| ManifestError::BadName { domain: domain.clone(), problem })?;
+            if let Some(first) = self.domains[..index].iter().position(|o| o.name == d.name) {
+                return Err(ManifestError::DuplicateName { name: d.name.clone(), first, second: index });
+            }
+            if d.image.trim().is_empty() {
+                return Err(ManifestError::EmptyImage { domain });
+            }
+            if d.cmdline.len() > CMDLINE_MAX {
+                return Err(ManifestError::CmdlineTooLong { domain, len: d.cmdline.len() });
+            }
+            if d.memory.bytes() % PAGE_SIZE != 0 {
+                return Err(ManifestError::MemoryNotPageMultiple { domain, size: d.memory });
+            }
+            if d.memory < min {
+                return Err(ManifestError::MemoryTooSmall { domain, size: d.memory, min });
+            }
+        }
+        let machine = self.machine.memory;
+        if machine.bytes() % MACHINE_MEMORY_GRANULE != 0 {
+            return Err(ManifestError::MachineMemoryNotMiB { size: machine });
+        }
+        let available = machine.bytes().saturating_sub(HYPERVISOR_RESERVE);
+        let mut total: u64 = 0;
+        for (index, d) in self.domains.iter().enumerate() {
+            total = total.saturating_add(d.memory.bytes());
+            if total > available {
+                return Err(ManifestError::TooMuchMemory {
+                    domain: DomainRef::of(index, &d.name),
+                    size: d.memory,
+                    total,
+                    machine,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The domain with this name.
+    pub fn domain(&self, name: &str) -> Option<&DomainSpec> {
+        self.domains.iter().find(|d| d.name == name)
+    }
+
+    /// Total memory of all domains, in bytes.
+    pub fn total_domain_memory(&self) -> u64 {
+        self.domains.iter().map(|d| d.memory.bytes()).fold(0, u64::saturating_add)
+    }
+}
+
+/// Checks a domain name: `[a-z0-9_-]+`, at most [`NAME_MAX`] bytes.
+pub fn check_name(name: &str) -> Result<(), NameProblem> {
+    if name.is_empty() {
+        return Err(NameProblem::Empty);
+    }
+    if let Some(c) = name.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-' | '_')) {
+        return Err(NameProblem::BadChar(c));
+    }
+    if name.len() > NAME_MAX {
+        return Err(NameProblem::TooLong(name.len()));
+    }
+    Ok(())
+}
+
+/// Turns a TOML/serde error into a one-line [`ManifestError::Toml`] with the
+/// line, the domain and the field, as far as they can be found.
+fn toml_error(text: &str, error: &toml::de::Error) -> ManifestError {
+    let message = one_line(error.message());
+    let span = error.span();
+    let line = span.as_ref().map(|s| line_of(text, s.start));
+    // The message already names the key for unknown/missing keys; for a bad
+    // value, the key is whatever stands before `=` on the offending line.
+    let names_key = message.starts_with("unknown field") || message.starts_with("missing field");
+    let field = match (&span, names_key) {
+        (Some(s), false) => key_before(text, s.start),
+        _ => None,
+    };
+    ManifestError::Toml { line, domain: failing_domain(text, &message), field, message }
+}
+
+/// Finds the domain an error belongs to by deserialising each `[[domain]]`
+/// table on its own: the first whose error message is the same as the whole
+/// document's is the one. `None` when the error is outside the domains (or
+/// the text is not even TOML).
+fn failing_domain(text: &str, message: &str) -> Option<DomainRef> {
+    let table: toml::Table = toml::from_str(text).ok()?;
+    let domains = table.get("domain")?.as_array()?;
+    domains.iter().enumerate().find_map(|(index, value)| {
+        let error = DomainSpec::deserialize(value.clone()).err()?;
+        (one_line(error.message()) == message).then(|| DomainRef {
+            index,
+            name: value.get("name").and_then(|n| n.as_str()).map(ToString::to_string),
+        })
+    })
+}
+
+fn one_line(message: &str) -> String {
+    message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let offset = offset.min(text.len());
+    text.as_bytes()[..offset].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// The key of a `key = value` line when `offset` is in the value part.
+fn key_before(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let before = &text[start..offset];
+    let eq = before.rfind('=')?;
+    let key = before[..eq].trim().trim_matches(|c| c == '"' || c == '\'');
+    let key = key.rsplit(['{', ',']).next().unwrap_or(key).trim();
+    (!key.is_empty()).then(|| key.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[machine]
+memory = "64M"
+
+[[domain]]
+name = "hello"
+image = "hello"
+memory = "2M"
+cmdline = "x=1"
+
+[[domain]]
+name = "crash"
+image = "../guests/crash.elf"
+memory = 1048576
+expect = "crash"
+
+[[domain]]
+name = "status"
+image = "status"
+memory = "512K"
+expect = 3
+"#;
+
+    fn err(text: &str) -> String {
+        Manifest::parse(text).unwrap_err().to_string()
+    }
+
+    fn domain(name: &str, memory: &str) -> String {
+        format!("[[domain]]\nname = \"{name}\"\nimage = \"x\"\nmemory = \"{memory}\"\n")
+    }
+
+    #[test]
+    fn parses_a_good_manifest() {
+        let m = Manifest::parse(GOOD).unwrap();
+        assert_eq!(m.machine.memory, MemorySize(64 * MIB));
+        assert_eq!(m.domains.len(), 3);
+        assert_eq!(m.domains[0].name, "hello");
+        assert_eq!(m.domains[0].memory.pages(), 512);
+        assert_eq!(m.domains[0].cmdline, "x=1");
+        assert!(m.domains[0].expect.met_by_exit(0));
+        assert!(!m.domains[0].expect.met_by_crash());
+        assert_eq!(m.domains[1].memory, MemorySize(MIB));
+        assert!(m.domains[1].expect.met_by_crash());
+        assert_eq!(m.domains[2].expect, Expect::Exit(3));
+        assert!(!m.domains[2].expect.met_by_exit(0));
+        assert_eq!(m.domain("status").unwrap().memory, MemorySize(512 * KIB));
+        assert_eq!(m.total_domain_memory(), 3 * MIB + 512 * KIB);
+    }
+
+    #[test]
+    fn machine_is_optional() {
+        let m = Manifest::parse(&domain("a", "1M")).unwrap();
+        assert_eq!(m.machine.memory, DEFAULT_MACHINE_MEMORY);
+        assert_eq!(m.domains[0].expect.to_string(), "exit 0");
+        assert_eq!(m.domains[0].cmdline, "");
+    }
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(MemorySize::parse("2M"), Ok(MemorySize(2 * MIB)));
+        assert_eq!(MemorySize::parse("512K"), Ok(MemorySize(512 * KIB)));
+        assert_eq!(MemorySize::parse("1G"), Ok(MemorySize(GIB)));
+        assert_eq!(MemorySize::parse("3MiB"), Ok(MemorySize(3 * MIB)));
+        assert_eq!(MemorySize::parse("4k"), Ok(MemorySize(4 * KIB)));
+        assert_eq!(MemorySize::parse("4096"), Ok(MemorySize(4096)));
+        assert_eq!(MemorySize::parse("2X"), Err(MemorySizeError::BadSuffix));
+        assert_eq!(MemorySize::parse("M"), Err(MemorySizeError::NotANumber));
+        assert_eq!(MemorySize::parse("-1M"), Err(MemorySizeError::NotANumber));
+        assert_eq!(MemorySize::parse("99999999999999999999"), Err(MemorySizeError::TooLarge));
+        assert_eq!(MemorySize::parse("99999999999G"), Err(MemorySizeError::TooLarge));
+        for s in ["2M", "512K", "1G", "4097", "0", "1536K"] {
+            assert_eq!(MemorySize::parse(s).unwrap().to_string(), s);
+        }
+        assert_eq!(MemorySize(2048 * KIB).to_string(), "2M");
+    }
+
+    #[test]
+    fn round_trips_through_serde() {
+        let m = Manifest::parse(GOOD).unwrap();
+        let value = toml::Value::try_from(&m).unwrap();
+        let back = Manifest::deserialize(value).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn unknown_key_names_line_domain_and_key() {
+        let text = format!("{}\n{}colour = 3\n", domain("a", "1M"), domain("b", "1M"));
+        let e = Manifest::parse(&text).unwrap_err();
+        assert_eq!(e.line(), Some(10));
+        assert_eq!(
+            e.to_string(),
+            "line 10: domain \"b\": unknown field `colour`, expected one of `name`, `image`, `memory`, `cmdline`, `expect`"
+        );
+        assert_eq!(
+            e.in_file("m.toml").to_string(),
+            "m.toml:10: domain \"b\": unknown field `colour`, expected one of `name`, `image`, `memory`, `cmdline`, `expect`"
+        );
+    }
+
+    #[test]
+    fn unknown_key_outside_domains() {
+        let e = err(&format!("{}[machine]\nmemory = \"64M\"\ncpus = 2\n", domain("a", "1M")));
+        assert_eq!(e, "line 7: unknown field `cpus`, expected `memory`");
+        let e = err(&format!("{}[machin]\n", domain("a", "1M")));
+        assert_eq!(e, "line 5: unknown field `machin`, expected `machine` or `domain`");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let e = err("[[domain]]\nname = \"a\"\nimage = \"x\"\nmemory = \"2X\"\n");
+        assert!(
+            e.starts_with("line 4: domain \"a\", field `memory`: invalid memory size \"2X\": the suffix is not K, M or G"),
+            "{e}"
+        );
+        let e = err("[[domain]]\nname = \"a\"\nimage = \"x\"\nmemory = \"1M\"\nexpect = \"boom\"\n");
+        assert_eq!(
+            e,
+            "line 5: domain \"a\", field `expect`: \"boom\" is not an expectation: expected an exit status or \"crash\""
+        );
+        let e = err("[[domain]]\nname = \"a\"\nimage = \"x\"\nmemory = \"1M\"\nexpect = -1\n");
+        assert!(e.contains("field `expect`: exit status -1 is negative"), "{e}");
+        let e = err("[[domain]]\nname = 7\nimage = \"x\"\nmemory = \"1M\"\n");
+        assert!(e.starts_with("line 2: domain #1, field `name`: invalid type: integer `7`, expected a string"), "{e}");
+        let e = err("[machine]\nmemory = true\n");
+        assert!(e.starts_with("line 2: field `memory`: invalid type: boolean `true`"), "{e}");
+    }
+
+    #[test]
+    fn missing_key() {
+        let e = err("[[domain]]\nname = \"a\"\nimage = \"x\"\n");
+        assert_eq!(e, "line 1: domain \"a\": missing field `memory`");
+    }
+
+    #[test]
+    fn inline_domains_work_too() {
+        let e = err("domain = [{ name = \"a\", image = \"x\", memory = \"1M\", bad = 1 }]\n");
+        assert!(e.starts_with("line 1: domain \"a\": unknown field `bad`"), "{e}");
+        let e = err("domain = [{ name = \"a\", image = \"x\", memory = \"1Q\" }]\n");
+        assert!(e.starts_with("line 1: domain \"a\", field `memory`: invalid memory size"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_has_line() {
+        let e = err("[[domain]]\nname = \"a\" oops\n");
+        assert!(e.starts_with("line 2: "), "{e}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn no_domains() {
+        assert_eq!(err("[machine]\nmemory = \"64M\"\n"), "no [[domain]] table: a manifest must start at least one domain");
+        assert_eq!(err(""), "no [[domain]] table: a manifest must start at least one domain");
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(check_name("a-b_9"), Ok(()));
+        assert_eq!(check_name(""), Err(NameProblem::Empty));
+        assert_eq!(check_name("Hello"), Err(NameProblem::BadChar('H')));
+        assert_eq!(check_name(&"a".repeat(33)), Err(NameProblem::TooLong(33)));
+        assert_eq!(check_name(&"a".repeat(32)), Ok(()));
+        assert_eq!(
+            err(&domain("has space", "1M")),
+            "domain \"has space\", field `name`: the name has ' ': use only lower-case letters, digits, '-' and '_'"
+        );
+        assert_eq!(err(&domain("", "1M")), "domain #1, field `name`: the name is empty");
+        assert_eq!(
+            err(&domain(&"x".repeat(40), "1M")),
+            format!("domain \"{}\", field `name`: the name is 40 bytes long, at most 32 are allowed", "x".repeat(40))
+        );
+        let e = err(&format!("{}{}", domain("a", "1M"), "[[domain]]\nname = \"a\\nb\"\nimage = \"x\"\nmemory = \"1M\"\n"));
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn duplicate_name() {
+        let text = format!("{}{}{}", domain("a", "1M"), domain("b", "1M"), domain("a", "1M"));
+        assert_eq!(err(&text), "domain \"a\", field `name`: domains #1 and #3 are both named \"a\"");
+    }
+
+    #[test]
+    fn cmdline_too_long() {
+        let text = format!("{}cmdline = \"{}\"\n", domain("a", "1M"), "x".repeat(CMDLINE_MAX + 1));
+        assert_eq!(
+            err(&text),
+            "domain \"a\", field `cmdline`: the command line is 1025 bytes long, at most 1024 are allowed"
+        );
+        let text = format!("{}cmdline = \"{}\"\n", domain("a", "1M"), "x".repeat(CMDLINE_MAX));
+        assert!(Manifest::parse(&text).is_ok());
+    }
+
+    #[test]
+    fn empty_image() {
+        let text = "[[domain]]\nname = \"a\"\nimage = \"\"\nmemory = \"1M\"\n";
+        assert_eq!(err(text), "domain \"a\", field `image`: the image is empty");
+    }
+
+    #[test]
+    fn memory_must_be_pages() {
+        assert_eq!(
+            err(&domain("a", "1025K")),
+            "domain \"a\", field `memory`: 1025K (1049600 bytes) is not a multiple of 4 KiB"
+        );
+    }
+
+    #[test]
+    fn memory_minimum() {
+        let min = min_domain_memory();
+        assert!(crate::image::initial_layout(1, min.pages()).is_ok());
+        assert!(crate::image::initial_layout(1, min.pages() - 1).is_err());
+        let text = domain("a", &(min.bytes() - PAGE_SIZE).to_string());
+        let e = err(&text);
+        assert!(e.starts_with("domain \"a\", field `memory`: "), "{e}");
+        assert!(e.contains(&format!("is too small, a domain needs at least {min}")), "{e}");
+        assert!(Manifest::parse(&domain("a", &min.bytes().to_string())).is_ok());
+    }
+
+    #[test]
+    fn machine_memory_must_be_mib() {
+        let text = format!("[machine]\nmemory = \"1500K\"\n{}", domain("a", "1M"));
+        assert_eq!(
+            err(&text),
+            "[machine], field `memory`: 1500K is not a whole number of MiB (QEMU -m would round it)"
+        );
+    }
+
+    #[test]
+    fn too_much_memory_names_the_domain_that_crosses() {
+        let text = format!("[machine]\nmemory = \"32M\"\n{}{}{}", domain("a", "8M"), domain("b", "8M"), domain("c", "1M"));
+        assert_eq!(
+            err(&text),
+            "domain \"c\", field `memory`: 1M brings the domains' total to 17M, more than the 16M \
+             the machine's 32M leaves after the hypervisor's 16M (raise [machine] memory)"
+        );
+        // Exactly full is fine.
+        let text = format!("[machine]\nmemory = \"32M\"\n{}{}", domain("a", "8M"), domain("b", "8M"));
+        assert!(Manifest::parse(&text).is_ok());
+        assert!(err(&domain("big", "1G")).starts_with("domain \"big\", field `memory`: 1G brings the domains' total to 1G"));
+    }
+
+    #[test]
+    fn expect_display_and_serde() {
+        assert_eq!(Expect::Crash.to_string(), "crash");
+        assert_eq!(Expect::Exit(4).to_string(), "exit 4");
+        assert_eq!(Expect::default(), Expect::Exit(0));
+        assert!(Expect::default().met_by_exit(0));
+    }
+}

@@ -1,0 +1,151 @@
+//! A virtual CPU: the register state of a domain while it is not running.
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// Ring-3 code selector a guest runs with (GDT entry 4, RPL 3).
+pub const GUEST_CS: u64 = 0x23;
+/// Ring-3 stack selector a guest runs with (GDT entry 3, RPL 3).
+pub const GUEST_SS: u64 = 0x1b;
+/// RFLAGS a guest starts with: interrupts enabled, bit 1 (always one).
+pub const GUEST_INITIAL_RFLAGS: u64 = 0x202;
+/// RFLAGS bits a guest may hold: CF PF AF ZF SF TF IF DF OF, AC, ID.
+/// (IOPL, NT, RF, VM, VIF, VIP are never given to a guest.)
+pub const GUEST_RFLAGS_MASK: u64 = 0x24_0fd5;
+
+/// The general-purpose registers and the interrupt frame of a guest, in the
+/// order the entry code pushes them (lowest address first).
+///
+/// The kernel's entry code builds this at the top of the per-CPU stack on
+/// every entry from a guest (hypercall or exception) and returns to the guest
+/// from it with `iretq`; switching domains means swapping its contents.
+/// Pseudo-vector [`VECTOR_SYSCALL`] marks an entry by `syscall`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct GuestRegs {
+    /// r15
+    pub r15: u64,
+    /// r14
+    pub r14: u64,
+    /// r13
+    pub r13: u64,
+    /// r12
+    pub r12: u64,
+    /// r11 (holds RFLAGS right after `syscall`)
+    pub r11: u64,
+    /// r10 (hypercall argument 3)
+    pub r10: u64,
+    /// r9 (hypercall argument 5)
+    pub r9: u64,
+    /// r8 (hypercall argument 4)
+    pub r8: u64,
+    /// rbp
+    pub rbp: u64,
+    /// rdi (hypercall argument 0)
+    pub rdi: u64,
+    /// rsi (hypercall argument 1)
+    pub rsi: u64,
+    /// rdx (hypercall argument 2)
+    pub rdx: u64,
+    /// rcx (holds the return RIP right after `syscall`)
+    pub rcx: u64,
+    /// rbx
+    pub rbx: u64,
+    /// rax (hypercall number in, result out)
+    pub rax: u64,
+    /// Exception vector, or [`VECTOR_SYSCALL`].
+    pub vector: u64,
+    /// Exception error code (0 when the CPU pushes none).
+    pub error_code: u64,
+    /// Instruction pointer to return to.
+    pub rip: u64,
+    /// Code selector to return to.
+    pub cs: u64,
+    /// Flags to return with.
+    pub rflags: u64,
+    /// Stack pointer to return to.
+    pub rsp: u64,
+    /// Stack selector to return to.
+    pub ss: u64,
+}
+
+/// Pseudo-vector recorded in [`GuestRegs::vector`] for a `syscall` entry.
+pub const VECTOR_SYSCALL: u64 = 0x100;
+
+impl GuestRegs {
+    /// The registers a domain's first instruction sees.
+    pub fn initial(entry: u64, stack_top: u64, start_info: u64) -> Self {
+        GuestRegs {
+            rip: entry,
+            rsp: stack_top,
+            rdi: start_info,
+            cs: GUEST_CS,
+            ss: GUEST_SS,
+            rflags: GUEST_INITIAL_RFLAGS,
+            ..GuestRegs::default()
+        }
+    }
+
+    /// Hypercall arguments in ABI order (`rdi rsi rdx r10 r8 r9`).
+    pub fn hypercall_args(&self) -> [u64; 6] {
+        [self.rdi, self.rsi, self.rdx, self.r10, self.r8, self.r9]
+    }
+}
+
+/// The x87/SSE state saved by `fxsave64` (512 bytes, 16-byte aligned).
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+pub struct FpuState(pub [u8; 512]);
+
+impl FpuState {
+    /// The state after `fninit` with the default MXCSR (0x1f80) and FCW (0x37f).
+    pub fn initial() -> Self {
+        let mut s = FpuState([0; 512]);
+        s.0[0..2].copy_from_slice(&0x037fu16.to_le_bytes()); // FCW
+        s.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes()); // MXCSR
+        s.0[28..32].copy_from_slice(&0xffffu32.to_le_bytes()); // MXCSR_MASK
+        s
+    }
+}
+
+impl core::fmt::Debug for FpuState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("FpuState(..)")
+    }
+}
+
+/// A domain's virtual CPU.
+#[derive(Clone, Debug)]
+pub struct Vcpu {
+    /// Registers while the vCPU is not running.
+    pub regs: GuestRegs,
+    /// x87/SSE state while the vCPU is not running.
+    pub fpu: FpuState,
+}
+
+impl Vcpu {
+    /// A vCPU that will start at `entry` with the given stack and start-info address.
+    pub fn new(entry: u64, stack_top: u64, start_info: u64) -> Self {
+        Vcpu { regs: GuestRegs::initial(entry, stack_top, start_info), fpu: FpuState::initial() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_layout_matches_the_push_order() {
+        assert_eq!(core::mem::size_of::<GuestRegs>(), 22 * 8);
+        assert_eq!(core::mem::offset_of!(GuestRegs, rax), 14 * 8);
+        assert_eq!(core::mem::offset_of!(GuestRegs, vector), 15 * 8);
+        assert_eq!(core::mem::offset_of!(GuestRegs, rip), 17 * 8);
+        assert_eq!(core::mem::offset_of!(GuestRegs, ss), 21 * 8);
+    }
+
+    #[test]
+    fn initial_registers() {
+        let r = GuestRegs::initial(0x40_1000, 0x80_0000, 0x40_5000);
+        assert_eq!((r.rip, r.rsp, r.rdi, r.cs & 3, r.ss & 3), (0x40_1000, 0x80_0000, 0x40_5000, 3, 3));
+        assert_eq!(r.rflags & 0x200, 0x200);
+    }
+}

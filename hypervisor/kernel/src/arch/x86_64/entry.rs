@@ -1,0 +1,190 @@
+//! The ways into and out of the hypervisor: `syscall` and exceptions.
+//!
+//! ## Hypercalls
+//! `syscall` lands at [`syscall_entry`] with interrupts off (SFMASK) and the
+//! guest's stack still in `rsp`. The `null` hypercall (number 0) is answered
+//! right there: `rax` is already 0, which encodes `Ok(0)`, so the fast lane is
+//! `test`, `jnz`, `sysretq` and touches no memory. Every other number takes
+//! the slow lane: `swapgs` to reach the per-CPU data, switch to the per-CPU
+//! stack, build a [`GuestRegs`] frame at its top exactly like the one a fault
+//! from ring 3 produces, save the x87/SSE state (Rust code may use SSE), and
+//! call [`crate::trap::hypercall`].
+//!
+//! ## Exceptions
+//! A fault in ring 3 makes the CPU push SS, RSP, RFLAGS, CS, RIP (and an
+//! error code for some vectors) at TSS.RSP0, the same per-CPU stack top, so
+//! the stubs below only add a zero error code where the CPU pushes none and
+//! the vector, then share the hypercall path's frame building and call
+//! [`crate::trap::guest_exception`]. A fault in ring 0 is a hypervisor bug:
+//! the frame is built wherever the stack is and
+//! [`crate::trap::hypervisor_fault`] reports it and stops the machine.
+//!
+//! ## Back to a guest
+//! Both paths leave through `return_to_guest`, which restores whatever frame
+//! sits at the stack top (the handler may have replaced it with another
+//! domain's) and `iretq`s. The same code starts a domain for the first time.
+
+use super::percpu::{GUEST_FPU_OFFSET, SCRATCH_RSP_OFFSET, STACK_TOP_OFFSET};
+use core::arch::global_asm;
+use parvus_core::vcpu::{GuestRegs, GUEST_CS, GUEST_SS, VECTOR_SYSCALL};
+
+/// Offset of CS in the frame as the exception stubs see it (vector, error code, RIP, CS).
+const STUB_CS_OFFSET: usize = 24;
+
+extern "C" {
+    /// The `syscall` target (LSTAR).
+    pub fn syscall_entry();
+    /// Restores the [`GuestRegs`] frame at `rsp` and returns to ring 3.
+    fn return_to_guest_from(frame: *const GuestRegs) -> !;
+    /// Addresses of the 32 exception stubs, by vector.
+    pub static exception_stubs: [u64; 32];
+}
+
+global_asm!(
+    r#"
+    .macro PUSH_GPRS
+    push rax
+    push rbx
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push rbp
+    push r8
+    push r9
+    push r10
+    push r11
+    push r12
+    push r13
+    push r14
+    push r15
+    .endm
+    .macro POP_GPRS
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rbp
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rbx
+    pop rax
+    .endm
+
+    .section .text, "ax"
+    .p2align 6
+    .global syscall_entry
+syscall_entry:
+    test rax, rax
+    jnz 1f
+    sysretq                                /* null hypercall: rax = 0 = Ok(0) */
+1:  swapgs
+    mov gs:[{scratch}], rsp
+    mov rsp, gs:[{stack_top}]
+    push {guest_ss}
+    push qword ptr gs:[{scratch}]
+    push r11                               /* guest RFLAGS */
+    push {guest_cs}
+    push rcx                               /* guest RIP */
+    push 0                                 /* error code */
+    push {vector_syscall}
+    PUSH_GPRS
+    fxsave64 gs:[{fpu}]
+    mov rdi, rsp
+    call {hypercall}
+    jmp return_to_guest
+
+    /* Entered with rsp at a complete GuestRegs frame and GS = per-CPU data. */
+return_to_guest:
+    fxrstor64 gs:[{fpu}]
+    POP_GPRS
+    add rsp, 16                            /* vector, error code */
+    swapgs
+    iretq
+
+    .global return_to_guest_from
+return_to_guest_from:
+    mov rsp, rdi
+    jmp return_to_guest
+
+exception_common:
+    test byte ptr [rsp + {stub_cs}], 3
+    jz 2f
+    swapgs
+    PUSH_GPRS
+    fxsave64 gs:[{fpu}]
+    mov rdi, rsp
+    call {guest_exception}
+    jmp return_to_guest
+2:  PUSH_GPRS
+    mov rdi, rsp
+    and rsp, -16
+    call {hypervisor_fault}
+    ud2
+
+    /* One stub per exception vector; the CPU pushes an error code only for
+       vectors 8, 10-14, 17, 21, 29 and 30, the others get a zero. */
+    .altmacro
+    .macro EXCEPTION_STUB n
+    .p2align 4
+exception_stub_\n:
+    .if (\n == 8) || ((\n >= 10) && (\n <= 14)) || (\n == 17) || (\n == 21) || (\n == 29) || (\n == 30)
+    .else
+    push 0
+    .endif
+    push \n
+    jmp exception_common
+    .endm
+    .macro EXCEPTION_STUB_ADDRESS n
+    .quad exception_stub_\n
+    .endm
+    .set vector, 0
+    .rept 32
+    EXCEPTION_STUB %vector
+    .set vector, vector + 1
+    .endr
+
+    .section .rodata, "a"
+    .p2align 3
+    .global exception_stubs
+exception_stubs:
+    .set vector, 0
+    .rept 32
+    EXCEPTION_STUB_ADDRESS %vector
+    .set vector, vector + 1
+    .endr
+    .noaltmacro
+"#,
+    scratch = const SCRATCH_RSP_OFFSET,
+    stack_top = const STACK_TOP_OFFSET,
+    fpu = const GUEST_FPU_OFFSET,
+    guest_ss = const GUEST_SS,
+    guest_cs = const GUEST_CS,
+    vector_syscall = const VECTOR_SYSCALL,
+    stub_cs = const STUB_CS_OFFSET,
+    hypercall = sym crate::trap::hypercall,
+    guest_exception = sym crate::trap::guest_exception,
+    hypervisor_fault = sym crate::trap::hypervisor_fault,
+);
+
+/// Enters a guest for the first time (or after a switch done outside an
+/// entry): copies `regs` to the frame slot at the top of this CPU's stack and
+/// returns to ring 3 from it. The caller has already loaded the guest's CR3
+/// and its x87/SSE state into the per-CPU area.
+pub fn enter_guest(regs: &GuestRegs) -> ! {
+    let frame = (super::percpu::this_cpu().stack_top as usize - core::mem::size_of::<GuestRegs>()) as *mut GuestRegs;
+    // SAFETY: (1) the frame slot lies at the top of this CPU's hypervisor
+    // stack, which nothing else uses at this point (we are on the boot stack
+    // or deeper in the same stack, below the slot); (2) return_to_guest_from
+    // never returns, so abandoning the current stack is fine.
+    unsafe {
+        frame.write(*regs);
+        return_to_guest_from(frame)
+    }
+}

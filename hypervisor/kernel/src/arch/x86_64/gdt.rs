@@ -1,0 +1,95 @@
+//! Segments: the GDT, the TSS and the `syscall` MSRs.
+//!
+//! ```text
+//! selector  descriptor
+//! 0x08      ring-0 64-bit code        (syscall CS)
+//! 0x10      ring-0 data               (syscall SS; also sysret's base)
+//! 0x18|3    ring-3 data               (sysret SS = base + 8)
+//! 0x20|3    ring-3 64-bit code        (sysret CS = base + 16)
+//! 0x28      TSS (two slots)
+//! ```
+//! The TSS gives the stack a fault from ring 3 lands on (RSP0: the per-CPU
+//! stack, where the guest frame is built) and a separate known-good stack
+//! (IST1) for double faults, NMIs and machine checks.
+
+use core::mem::size_of;
+use x86_64::registers::model_specific::{LStar, SFMask, Star};
+use x86_64::registers::rflags::RFlags;
+use x86_64::registers::segmentation::{Segment, CS, DS, ES, SS};
+use x86_64::structures::gdt::SegmentSelector;
+use x86_64::structures::tss::TaskStateSegment;
+use x86_64::structures::DescriptorTablePointer;
+use x86_64::{PrivilegeLevel, VirtAddr};
+
+/// Ring-0 code selector.
+pub const KERNEL_CS: u16 = 0x08;
+/// Ring-0 data selector.
+pub const KERNEL_SS: u16 = 0x10;
+const TSS_SELECTOR: u16 = 0x28;
+
+/// IST slot (1-based as in IDT entries) for faults that need a fresh stack.
+pub const IST_CRITICAL: u8 = 1;
+const IST_STACK_SIZE: usize = 16 * 1024;
+
+#[repr(C, align(16))]
+struct IstStack([u8; IST_STACK_SIZE]);
+static mut IST_STACK: IstStack = IstStack([0; IST_STACK_SIZE]);
+
+static mut TSS: TaskStateSegment = TaskStateSegment::new();
+
+static mut GDT: [u64; 7] = [
+    0,
+    0x00af_9a00_0000_ffff, // 0x08 ring-0 code, 64-bit
+    0x00cf_9200_0000_ffff, // 0x10 ring-0 data
+    0x00cf_f200_0000_ffff, // 0x18 ring-3 data
+    0x00af_fa00_0000_ffff, // 0x20 ring-3 code, 64-bit
+    0,                     // 0x28 TSS, low half (filled in at init)
+    0,                     // 0x30 TSS, high half
+];
+
+/// Loads the GDT and TSS, reloads the segment registers, and programs the
+/// `syscall` MSRs to enter at `syscall_entry` with IF, TF, DF and AC cleared.
+pub fn init(stack_top: u64, syscall_entry: u64) {
+    let tss = core::ptr::addr_of_mut!(TSS);
+    let gdt = core::ptr::addr_of_mut!(GDT);
+    // SAFETY: init runs once on the boot CPU before anything else uses the
+    // GDT or TSS, so these are the only references.
+    unsafe {
+        (*tss).privilege_stack_table[0] = VirtAddr::new(stack_top);
+        (*tss).interrupt_stack_table[usize::from(IST_CRITICAL - 1)] =
+            VirtAddr::new(core::ptr::addr_of!(IST_STACK) as u64 + IST_STACK_SIZE as u64);
+        (*tss).iomap_base = size_of::<TaskStateSegment>() as u16; // no I/O bitmap: all ports denied to ring 3
+        let base = tss as u64;
+        let limit = (size_of::<TaskStateSegment>() - 1) as u64;
+        (*gdt)[5] = (limit & 0xffff)
+            | ((base & 0xff_ffff) << 16)
+            | (0x89 << 40) // present, 64-bit TSS (available)
+            | (((limit >> 16) & 0xf) << 48)
+            | (((base >> 24) & 0xff) << 56);
+        (*gdt)[6] = base >> 32;
+    }
+    let pointer = DescriptorTablePointer {
+        limit: (size_of::<[u64; 7]>() - 1) as u16,
+        base: VirtAddr::new(gdt as u64),
+    };
+    // SAFETY: (1) the GDT is static and valid for the rest of the run; (2) the
+    // selectors loaded next name its ring-0 code and data descriptors; (3) the
+    // TSS descriptor points at the static TSS filled in above.
+    unsafe {
+        x86_64::instructions::tables::lgdt(&pointer);
+        CS::set_reg(SegmentSelector::new(KERNEL_CS >> 3, PrivilegeLevel::Ring0));
+        SS::set_reg(SegmentSelector::new(KERNEL_SS >> 3, PrivilegeLevel::Ring0));
+        DS::set_reg(SegmentSelector(0));
+        ES::set_reg(SegmentSelector(0));
+        x86_64::instructions::tables::load_tss(SegmentSelector(TSS_SELECTOR));
+    }
+    Star::write(
+        SegmentSelector(0x20 | 3),
+        SegmentSelector(0x18 | 3),
+        SegmentSelector(KERNEL_CS),
+        SegmentSelector(KERNEL_SS),
+    )
+    .expect("the GDT layout above satisfies STAR's ordering rules");
+    LStar::write(VirtAddr::new(syscall_entry));
+    SFMask::write(RFlags::INTERRUPT_FLAG | RFlags::TRAP_FLAG | RFlags::DIRECTION_FLAG | RFlags::ALIGNMENT_CHECK);
+}

@@ -1,0 +1,42 @@
+//! [`MachineMemory`] over the physical map: how the logic reaches RAM.
+
+use crate::arch::x86_64::paging::{PHYSMAP_BASE, PHYSMAP_LIMIT};
+use parvus_core::machine_memory::MachineMemory;
+
+/// All machine memory, through the hypervisor's physical map.
+pub struct PhysMap;
+
+fn checked(maddr: u64, len: usize) -> *mut u8 {
+    let end = maddr.checked_add(len as u64).expect("machine range wraps");
+    assert!(end <= PHYSMAP_LIMIT, "machine address {maddr:#x} beyond the physical map");
+    (PHYSMAP_BASE + maddr) as *mut u8
+}
+
+impl MachineMemory for PhysMap {
+    fn read(&self, maddr: u64, buf: &mut [u8]) {
+        let src = checked(maddr, buf.len());
+        // SAFETY: (1) the physical map covers [0, PHYSMAP_LIMIT) read-write,
+        // checked above; (2) callers in parvus-core only name frames they have
+        // checked (a domain's or the hypervisor's), never the hypervisor image
+        // in use by Rust references, so no reference is aliased.
+        unsafe { core::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), buf.len()) };
+    }
+
+    fn write(&mut self, maddr: u64, data: &[u8]) {
+        let dst = checked(maddr, data.len());
+        // SAFETY: as for `read`; the frames written belong to domains or to
+        // the hypervisor's page-table pool, not to Rust objects.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
+    }
+}
+
+/// The bytes of a machine range (the boot bundle), through the physical map.
+///
+/// # Safety
+/// The range must be RAM that nothing writes for the lifetime `'static`
+/// (it is reserved in the frame table).
+pub unsafe fn static_bytes(range: core::ops::Range<u64>) -> &'static [u8] {
+    let p = checked(range.start, (range.end - range.start) as usize);
+    // SAFETY: mapped (checked above) and, by the caller's guarantee, immutable forever.
+    unsafe { core::slice::from_raw_parts(p, (range.end - range.start) as usize) }
+}
