@@ -31,17 +31,25 @@ pub enum Hypercall {
     /// `exit(status: u64)`: ends the calling domain with `status` (0 means
     /// success). Never returns.
     Exit = 5,
+    /// `bench_floor()`: for benchmarks only. Until the caller next enters
+    /// the hypervisor other than by `syscall` (any exception, typically the
+    /// `int3` the caller ends with), every `syscall` it makes returns at once
+    /// through a bare `sysretq`, doing nothing, with `rax` unchanged. This
+    /// measures the architectural floor of a `syscall` round trip on the
+    /// machine, so the `null` hypercall can be reported beside it. Returns 0.
+    BenchFloor = 6,
 }
 
 impl Hypercall {
     /// Every hypercall, in number order.
-    pub const ALL: [Hypercall; 6] = [
+    pub const ALL: [Hypercall; 7] = [
         Hypercall::Null,
         Hypercall::AbiVersion,
         Hypercall::ConsoleWrite,
         Hypercall::DomainInfo,
         Hypercall::Yield,
         Hypercall::Exit,
+        Hypercall::BenchFloor,
     ];
 
     /// The hypercall's name as it appears in logs and documentation.
@@ -53,6 +61,7 @@ impl Hypercall {
             Hypercall::DomainInfo => "domain_info",
             Hypercall::Yield => "yield",
             Hypercall::Exit => "exit",
+            Hypercall::BenchFloor => "bench_floor",
         }
     }
 }

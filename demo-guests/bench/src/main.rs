@@ -10,7 +10,10 @@
 //! - `null`: the `null` hypercall through the SDK wrapper (what a guest pays);
 //! - `null_raw`: a bare `mov eax, 0; syscall` (what the hypervisor's entry
 //!   and exit path costs, plus one instruction);
-//! - `abi_version`: a hypercall served on the slow path, for contrast.
+//! - `abi_version`: a hypercall served on the slow path, for contrast;
+//! - `floor`: the same loop as `null_raw` while the hypervisor has pointed
+//!   `syscall` at a lone `sysretq` (the `bench_floor` hypercall): the least
+//!   any `syscall`-based hypercall can cost on this machine.
 //!
 //! Each row is printed as one machine-readable line that `cargo xtask bench`
 //! parses:
@@ -45,6 +48,7 @@ fn main(_start: &'static StartInfo) -> u64 {
         ("null", null_loop(ITERATIONS)),
         ("null_raw", null_raw_loop(ITERATIONS)),
         ("abi_version", abi_version_loop(ITERATIONS)),
+        ("floor", floor_loop(ITERATIONS)),
     ];
     for (name, total) in rows {
         println!("BENCH name={} iterations={} total={} baseline={}", name, ITERATIONS, total, baseline);
@@ -106,6 +110,17 @@ fn null_raw_loop(n: u64) -> u64 {
         }
     }
     ticks() - start
+}
+
+/// The `null_raw` loop with `syscall` pointed at a bare `sysretq`.
+#[inline(never)]
+fn floor_loop(n: u64) -> u64 {
+    if hypercall::bench_floor_begin().is_err() {
+        return 0;
+    }
+    let total = null_raw_loop(n);
+    hypercall::bench_floor_end();
+    total
 }
 
 /// `abi_version`, a hypercall the hypervisor serves on its slow path.

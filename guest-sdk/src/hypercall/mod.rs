@@ -111,3 +111,22 @@ pub fn yield_now() -> Result<(), HypercallError> {
 pub fn exit(status: u64) -> ! {
     raw::exit(status)
 }
+
+/// `bench_floor`: for benchmarks only. From now until this domain's next
+/// exception, every `syscall` returns at once through a bare `sysretq`
+/// (the hypervisor does nothing, not even decode the number). End the
+/// measurement with [`bench_floor_end`], which raises that exception.
+pub fn bench_floor_begin() -> Result<(), HypercallError> {
+    // SAFETY: `bench_floor` takes no pointer, so no guest memory is written.
+    unsafe { raw::hypercall0(Hypercall::BenchFloor) }.map(|_| ())
+}
+
+/// Ends a floor measurement started by [`bench_floor_begin`] with an `int3`,
+/// which the hypervisor treats as "back to the real `syscall` path" and
+/// resumes after.
+pub fn bench_floor_end() {
+    // SAFETY: int3 traps to the hypervisor, which (in floor mode) only
+    // restores its syscall entry and returns to the next instruction; no
+    // register or memory of ours changes.
+    unsafe { core::arch::asm!("int3", options(nomem, nostack)) };
+}

@@ -27,6 +27,9 @@ pub enum Outcome {
     Yield,
     /// End the caller with this status.
     Exit(u64),
+    /// Return 0 and switch the caller's `syscall` path to the bare floor
+    /// path until its next exception (see [`Hypercall::BenchFloor`]).
+    BenchFloor,
 }
 
 /// Everything a hypercall may look at besides the caller's registers.
@@ -64,6 +67,7 @@ pub fn dispatch<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, r
         Hypercall::DomainInfo => Outcome::Return(domain_info(ctx, a0, a1)),
         Hypercall::Yield => Outcome::Yield,
         Hypercall::Exit => Outcome::Exit(a0),
+        Hypercall::BenchFloor => Outcome::BenchFloor,
     }
 }
 

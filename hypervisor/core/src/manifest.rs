@@ -94,7 +94,7 @@ impl fmt::Display for MemorySize {
             return f.write_str("0");
         }
         for (unit, suffix) in [(GIB, "G"), (MIB, "M"), (KIB, "K")] {
-            if bytes % unit == 0 {
+            if bytes.is_multiple_of(unit) {
                 return write!(f, "{}{}", bytes / unit, suffix);
             }
         }
@@ -158,7 +158,7 @@ impl<'de> Deserialize<'de> for MemorySize {
 
 impl Serialize for MemorySize {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if self.0 % KIB == 0 && self.0 != 0 {
+        if self.0.is_multiple_of(KIB) && self.0 != 0 {
             serializer.collect_str(self)
         } else {
             serializer.serialize_u64(self.0)
@@ -570,7 +570,7 @@ impl Manifest {
             if d.cmdline.len() > CMDLINE_MAX {
                 return Err(ManifestError::CmdlineTooLong { domain, len: d.cmdline.len() });
             }
-            if d.memory.bytes() % PAGE_SIZE != 0 {
+            if !d.memory.bytes().is_multiple_of(PAGE_SIZE) {
                 return Err(ManifestError::MemoryNotPageMultiple { domain, size: d.memory });
             }
             if d.memory < min {
@@ -578,7 +578,7 @@ impl Manifest {
             }
         }
         let machine = self.machine.memory;
-        if machine.bytes() % MACHINE_MEMORY_GRANULE != 0 {
+        if !machine.bytes().is_multiple_of(MACHINE_MEMORY_GRANULE) {
             return Err(ManifestError::MachineMemoryNotMiB { size: machine });
         }
         let available = machine.bytes().saturating_sub(HYPERVISOR_RESERVE);

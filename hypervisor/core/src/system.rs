@@ -32,6 +32,9 @@ pub enum Next {
         /// Machine address of the next domain's top-level table.
         root: u64,
     },
+    /// Return to the same guest, with `syscall` pointed at the bare
+    /// `sysretq` floor path until the guest's next exception.
+    ResumeOnFloorPath,
     /// Every domain has ended.
     Finished {
         /// Whether each ended as its manifest expected.
@@ -108,6 +111,10 @@ impl System {
                 self.save_current(frame, fpu);
                 self.run_queue.push(caller);
                 self.dispatch_next(frame, fpu)
+            }
+            Outcome::BenchFloor => {
+                frame.rax = 0;
+                Next::ResumeOnFloorPath
             }
             Outcome::Exit(status) => {
                 self.end(p, caller, Ending::Exited(status));

@@ -3,7 +3,7 @@
 use crate::arch::x86_64::paging::{hypervisor_root, switch_address_space};
 use crate::arch::x86_64::percpu::this_cpu;
 use crate::arch::x86_64::power::{exit_qemu, ExitCode};
-use crate::arch::x86_64::{cpu, serial::Serial};
+use crate::arch::x86_64::{cpu, entry, serial::Serial};
 use crate::logger::{self, CONSOLE_LOCK};
 use crate::machine_memory::PhysMap;
 use core::fmt::Write;
@@ -35,9 +35,18 @@ pub extern "C" fn hypercall(frame: &mut GuestRegs) {
     apply(next, system);
 }
 
+/// Vector of the breakpoint (`int3`) that ends a floor measurement.
+const BREAKPOINT: u64 = 3;
+
 /// Called by the exception stubs for a fault raised in ring 3.
 pub extern "C" fn guest_exception(frame: &mut GuestRegs) {
     let cr2 = cpu::cr2();
+    if this_cpu().floor_path {
+        entry::set_floor_path(false);
+        if frame.vector == BREAKPOINT {
+            return; // the end of a floor measurement: resume after the int3
+        }
+    }
     let mut guard = SYSTEM.lock();
     let system = guard.as_mut().expect("guests run only after the system is built");
     let next = system.on_guest_exception(&mut Platform { mem: &mut PhysMap, console: &mut SerialConsole }, frame, &mut this_cpu().guest_fpu, cr2);
@@ -60,6 +69,7 @@ pub extern "C" fn hypervisor_fault(frame: &GuestRegs) -> ! {
 fn apply(next: Next, system: &System) {
     match next {
         Next::Resume => {}
+        Next::ResumeOnFloorPath => entry::set_floor_path(true),
         // SAFETY: every domain's top-level table was built with the
         // hypervisor's upper half (parvus_core::builder).
         Next::Switch { root } => unsafe { switch_address_space(root) },

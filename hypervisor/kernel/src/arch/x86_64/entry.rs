@@ -34,6 +34,8 @@ const STUB_CS_OFFSET: usize = 24;
 extern "C" {
     /// The `syscall` target (LSTAR).
     pub fn syscall_entry();
+    /// The bare `sysretq` used while a benchmark measures the floor.
+    fn syscall_floor_entry();
     /// Restores the [`GuestRegs`] frame at `rsp` and returns to ring 3.
     fn return_to_guest_from(frame: *const GuestRegs) -> !;
     /// Addresses of the 32 exception stubs, by vector.
@@ -99,6 +101,12 @@ syscall_entry:
     mov rdi, rsp
     call {hypercall}
     jmp return_to_guest
+
+    /* The floor path (bench_floor): a syscall round trip that does nothing. */
+    .p2align 6
+    .global syscall_floor_entry
+syscall_floor_entry:
+    sysretq
 
     /* Entered with rsp at a complete GuestRegs frame and GS = per-CPU data. */
 return_to_guest:
@@ -187,4 +195,13 @@ pub fn enter_guest(regs: &GuestRegs) -> ! {
         frame.write(*regs);
         return_to_guest_from(frame)
     }
+}
+
+/// Points `syscall` at the bare floor path (`on`) or back at the real entry.
+/// The floor path serves a benchmark only; it is switched off again on the
+/// guest's next exception (see `Hypercall::BenchFloor`).
+pub fn set_floor_path(on: bool) {
+    let target = if on { syscall_floor_entry as *const () } else { syscall_entry as *const () };
+    x86_64::registers::model_specific::LStar::write(x86_64::VirtAddr::new(target as u64));
+    super::percpu::this_cpu().floor_path = on;
 }

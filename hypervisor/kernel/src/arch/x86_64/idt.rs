@@ -1,7 +1,9 @@
 //! The interrupt descriptor table: the 32 exception vectors.
 //!
 //! Every exception vector points at its stub in [`super::entry`]. Gates are
-//! DPL 0, so a guest's `int n` raises #GP instead of entering the hypervisor.
+//! DPL 0, so a guest's `int n` raises #GP instead of entering the hypervisor,
+//! except the breakpoint (`int3`) and overflow (`into`) gates, which are DPL 3
+//! so those instructions report themselves as what they are.
 //! Double faults, NMIs and machine checks switch to the IST stack, because
 //! they may strike when the ordinary stack cannot be trusted.
 
@@ -28,13 +30,15 @@ static mut IDT: [Gate; 256] = [MISSING; 256];
 
 /// Present, DPL 0, 64-bit interrupt gate (interrupts stay off in the handler).
 const INTERRUPT_GATE: u8 = 0x8e;
+/// The same, but ring 3 may raise it with `int n`.
+const USER_INTERRUPT_GATE: u8 = 0xee;
 
-fn gate(handler: u64, ist: u8) -> Gate {
+fn gate(handler: u64, ist: u8, attributes: u8) -> Gate {
     Gate {
         offset_low: handler as u16,
         selector: KERNEL_CS,
         ist,
-        attributes: INTERRUPT_GATE,
+        attributes,
         offset_mid: (handler >> 16) as u16,
         offset_high: (handler >> 32) as u32,
         reserved: 0,
@@ -46,12 +50,13 @@ pub fn init() {
     let idt = core::ptr::addr_of_mut!(IDT);
     for vector in 0..32u8 {
         let ist = if matches!(vector, 2 | 8 | 18) { IST_CRITICAL } else { 0 };
+        let attributes = if matches!(vector, 3 | 4) { USER_INTERRUPT_GATE } else { INTERRUPT_GATE };
         // SAFETY: exception_stubs is a static table of 32 code addresses
         // emitted by the entry assembly.
         let handler = unsafe { exception_stubs[usize::from(vector)] };
         // SAFETY: init runs once, before the IDT is loaded, so nothing else
         // reads IDT while it is written.
-        unsafe { (*idt)[usize::from(vector)] = gate(handler, ist) };
+        unsafe { (*idt)[usize::from(vector)] = gate(handler, ist, attributes) };
     }
     let pointer = DescriptorTablePointer { limit: (core::mem::size_of::<[Gate; 256]>() - 1) as u16, base: VirtAddr::new(idt as u64) };
     // SAFETY: the IDT is static, fully initialised for the exception vectors,

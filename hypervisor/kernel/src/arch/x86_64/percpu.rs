@@ -24,6 +24,8 @@ pub struct PerCpu {
     pub stack_top: u64,
     /// The running guest's x87/SSE state while the hypervisor runs.
     pub guest_fpu: FpuState,
+    /// Whether `syscall` currently goes to the bare floor path.
+    pub floor_path: bool,
 }
 
 /// Offset of [`PerCpu::scratch_rsp`], for the entry code.
@@ -39,7 +41,7 @@ struct Stack([u8; STACK_SIZE]);
 
 static mut BSP_STACK: Stack = Stack([0; STACK_SIZE]);
 
-static mut BSP: PerCpu = PerCpu { scratch_rsp: 0, stack_top: 0, guest_fpu: FpuState([0; 512]) };
+static mut BSP: PerCpu = PerCpu { scratch_rsp: 0, stack_top: 0, guest_fpu: FpuState([0; 512]), floor_path: false };
 
 /// Sets up the boot CPU's data and points GS at it. Returns its stack top.
 pub fn init_bsp() -> u64 {
