@@ -18,11 +18,13 @@ pub const CONSOLE_WRITE_MAX: u64 = 4096;
 /// then advances `out_prod`; the hypervisor consumes from `out_cons`. The
 /// indexes run freely and wrap at 2^32; `out_prod - out_cons` is the number
 /// of bytes waiting and never exceeds `CONSOLE_OUT_SIZE`. The hypervisor
-/// drains the ring every time the domain enters it other than for `null`
-/// (any other hypercall, a fault or an exit), so what a guest wrote appears
-/// before anything the hypervisor prints on its behalf, and a crashing
-/// guest's last lines are not lost. A guest that finds the ring full calls
-/// `console_write` with length 0 to drain it.
+/// drains the ring whenever the domain gives up the CPU (`yield`, `exit`, a
+/// fault) and before it writes anything the domain passes to
+/// `console_write`, so what a guest wrote appears before anything the
+/// hypervisor prints on its behalf, and a crashing guest's last lines are
+/// not lost. Other hypercalls leave the ring alone (they stay cheap). A
+/// guest that finds the ring full calls `console_write` with length 0 to
+/// drain it.
 ///
 /// Input runs the other way (`in_prod` written by the hypervisor, `in_cons`
 /// by the guest). It is reserved for the console-input virtual interrupt and

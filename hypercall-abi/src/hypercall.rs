@@ -19,7 +19,8 @@ pub enum Hypercall {
     /// the number of bytes written, at most
     /// [`CONSOLE_WRITE_MAX`](crate::console::CONSOLE_WRITE_MAX); a caller
     /// loops for more. Before writing it drains the domain's console ring, so
-    /// output stays in order. A zero `len` only drains the ring.
+    /// output stays in order. A zero `len` only drains the ring. Nothing is
+    /// written unless the whole buffer is readable.
     ConsoleWrite = 2,
     /// `domain_info(domain_id: u64, out: *mut DomainInfo)`: fills `out` with
     /// the [`DomainInfo`](crate::DomainInfo) of a domain;

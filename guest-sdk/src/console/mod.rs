@@ -2,10 +2,11 @@
 //!
 //! Text goes into the console ring, a page shared with the hypervisor (see
 //! [`hypercall_abi::ConsoleRing`]), instead of costing a hypercall per line:
-//! the hypervisor drains the ring whenever the domain enters it for anything
-//! but `null`, and prints it line by line as `[<domain name>] <text>`. So a
-//! line printed just before a `yield`, an `exit` or a crash appears before
-//! whatever the hypervisor prints about that event.
+//! the hypervisor drains the ring whenever the domain gives up the CPU
+//! (`yield`, `exit`, a fault) or calls `console_write`, and prints it line by
+//! line as `[<domain name>] <text>`. So a line printed just before a
+//! `yield`, an `exit` or a crash appears before whatever the hypervisor
+//! prints about that event. [`flush`] asks for a drain explicitly.
 //!
 //! Before the ring is set up, and if the start-info page names an
 //! impossible ring address, output falls back to one `console_write`

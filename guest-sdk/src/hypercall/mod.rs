@@ -107,7 +107,7 @@ pub fn yield_now() -> Result<(), HypercallError> {
 
 /// `exit`: ends this domain with `status` (0 means success; see
 /// [`status`](crate::status)). Whatever is still in the console ring is
-/// printed first, because the hypervisor drains it on every entry but `null`.
+/// printed first, because the hypervisor drains it when a domain ends.
 pub fn exit(status: u64) -> ! {
     raw::exit(status)
 }

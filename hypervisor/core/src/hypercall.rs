@@ -7,7 +7,7 @@
 //! to yield or end the domain. Every argument check lives here or in
 //! [`guest_memory`](crate::guest_memory), and each rejection has a test.
 
-use crate::console::ConsoleSink;
+use crate::console::{drain_ring, ConsoleSink};
 use crate::domain::{Domain, DomainId};
 use crate::frame_table::FrameTable;
 use crate::guest_memory::{GuestSlice, GuestView};
@@ -78,6 +78,8 @@ fn console_write<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, 
     let buf = &mut bytes[..len as usize];
     ctx.view().read(GuestSlice { addr: claim.addr, len }, buf)?;
     let domain = &mut ctx.domains[usize::from(ctx.caller.0)];
+    // What the guest put in its ring earlier comes out first.
+    drain_ring(ctx.mem, domain.console_ring, &mut domain.console, &domain.name, ctx.console);
     domain.console.push(buf, &domain.name, ctx.console);
     Ok(len)
 }

@@ -15,10 +15,11 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::ops::Range;
 
+use crate::initial_layout::{initial_layout, InitialLayout, LayoutError};
 use elf::endian::AnyEndian;
 use elf::ElfBytes;
 use hypercall_abi::elf_note::{NOTE_OWNER, NOTE_TYPE_ABI_VERSION};
-use hypercall_abi::layout::{GUEST_STACK_PAGES, GUEST_VIRT_BASE, GUEST_VIRT_LIMIT};
+use hypercall_abi::layout::{GUEST_VIRT_BASE, GUEST_VIRT_LIMIT};
 use hypercall_abi::{ABI_VERSION, PAGE_SIZE};
 
 const EI_CLASS: usize = 4;
@@ -316,7 +317,7 @@ impl fmt::Display for ImageError {
                  raise `memory` or link the guest at {GUEST_VIRT_BASE:#x}",
                 crate::manifest::MemorySize(*memory)
             ),
-            ImageError::DoesNotFit(e) => write!(f, "{e}"),
+            ImageError::DoesNotFit(e) => write!(f, "the domain's memory {e}: raise `memory`"),
         }
     }
 }
@@ -415,7 +416,7 @@ impl GuestImage {
     pub fn check_placement(&self, memory_bytes: u64) -> Result<Placement, ImageError> {
         let nr_pages = memory_bytes / PAGE_SIZE;
         let memory_end =
-            pfn_to_virt(nr_pages).ok_or(ImageError::DoesNotFit(LayoutError::TooLarge { nr_pages }))?;
+            memory_end(nr_pages).ok_or(ImageError::DoesNotFit(LayoutError::TooLarge { have: nr_pages }))?;
         for s in &self.segments {
             if s.vaddr < GUEST_VIRT_BASE {
                 return Err(ImageError::SegmentBelowBase { index: s.index, vaddr: s.vaddr });
@@ -483,7 +484,7 @@ fn check_segment(index: usize, phdr: &elf::segment::ProgramHeader, file_len: usi
 }
 
 /// Where an image goes in its domain and what follows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placement {
     /// Lowest address of the image (page-aligned).
     pub image_start: u64,
@@ -493,240 +494,13 @@ pub struct Placement {
     pub layout: InitialLayout,
 }
 
-/// Guest-virtual address of domain pfn `pfn`, if it is a guest address.
-pub fn pfn_to_virt(pfn: u64) -> Option<u64> {
-    pfn.checked_mul(PAGE_SIZE)
-        .and_then(|offset| GUEST_VIRT_BASE.checked_add(offset))
-        .filter(|&va| va <= GUEST_VIRT_LIMIT)
-}
-
-/// How many page-table pages map a domain's memory linearly from
-/// [`GUEST_VIRT_BASE`], by level.
-///
-/// Only the tables of the guest's (lower) half are counted: the PML4's
-/// upper-half entries point to the hypervisor's own shared tables, which are
-/// not the domain's frames.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PageTableCounts {
-    /// Level-3 tables (each maps 512 GiB).
-    pub pdpt: u64,
-    /// Level-2 tables (each maps 1 GiB).
-    pub pd: u64,
-    /// Level-1 tables (each maps 2 MiB).
-    pub pt: u64,
-}
-
-impl PageTableCounts {
-    /// Counts the tables that map `[GUEST_VIRT_BASE, GUEST_VIRT_BASE +
-    /// nr_pages * 4 KiB)` with 4 KiB pages, exactly: one table per level-N
-    /// region the range touches. `None` when the range is empty or leaves
-    /// the guest half.
-    pub fn for_linear_map(nr_pages: u64) -> Option<PageTableCounts> {
-        let first = GUEST_VIRT_BASE;
-        let last = pfn_to_virt(nr_pages)?.checked_sub(1).filter(|&l| l >= first)?;
-        let touched = |shift: u32| (last >> shift) - (first >> shift) + 1;
-        Some(PageTableCounts { pdpt: touched(39), pd: touched(30), pt: touched(21) })
-    }
-
-    /// All pages, the PML4 included.
-    pub fn total(&self) -> u64 {
-        1 + self.pdpt + self.pd + self.pt
-    }
-}
-
-/// Which part of the initial layout a pfn belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Region {
-    /// Before the image end: the ELF segments (and any gap between them).
-    Image,
-    /// The [`StartInfo`](hypercall_abi::StartInfo) page.
-    StartInfo,
-    /// The [`ConsoleRing`](hypercall_abi::ConsoleRing) page.
-    ConsoleRing,
-    /// The frame list (pfn -> machine frame number).
-    FrameList,
-    /// The domain's page tables (mapped read-only).
-    PageTables,
-    /// The unmapped page below the stack.
-    Guard,
-    /// The initial stack.
-    Stack,
-    /// Free memory for the guest.
-    Free,
-}
-
-/// The start-of-day layout of a domain, in domain page frame numbers (pfn
-/// `n` is mapped at `GUEST_VIRT_BASE + n * 4 KiB`):
-///
-/// ```text
-/// 0 .. image_end_pfn   image
-/// start_info_pfn       start info (1 page)
-/// console_ring_pfn     console ring (1 page)
-/// frame_list_pfn       frame list (frame_list_pages = ceil(nr_pages * 8 / 4096))
-/// page_tables_pfn      page tables (page_tables.total(): PML4, PDPTs, PDs, PTs in that order)
-/// guard_pfn            guard page (left unmapped)
-/// stack_pfn            stack (stack_pages = GUEST_STACK_PAGES)
-/// free_pfn .. nr_pages free memory (at least one page)
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InitialLayout {
-    /// Pages of the domain.
-    pub nr_pages: u64,
-    /// First pfn after the image.
-    pub image_end_pfn: u64,
-    /// The start-info page.
-    pub start_info_pfn: u64,
-    /// The console-ring page.
-    pub console_ring_pfn: u64,
-    /// First page of the frame list.
-    pub frame_list_pfn: u64,
-    /// Pages of the frame list.
-    pub frame_list_pages: u64,
-    /// First page-table page (the PML4).
-    pub page_tables_pfn: u64,
-    /// Page tables by level.
-    pub page_tables: PageTableCounts,
-    /// The unmapped guard page below the stack.
-    pub guard_pfn: u64,
-    /// Lowest stack page.
-    pub stack_pfn: u64,
-    /// Pages of stack.
-    pub stack_pages: u64,
-    /// First free page; free memory runs to `nr_pages`.
-    pub free_pfn: u64,
-}
-
-/// Why the regions after an image do not fit in a domain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LayoutError {
-    /// The image and the regions after it need more pages than the domain has.
-    TooSmall {
-        /// Pages needed (including one free page).
-        needed_pages: u64,
-        /// Pages the domain has.
-        nr_pages: u64,
-    },
-    /// The memory does not fit in the guest half of the address space.
-    TooLarge {
-        /// Pages the domain has.
-        nr_pages: u64,
-    },
-}
-
-impl fmt::Display for LayoutError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use crate::manifest::MemorySize;
-        match *self {
-            LayoutError::TooSmall { needed_pages, nr_pages } => write!(
-                f,
-                "the image and its start info, console ring, frame list, page tables, stack and one free page \
-                 need {} but the domain has {}: raise `memory`",
-                MemorySize(needed_pages * PAGE_SIZE),
-                MemorySize(nr_pages * PAGE_SIZE)
-            ),
-            LayoutError::TooLarge { nr_pages } => write!(
-                f,
-                "{nr_pages} pages do not fit in the guest half of the address space above {GUEST_VIRT_BASE:#x}"
-            ),
-        }
-    }
-}
-
-/// Computes the [`InitialLayout`] of a domain of `nr_pages` pages whose image
-/// ends at pfn `image_end_pfn` (exclusive). The hypervisor builds the domain
-/// from exactly this result, and `cargo xtask` refuses an image for which it
-/// fails, so the two cannot disagree.
-pub fn initial_layout(image_end_pfn: u64, nr_pages: u64) -> Result<InitialLayout, LayoutError> {
-    let too_large = LayoutError::TooLarge { nr_pages };
-    let page_tables = PageTableCounts::for_linear_map(nr_pages.max(1)).ok_or(too_large)?;
-    let frame_list_pages = nr_pages.checked_mul(8).ok_or(too_large)?.div_ceil(PAGE_SIZE);
-
-    let start_info_pfn = image_end_pfn;
-    let console_ring_pfn = start_info_pfn + 1;
-    let frame_list_pfn = console_ring_pfn + 1;
-    let page_tables_pfn = frame_list_pfn + frame_list_pages;
-    let guard_pfn = page_tables_pfn + page_tables.total();
-    let stack_pfn = guard_pfn + 1;
-    let free_pfn = stack_pfn + GUEST_STACK_PAGES;
-    let needed_pages = free_pfn + 1;
-    if needed_pages > nr_pages {
-        return Err(LayoutError::TooSmall { needed_pages, nr_pages });
-    }
-    Ok(InitialLayout {
-        nr_pages,
-        image_end_pfn,
-        start_info_pfn,
-        console_ring_pfn,
-        frame_list_pfn,
-        frame_list_pages,
-        page_tables_pfn,
-        page_tables,
-        guard_pfn,
-        stack_pfn,
-        stack_pages: GUEST_STACK_PAGES,
-        free_pfn,
-    })
-}
-
-impl InitialLayout {
-    /// Guest-virtual address of `pfn` (valid for any pfn up to `nr_pages`,
-    /// which [`initial_layout`] checked).
-    pub fn virt(&self, pfn: u64) -> u64 {
-        GUEST_VIRT_BASE + pfn * PAGE_SIZE
-    }
-
-    /// Number of page-table pages.
-    pub fn page_table_pages(&self) -> u64 {
-        self.page_tables.total()
-    }
-
-    /// The PML4's pfn.
-    pub fn pml4_pfn(&self) -> u64 {
-        self.page_tables_pfn
-    }
-
-    /// Pfn of the `i`-th PDPT (in address order), `i < page_tables.pdpt`.
-    pub fn pdpt_pfn(&self, i: u64) -> u64 {
-        debug_assert!(i < self.page_tables.pdpt);
-        self.page_tables_pfn + 1 + i
-    }
-
-    /// Pfn of the `i`-th page directory (in address order), `i < page_tables.pd`.
-    pub fn pd_pfn(&self, i: u64) -> u64 {
-        debug_assert!(i < self.page_tables.pd);
-        self.page_tables_pfn + 1 + self.page_tables.pdpt + i
-    }
-
-    /// Pfn of the `i`-th page table (in address order), `i < page_tables.pt`.
-    pub fn pt_pfn(&self, i: u64) -> u64 {
-        debug_assert!(i < self.page_tables.pt);
-        self.page_tables_pfn + 1 + self.page_tables.pdpt + self.page_tables.pd + i
-    }
-
-    /// One past the highest stack address: the guest's initial `rsp`.
-    pub fn stack_top(&self) -> u64 {
-        self.virt(self.stack_pfn + self.stack_pages)
-    }
-
-    /// Free pages the guest starts with.
-    pub fn free_pages(&self) -> u64 {
-        self.nr_pages - self.free_pfn
-    }
-
-    /// The region `pfn` belongs to (`None` past the domain's memory).
-    pub fn region(&self, pfn: u64) -> Option<Region> {
-        Some(match pfn {
-            p if p >= self.nr_pages => return None,
-            p if p < self.start_info_pfn => Region::Image,
-            p if p == self.start_info_pfn => Region::StartInfo,
-            p if p == self.console_ring_pfn => Region::ConsoleRing,
-            p if p < self.page_tables_pfn => Region::FrameList,
-            p if p < self.guard_pfn => Region::PageTables,
-            p if p == self.guard_pfn => Region::Guard,
-            p if p < self.free_pfn => Region::Stack,
-            _ => Region::Free,
-        })
-    }
+/// One past the last guest-virtual address of a domain of `nr_pages`
+/// pages, if the domain fits in the guest half.
+fn memory_end(nr_pages: u64) -> Option<u64> {
+    nr_pages
+        .checked_mul(PAGE_SIZE)
+        .and_then(|bytes| GUEST_VIRT_BASE.checked_add(bytes))
+        .filter(|&end| end <= GUEST_VIRT_LIMIT)
 }
 
 #[cfg(test)]
@@ -896,8 +670,8 @@ mod tests {
         let p = image.check_placement(2 << 20).unwrap();
         assert_eq!(p.image_start, 0x40_0000);
         assert_eq!(p.image_end, 0x40_4000);
-        assert_eq!(p.layout.image_end_pfn, 4);
-        assert_eq!(p.layout.start_info_pfn, 4);
+        assert_eq!(p.layout.image, 0..4);
+        assert_eq!(p.layout.start_info, 4);
         assert_eq!(p.layout.nr_pages, 512);
         assert_eq!(p.layout, initial_layout(4, 512).unwrap());
     }
@@ -937,128 +711,9 @@ mod tests {
         spec.segments[2].memsz = 0x1f_0000; // data/bss up to 0x5f2000, 14 pages before the end
         let image = GuestImage::parse(&spec.build()).unwrap();
         let e = image.check_placement(2 << 20).unwrap_err();
-        assert!(matches!(e, ImageError::DoesNotFit(LayoutError::TooSmall { nr_pages: 512, .. })), "{e:?}");
+        assert!(matches!(e, ImageError::DoesNotFit(LayoutError::TooSmall { have: 512, .. })), "{e:?}");
         assert!(e.to_string().contains("raise `memory`"));
         assert!(image.check_placement(4 << 20).is_ok());
-    }
-
-    #[test]
-    fn page_table_counts_are_exact() {
-        // 4 MiB base is 2 MiB-aligned: 512 pages fill exactly one PT.
-        assert_eq!(PageTableCounts::for_linear_map(1), Some(PageTableCounts { pdpt: 1, pd: 1, pt: 1 }));
-        assert_eq!(PageTableCounts::for_linear_map(512).unwrap().pt, 1);
-        assert_eq!(PageTableCounts::for_linear_map(513).unwrap().pt, 2);
-        // 1 GiB - 4 MiB fills the first PD exactly; one more page needs a second PD.
-        let first_gib = (1 << 18) - 1024;
-        assert_eq!(PageTableCounts::for_linear_map(first_gib), Some(PageTableCounts { pdpt: 1, pd: 1, pt: 510 }));
-        assert_eq!(PageTableCounts::for_linear_map(first_gib + 1), Some(PageTableCounts { pdpt: 1, pd: 2, pt: 511 }));
-        // Crossing 512 GiB needs a second PDPT.
-        let first_512g = (1u64 << 27) - 1024;
-        assert_eq!(PageTableCounts::for_linear_map(first_512g).unwrap().pdpt, 1);
-        assert_eq!(PageTableCounts::for_linear_map(first_512g + 1).unwrap().pdpt, 2);
-        assert_eq!(PageTableCounts::for_linear_map(0), None);
-        assert_eq!(PageTableCounts::for_linear_map(u64::MAX), None);
-        assert_eq!(PageTableCounts { pdpt: 1, pd: 1, pt: 1 }.total(), 4);
-    }
-
-    /// Brute-force count of distinct tables, to check the closed form.
-    fn brute_force_tables(nr_pages: u64) -> PageTableCounts {
-        let mut counts = PageTableCounts { pdpt: 0, pd: 0, pt: 0 };
-        let mut last = (u64::MAX, u64::MAX, u64::MAX);
-        for pfn in 0..nr_pages {
-            let va = GUEST_VIRT_BASE + pfn * PAGE_SIZE;
-            let key = (va >> 39, va >> 30, va >> 21);
-            counts.pdpt += u64::from(key.0 != last.0);
-            counts.pd += u64::from(key.1 != last.1);
-            counts.pt += u64::from(key.2 != last.2);
-            last = key;
-        }
-        counts
-    }
-
-    #[test]
-    fn page_table_counts_match_brute_force() {
-        for nr_pages in [1, 2, 511, 512, 513, 1023, 1024, 1025, 4096, 261_119, 261_120, 261_121, 300_000] {
-            assert_eq!(PageTableCounts::for_linear_map(nr_pages), Some(brute_force_tables(nr_pages)), "{nr_pages}");
-        }
-    }
-
-    #[test]
-    fn layout_of_a_2m_domain() {
-        let l = initial_layout(10, 512).unwrap();
-        assert_eq!(l.start_info_pfn, 10);
-        assert_eq!(l.console_ring_pfn, 11);
-        assert_eq!(l.frame_list_pfn, 12);
-        assert_eq!(l.frame_list_pages, 1);
-        assert_eq!(l.page_tables_pfn, 13);
-        assert_eq!(l.page_table_pages(), 4);
-        assert_eq!((l.pml4_pfn(), l.pdpt_pfn(0), l.pd_pfn(0), l.pt_pfn(0)), (13, 14, 15, 16));
-        assert_eq!(l.guard_pfn, 17);
-        assert_eq!(l.stack_pfn, 18);
-        assert_eq!(l.stack_pages, 16);
-        assert_eq!(l.free_pfn, 34);
-        assert_eq!(l.free_pages(), 512 - 34);
-        assert_eq!(l.stack_top(), 0x40_0000 + 34 * 4096);
-        assert_eq!(l.stack_top() % 16, 0);
-        assert_eq!(l.virt(l.start_info_pfn), 0x40_a000);
-    }
-
-    #[test]
-    fn layout_of_a_large_domain() {
-        // 8 MiB: frame list of 2048 * 8 bytes = 4 pages; PTs for 8 MiB at 4 MiB = 4.
-        let l = initial_layout(3, 2048).unwrap();
-        assert_eq!(l.frame_list_pages, 4);
-        assert_eq!(l.page_tables, PageTableCounts { pdpt: 1, pd: 1, pt: 4 });
-        assert_eq!(l.pt_pfn(3), l.page_tables_pfn + 1 + 1 + 1 + 3);
-        assert_eq!(l.guard_pfn, l.page_tables_pfn + 7);
-        // 1 GiB: 2 MiB of frame list, 2 PDs (crosses 1 GiB), 512 PTs.
-        let l = initial_layout(3, 1 << 18).unwrap();
-        assert_eq!(l.frame_list_pages, 512);
-        assert_eq!(l.page_tables, PageTableCounts { pdpt: 1, pd: 2, pt: 512 });
-    }
-
-    #[test]
-    fn layout_needs_one_free_page() {
-        // Exactly enough: image 10 + 1 + 1 + 1 + 4 + 1 + 16 = 34, plus one free page.
-        assert!(initial_layout(10, 35).is_ok());
-        assert_eq!(initial_layout(10, 34), Err(LayoutError::TooSmall { needed_pages: 35, nr_pages: 34 }));
-        assert_eq!(initial_layout(600, 512).unwrap_err(), LayoutError::TooSmall { needed_pages: 625, nr_pages: 512 });
-        assert_eq!(initial_layout(1, u64::MAX), Err(LayoutError::TooLarge { nr_pages: u64::MAX }));
-        assert!(initial_layout(0, 0).is_err());
-    }
-
-    #[test]
-    fn regions_cover_every_page_in_order() {
-        let l = initial_layout(5, 600).unwrap();
-        let mut runs: Vec<(Region, usize)> = Vec::new();
-        for r in (0..l.nr_pages).map(|p| l.region(p).unwrap()) {
-            match runs.last_mut() {
-                Some((last, n)) if *last == r => *n += 1,
-                _ => runs.push((r, 1)),
-            }
-        }
-        assert_eq!(
-            runs,
-            [
-                (Region::Image, 5),
-                (Region::StartInfo, 1),
-                (Region::ConsoleRing, 1),
-                (Region::FrameList, 2),
-                (Region::PageTables, 5),
-                (Region::Guard, 1),
-                (Region::Stack, 16),
-                (Region::Free, 600 - 31),
-            ]
-        );
-        assert_eq!(l.region(600), None);
-    }
-
-    #[test]
-    fn pfn_to_virt_limits() {
-        assert_eq!(pfn_to_virt(0), Some(GUEST_VIRT_BASE));
-        assert_eq!(pfn_to_virt(u64::MAX), None);
-        assert_eq!(pfn_to_virt((GUEST_VIRT_LIMIT - GUEST_VIRT_BASE) / PAGE_SIZE), Some(GUEST_VIRT_LIMIT));
-        assert_eq!(pfn_to_virt((GUEST_VIRT_LIMIT - GUEST_VIRT_BASE) / PAGE_SIZE + 1), None);
     }
 
     mod properties {
@@ -1066,26 +721,6 @@ mod tests {
         use proptest::prelude::*;
 
         proptest! {
-            /// Whatever the sizes, a successful layout keeps the regions in
-            /// order, inside the domain, with the exact page-table count.
-            #[test]
-            fn layout_is_consistent(image_end in 0u64..4096, nr_pages in 0u64..(1 << 20)) {
-                match initial_layout(image_end, nr_pages) {
-                    Ok(l) => {
-                        prop_assert!(l.free_pfn < l.nr_pages);
-                        prop_assert_eq!(l.start_info_pfn, image_end);
-                        prop_assert_eq!(l.frame_list_pages, (nr_pages * 8).div_ceil(4096));
-                        prop_assert_eq!(l.guard_pfn - l.page_tables_pfn, l.page_table_pages());
-                        prop_assert_eq!(l.free_pfn - l.stack_pfn, GUEST_STACK_PAGES);
-                    }
-                    Err(LayoutError::TooSmall { needed_pages, nr_pages: n }) => {
-                        prop_assert_eq!(n, nr_pages);
-                        prop_assert!(needed_pages > nr_pages);
-                    }
-                    Err(e) => prop_assert!(false, "unexpected {:?}", e),
-                }
-            }
-
             /// Parsing never panics, whatever bytes follow a valid header.
             #[test]
             fn parse_never_panics(tail in proptest::collection::vec(any::<u8>(), 0..512), cut in 0usize..600) {

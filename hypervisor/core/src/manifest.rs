@@ -529,10 +529,10 @@ impl fmt::Display for InFile<'_> {
 }
 
 /// The smallest domain memory that can hold a one-page image and everything
-/// the hypervisor puts after it (see [`crate::image::initial_layout`]).
+/// the hypervisor puts after it (see [`crate::initial_layout::initial_layout`]).
 pub fn min_domain_memory() -> MemorySize {
     let mut pages = 1;
-    while crate::image::initial_layout(1, pages).is_err() {
+    while crate::initial_layout::initial_layout(1, pages).is_err() {
         pages += 1;
     }
     MemorySize(pages * PAGE_SIZE)
@@ -886,8 +886,8 @@ expect = 3
     #[test]
     fn memory_minimum() {
         let min = min_domain_memory();
-        assert!(crate::image::initial_layout(1, min.pages()).is_ok());
-        assert!(crate::image::initial_layout(1, min.pages() - 1).is_err());
+        assert!(crate::initial_layout::initial_layout(1, min.pages()).is_ok());
+        assert!(crate::initial_layout::initial_layout(1, min.pages() - 1).is_err());
         let text = domain("a", &(min.bytes() - PAGE_SIZE).to_string());
         let e = err(&text);
         assert!(e.starts_with("domain \"a\", field `memory`: "), "{e}");

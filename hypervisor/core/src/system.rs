@@ -92,7 +92,6 @@ impl System {
         fpu: &mut FpuState,
     ) -> Next {
         let caller = self.current.expect("a hypercall comes from a running domain");
-        self.drain_console(p, caller);
         self.domains[usize::from(caller.0)].stats.hypercalls += 1;
         let outcome = {
             let mut ctx = Context { mem: p.mem, console: p.console, frames: &self.frames, domains: &mut self.domains, caller };
@@ -108,6 +107,7 @@ impl System {
                 if self.run_queue.is_empty() {
                     return Next::Resume;
                 }
+                self.drain_console(p, caller);
                 self.save_current(frame, fpu);
                 self.run_queue.push(caller);
                 self.dispatch_next(frame, fpu)
@@ -134,7 +134,7 @@ impl System {
         cr2: u64,
     ) -> Next {
         let culprit = self.current.expect("a guest exception comes from a running domain");
-        self.drain_console(p, culprit);
+        self.drain_console(p, culprit); // its last words come before the report
         let domain = &self.domains[usize::from(culprit.0)];
         let lines = fault::report(&format!("{} crashed", domain.label()), frame, cr2);
         for line in &lines {
@@ -152,6 +152,7 @@ impl System {
 
     /// Records how a domain ended, prints its last output and frees its memory.
     fn end<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>, id: DomainId, ending: Ending) {
+        self.drain_console(p, id);
         let d = &mut self.domains[usize::from(id.0)];
         hypercall::flush_console(d, p.console);
         match &ending {

@@ -28,6 +28,33 @@ impl MachineMemory for PhysMap {
         // the hypervisor's page-table pool, not to Rust objects.
         unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
     }
+
+    // Word-sized accesses (page-table entries, ring indexes) are on every
+    // hypercall's path: one load or store instead of a byte copy.
+
+    fn read_u64(&self, maddr: u64) -> u64 {
+        let p = checked(maddr, 8).cast::<u64>();
+        // SAFETY: as for `read`; read_unaligned has no alignment requirement.
+        unsafe { p.read_unaligned() }
+    }
+
+    fn write_u64(&mut self, maddr: u64, value: u64) {
+        let p = checked(maddr, 8).cast::<u64>();
+        // SAFETY: as for `write`.
+        unsafe { p.write_unaligned(value) }
+    }
+
+    fn read_u32(&self, maddr: u64) -> u32 {
+        let p = checked(maddr, 4).cast::<u32>();
+        // SAFETY: as for `read`.
+        unsafe { p.read_unaligned() }
+    }
+
+    fn write_u32(&mut self, maddr: u64, value: u32) {
+        let p = checked(maddr, 4).cast::<u32>();
+        // SAFETY: as for `write`.
+        unsafe { p.write_unaligned(value) }
+    }
 }
 
 /// The bytes of a machine range (the boot bundle), through the physical map.
