@@ -31,4 +31,6 @@ pub mod manifest;
 pub mod paging;
 pub mod scheduler;
 pub mod system;
+#[cfg(test)]
+mod testing;
 pub mod vcpu;
