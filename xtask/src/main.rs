@@ -1,1 +1,77 @@
-fn main() {}
+//! `cargo xtask`: the one tool for building, running, testing and
+//! benchmarking Parvus.
+//!
+//! Each subcommand lives in its own module ([`build`], [`run`], [`test`],
+//! [`bench`], [`setup`]); what they share is split by job: [`repo`] (where
+//! things are), [`cargo_build`] (the nested bare-metal cargo builds),
+//! [`manifest`] (reading and checking a manifest file), [`bundle`] (writing
+//! the boot archive), [`qemu`] (finding, installing and running QEMU) and
+//! [`scenario`] (what a QEMU test expects and how its log is judged).
+//!
+//! Every error is printed as one line, `error: <what> ...`, and makes the
+//! process exit non-zero.
+
+mod bench;
+mod build;
+mod bundle;
+mod cargo_build;
+mod manifest;
+mod qemu;
+mod repo;
+mod run;
+mod scenario;
+mod setup;
+mod test;
+
+#[cfg(test)]
+#[path = "../tests/common/elf.rs"]
+mod test_elf;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Build, run, test and benchmark the Parvus hypervisor and its guests.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build the hypervisor and every demo guest, check a manifest and pack
+    /// its boot bundle (target/bundles/<name>.tar).
+    Build(build::BuildArgs),
+    /// Build, then boot a manifest under QEMU with the serial console on
+    /// this terminal; the exit status says whether every domain ended as
+    /// expected.
+    Run(run::RunArgs),
+    /// Run the host unit tests, then every QEMU scenario under scenarios/.
+    Test(test::TestArgs),
+    /// Count the instructions of a hypercall round trip under QEMU -icount;
+    /// prints a table and writes target/bench.json.
+    Bench(bench::BenchArgs),
+    /// Install what run, test and bench need (QEMU), if it is missing.
+    Setup,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Build(args) => build::main(&args),
+        Command::Run(args) => run::main(&args),
+        Command::Test(args) => test::main(&args),
+        Command::Bench(args) => bench::main(&args),
+        Command::Setup => setup::main(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            // `{:#}` prints the whole context chain on one line.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -122,8 +122,8 @@ impl<'a> Bundle<'a> {
             files.push(BundleFile { path, data: entry.data() });
         }
         let manifest = files.iter().find(|f| f.path == MANIFEST_PATH).ok_or(BundleError::NoManifest)?.data;
-        let manifest = core::str::from_utf8(manifest)
-            .map_err(|e| BundleError::ManifestNotUtf8 { offset: e.valid_up_to() })?;
+        let manifest =
+            core::str::from_utf8(manifest).map_err(|e| BundleError::ManifestNotUtf8 { offset: e.valid_up_to() })?;
         Ok(Bundle { files, manifest })
     }
 
@@ -177,8 +177,7 @@ pub fn check_bundle(bytes: &[u8]) -> Result<CheckedBundle<'_>, BundleError> {
         let image_bytes = bundle
             .file(&spec.image)
             .ok_or_else(|| BundleError::MissingImage { domain: spec.name.clone(), path: spec.image.clone() })?;
-        let image_error =
-            |error| BundleError::Image { domain: spec.name.clone(), path: spec.image.clone(), error };
+        let image_error = |error| BundleError::Image { domain: spec.name.clone(), path: spec.image.clone(), error };
         let image = GuestImage::parse(image_bytes).map_err(image_error)?;
         let placement = image.check_placement(spec.memory.bytes()).map_err(image_error)?;
         domains.push(CheckedDomain { spec, image_bytes, image, placement });
@@ -275,10 +274,7 @@ mod tests {
     #[test]
     fn manifest_not_utf8() {
         let bytes = tar(&[("manifest.toml", b"name = \"\xff\"")]);
-        assert_eq!(
-            Bundle::parse(&bytes).unwrap_err().to_string(),
-            "manifest.toml: not UTF-8 (bad byte at offset 8)"
-        );
+        assert_eq!(Bundle::parse(&bytes).unwrap_err().to_string(), "manifest.toml: not UTF-8 (bad byte at offset 8)");
     }
 
     #[test]

@@ -5,10 +5,11 @@
 //! segments, the entry point and the ABI note) and checks every header
 //! against the file, so that loading can copy bytes without further checks.
 //! [`GuestImage::check_placement`] checks the image against the domain's
-//! memory and returns the [`InitialLayout`]: the page frame number of every
-//! region the hypervisor builds after the image. `cargo xtask` runs both
-//! before QEMU starts; the hypervisor runs them again and builds the domain
-//! from exactly that layout, so the two can never disagree.
+//! memory and returns the [`InitialLayout`] (computed by
+//! [`crate::initial_layout`]): where every region the hypervisor builds
+//! after the image goes. `cargo xtask` runs both before QEMU starts; the
+//! hypervisor runs them again on the bundle and builds the domain from the
+//! same layout arithmetic, so the two can never disagree.
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -372,11 +373,7 @@ impl GuestImage {
         for pair in segments.windows(2) {
             let (lower, higher) = (&pair[0], &pair[1]);
             if higher.vaddr < lower.end() {
-                return Err(ImageError::SegmentsOverlap {
-                    first: lower.index,
-                    second: higher.index,
-                    at: higher.vaddr,
-                });
+                return Err(ImageError::SegmentsOverlap { first: lower.index, second: higher.index, at: higher.vaddr });
             }
             if higher.first_page() == lower.last_page() && higher.flags != lower.flags {
                 return Err(ImageError::SegmentsSharePage {
@@ -466,12 +463,7 @@ fn check_segment(index: usize, phdr: &elf::segment::ProgramHeader, file_len: usi
     }
     let in_file = phdr.p_offset.checked_add(phdr.p_filesz).is_some_and(|end| end <= file_len as u64);
     if !in_file {
-        return Err(ImageError::SegmentOutsideFile {
-            index,
-            offset: phdr.p_offset,
-            filesz: phdr.p_filesz,
-            file_len,
-        });
+        return Err(ImageError::SegmentOutsideFile { index, offset: phdr.p_offset, filesz: phdr.p_filesz, file_len });
     }
     if phdr.p_vaddr.checked_add(phdr.p_memsz).is_none() {
         return Err(ImageError::SegmentWraps { index });

@@ -138,9 +138,7 @@ impl<'de> Deserialize<'de> for MemorySize {
             }
 
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<MemorySize, E> {
-                u64::try_from(v)
-                    .map(MemorySize)
-                    .map_err(|_| E::custom(format!("memory size {v} is negative")))
+                u64::try_from(v).map(MemorySize).map_err(|_| E::custom(format!("memory size {v} is negative")))
             }
 
             fn visit_str<E: de::Error>(self, v: &str) -> Result<MemorySize, E> {
@@ -446,9 +444,7 @@ impl ManifestError {
                 }
                 f.write_str(message)
             }
-            ManifestError::NoDomains => {
-                f.write_str("no [[domain]] table: a manifest must start at least one domain")
-            }
+            ManifestError::NoDomains => f.write_str("no [[domain]] table: a manifest must start at least one domain"),
             ManifestError::BadName { domain, problem } => {
                 write!(f, "{domain}, field `name`: ")?;
                 match problem {
@@ -476,20 +472,17 @@ impl ManifestError {
                 f,
                 "{domain}, field `cmdline`: the command line is {len} bytes long, at most {CMDLINE_MAX} are allowed"
             ),
-            ManifestError::MemoryNotPageMultiple { domain, size } => write!(
-                f,
-                "{domain}, field `memory`: {size} ({} bytes) is not a multiple of 4 KiB",
-                size.bytes()
-            ),
+            ManifestError::MemoryNotPageMultiple { domain, size } => {
+                write!(f, "{domain}, field `memory`: {size} ({} bytes) is not a multiple of 4 KiB", size.bytes())
+            }
             ManifestError::MemoryTooSmall { domain, size, min } => write!(
                 f,
                 "{domain}, field `memory`: {size} is too small, a domain needs at least {min} \
                  for its image, start info, console ring, page tables and stack"
             ),
-            ManifestError::MachineMemoryNotMiB { size } => write!(
-                f,
-                "[machine], field `memory`: {size} is not a whole number of MiB (QEMU -m would round it)"
-            ),
+            ManifestError::MachineMemoryNotMiB { size } => {
+                write!(f, "[machine], field `memory`: {size} is not a whole number of MiB (QEMU -m would round it)")
+            }
             ManifestError::TooMuchMemory { domain, size, total, machine } => write!(
                 f,
                 "{domain}, field `memory`: {size} brings the domains' total to {}, more than the {} \
@@ -647,10 +640,8 @@ fn failing_domain(text: &str, message: &str) -> Option<DomainRef> {
     let domains = table.get("domain")?.as_array()?;
     domains.iter().enumerate().find_map(|(index, value)| {
         let error = DomainSpec::deserialize(value.clone()).err()?;
-        (one_line(error.message()) == message).then(|| DomainRef {
-            index,
-            name: value.get("name").and_then(|n| n.as_str()).map(ToString::to_string),
-        })
+        (one_line(error.message()) == message)
+            .then(|| DomainRef { index, name: value.get("name").and_then(|n| n.as_str()).map(ToString::to_string) })
     })
 }
 
@@ -789,7 +780,9 @@ expect = 3
     fn bad_values_name_the_field() {
         let e = err("[[domain]]\nname = \"a\"\nimage = \"x\"\nmemory = \"2X\"\n");
         assert!(
-            e.starts_with("line 4: domain \"a\", field `memory`: invalid memory size \"2X\": the suffix is not K, M or G"),
+            e.starts_with(
+                "line 4: domain \"a\", field `memory`: invalid memory size \"2X\": the suffix is not K, M or G"
+            ),
             "{e}"
         );
         let e = err("[[domain]]\nname = \"a\"\nimage = \"x\"\nmemory = \"1M\"\nexpect = \"boom\"\n");
@@ -828,7 +821,10 @@ expect = 3
 
     #[test]
     fn no_domains() {
-        assert_eq!(err("[machine]\nmemory = \"64M\"\n"), "no [[domain]] table: a manifest must start at least one domain");
+        assert_eq!(
+            err("[machine]\nmemory = \"64M\"\n"),
+            "no [[domain]] table: a manifest must start at least one domain"
+        );
         assert_eq!(err(""), "no [[domain]] table: a manifest must start at least one domain");
     }
 
@@ -848,7 +844,8 @@ expect = 3
             err(&domain(&"x".repeat(40), "1M")),
             format!("domain \"{}\", field `name`: the name is 40 bytes long, at most 32 are allowed", "x".repeat(40))
         );
-        let e = err(&format!("{}{}", domain("a", "1M"), "[[domain]]\nname = \"a\\nb\"\nimage = \"x\"\nmemory = \"1M\"\n"));
+        let e =
+            err(&format!("{}{}", domain("a", "1M"), "[[domain]]\nname = \"a\\nb\"\nimage = \"x\"\nmemory = \"1M\"\n"));
         assert!(!e.contains('\n'), "{e}");
     }
 
@@ -906,7 +903,8 @@ expect = 3
 
     #[test]
     fn too_much_memory_names_the_domain_that_crosses() {
-        let text = format!("[machine]\nmemory = \"32M\"\n{}{}{}", domain("a", "8M"), domain("b", "8M"), domain("c", "1M"));
+        let text =
+            format!("[machine]\nmemory = \"32M\"\n{}{}{}", domain("a", "8M"), domain("b", "8M"), domain("c", "1M"));
         assert_eq!(
             err(&text),
             "domain \"c\", field `memory`: 1M brings the domains' total to 17M, more than the 16M \
@@ -915,7 +913,9 @@ expect = 3
         // Exactly full is fine.
         let text = format!("[machine]\nmemory = \"32M\"\n{}{}", domain("a", "8M"), domain("b", "8M"));
         assert!(Manifest::parse(&text).is_ok());
-        assert!(err(&domain("big", "1G")).starts_with("domain \"big\", field `memory`: 1G brings the domains' total to 1G"));
+        assert!(
+            err(&domain("big", "1G")).starts_with("domain \"big\", field `memory`: 1G brings the domains' total to 1G")
+        );
     }
 
     #[test]

@@ -1,0 +1,221 @@
+//! Reading a manifest file and checking it, with its images, before QEMU
+//! starts.
+//!
+//! The checks are parvus-core's (the ones the hypervisor repeats on the
+//! bundle); this module adds what only the host knows: the file name for
+//! messages, and where each `image` comes from. An `image` is a demo-guest
+//! crate name when `demo-guests/` has a crate of that name, otherwise a path
+//! relative to the manifest file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Result};
+use parvus_core::image::GuestImage;
+use parvus_core::manifest::{DomainSpec, Manifest};
+
+use crate::cargo_build::GuestCrate;
+use crate::repo::Repo;
+
+/// Where a domain's image comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageSource {
+    /// A demo-guest crate, built by `cargo xtask build`.
+    Crate(String),
+    /// A file named by path.
+    File(PathBuf),
+}
+
+/// A manifest file that passed parvus-core's checks, with its images
+/// resolved.
+#[derive(Clone, Debug)]
+pub struct ManifestFile {
+    /// The file.
+    pub path: PathBuf,
+    /// The file as messages name it.
+    pub shown: String,
+    /// Its content.
+    pub manifest: Manifest,
+    /// Each domain's image source, in domain order.
+    pub sources: Vec<ImageSource>,
+}
+
+impl ManifestFile {
+    /// Reads, parses and validates `path`, and resolves every image.
+    pub fn load(repo: &Repo, path: &Path, guests: &[GuestCrate]) -> Result<ManifestFile> {
+        let shown = repo.show(path);
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{shown}: cannot read the manifest: {e}"))?;
+        let manifest = Manifest::parse(&text).map_err(|e| anyhow!("{}", e.in_file(&shown)))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let sources = manifest
+            .domains
+            .iter()
+            .map(|domain| resolve(repo, &shown, dir, domain, guests))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ManifestFile { path: path.to_path_buf(), shown, manifest, sources })
+    }
+
+    /// Name for the bundle: the folder of a `manifest.toml`, else the file
+    /// stem (`scenarios/demo/manifest.toml` -> `demo`).
+    pub fn bundle_name(&self) -> String {
+        let stem = self.path.file_stem().and_then(|s| s.to_str()).unwrap_or("bundle");
+        if stem == "manifest" {
+            if let Some(dir) = self.path.parent().and_then(|d| d.file_name()).and_then(|d| d.to_str()) {
+                return dir.to_string();
+            }
+        }
+        stem.to_string()
+    }
+
+    /// Each domain's image file (crate images at their build output path).
+    pub fn image_files(&self, repo: &Repo) -> Vec<(&DomainSpec, PathBuf)> {
+        self.manifest
+            .domains
+            .iter()
+            .zip(&self.sources)
+            .map(|(domain, source)| {
+                let path = match source {
+                    ImageSource::Crate(name) => repo.guest_elf(name),
+                    ImageSource::File(path) => path.clone(),
+                };
+                (domain, path)
+            })
+            .collect()
+    }
+
+    /// Checks the images that are plain files (these need no build), so a
+    /// bad one is reported before anything is compiled.
+    pub fn check_file_images(&self, repo: &Repo) -> Result<()> {
+        for ((domain, path), source) in self.image_files(repo).into_iter().zip(&self.sources) {
+            if matches!(source, ImageSource::File(_)) {
+                self.check_image(repo, domain, &path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every image (after the guests are built).
+    pub fn check_all_images(&self, repo: &Repo) -> Result<()> {
+        for (domain, path) in self.image_files(repo) {
+            self.check_image(repo, domain, &path)?;
+        }
+        Ok(())
+    }
+
+    /// Checks one image as the hypervisor will: ELF headers, ABI note and
+    /// placement in the domain's memory.
+    fn check_image(&self, repo: &Repo, domain: &DomainSpec, path: &Path) -> Result<()> {
+        let prefix = || format!("{}: domain \"{}\", field `image` ({})", self.shown, domain.name, repo.show(path));
+        let bytes = std::fs::read(path).map_err(|e| anyhow!("{}: cannot read: {e}", prefix()))?;
+        let image = GuestImage::parse(&bytes).map_err(|e| anyhow!("{}: {e}", prefix()))?;
+        image.check_placement(domain.memory.bytes()).map_err(|e| anyhow!("{}: {e}", prefix()))?;
+        Ok(())
+    }
+}
+
+/// Decides where a domain's image comes from.
+fn resolve(repo: &Repo, shown: &str, dir: &Path, domain: &DomainSpec, guests: &[GuestCrate]) -> Result<ImageSource> {
+    let image = domain.image.as_str();
+    if let Some(guest) = guests.iter().find(|g| g.name == image) {
+        return Ok(ImageSource::Crate(guest.name.clone()));
+    }
+    let path = dir.join(image);
+    if path.is_file() {
+        return Ok(ImageSource::File(path));
+    }
+    let known = guests.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", ");
+    Err(anyhow!(
+        "{shown}: domain \"{}\", field `image`: \"{}\" is neither a demo guest ({known}) nor a file ({} does not exist)",
+        domain.name,
+        image.escape_debug(),
+        repo.show(&path)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_elf::guest_elf;
+
+    fn write(dir: &Path, name: &str, text: &[u8]) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn guests() -> Vec<GuestCrate> {
+        vec![GuestCrate { name: "hello".into(), dir: "demo-guests/hello".into() }]
+    }
+
+    #[test]
+    fn resolves_crates_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "mine.elf", &guest_elf(0x40_0000));
+        let path = write(
+            dir.path(),
+            "manifest.toml",
+            b"[[domain]]\nname = \"a\"\nimage = \"hello\"\nmemory = \"1M\"\n\
+              [[domain]]\nname = \"b\"\nimage = \"mine.elf\"\nmemory = \"1M\"\n\
+              [[domain]]\nname = \"c\"\nimage = \"hello\"\nmemory = \"1M\"\n",
+        );
+        let repo = Repo::locate();
+        let file = ManifestFile::load(&repo, &path, &guests()).unwrap();
+        assert_eq!(file.sources[0], ImageSource::Crate("hello".into()));
+        assert_eq!(file.sources[1], ImageSource::File(dir.path().join("mine.elf")));
+        assert_eq!(file.bundle_name(), dir.path().file_name().unwrap().to_str().unwrap());
+        file.check_file_images(&repo).unwrap();
+        let files = file.image_files(&repo);
+        assert_eq!(files[0].1, repo.guest_elf("hello"));
+    }
+
+    #[test]
+    fn bundle_name_from_file_stem() {
+        let file = ManifestFile {
+            path: "x/tests/dup.toml".into(),
+            shown: String::new(),
+            manifest: Manifest { machine: Default::default(), domains: vec![] },
+            sources: vec![],
+        };
+        assert_eq!(file.bundle_name(), "dup");
+    }
+
+    #[test]
+    fn image_errors_name_file_domain_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "far.elf", &guest_elf(0x1000_0000));
+        write(dir.path(), "text.elf", b"just text\n");
+        let path = write(
+            dir.path(),
+            "m.toml",
+            b"[[domain]]\nname = \"far\"\nimage = \"far.elf\"\nmemory = \"1M\"\n\
+              [[domain]]\nname = \"text\"\nimage = \"text.elf\"\nmemory = \"1M\"\n",
+        );
+        let repo = Repo::locate();
+        let file = ManifestFile::load(&repo, &path, &guests()).unwrap();
+        let e = file.check_file_images(&repo).unwrap_err().to_string();
+        let shown = repo.show(&path);
+        assert!(
+            e.starts_with(&format!(
+                "{shown}: domain \"far\", field `image` ({}): segment 0 ends at",
+                repo.show(&dir.path().join("far.elf"))
+            )),
+            "{e}"
+        );
+        let mut file = file;
+        file.manifest.domains.remove(0);
+        file.sources.remove(0);
+        let e = file.check_file_images(&repo).unwrap_err().to_string();
+        assert!(e.ends_with("): not an ELF file (no \\x7fELF magic)"), "{e}");
+    }
+
+    #[test]
+    fn missing_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "m.toml", b"[[domain]]\nname = \"a\"\nimage = \"nope\"\nmemory = \"1M\"\n");
+        let repo = Repo::locate();
+        let e = ManifestFile::load(&repo, &path, &guests()).unwrap_err().to_string();
+        assert!(
+            e.contains(": domain \"a\", field `image`: \"nope\" is neither a demo guest (hello) nor a file ("),
+            "{e}"
+        );
+    }
+}

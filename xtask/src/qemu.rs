@@ -1,0 +1,294 @@
+//! Finding (or installing) QEMU, its command line, and running it with a
+//! timeout.
+//!
+//! The machine is QEMU's `microvm` (no PCI, no firmware tables to parse;
+//! the hypervisor boots through the PVH note of `-kernel`). The serial port
+//! is the console; `isa-debug-exit` lets the hypervisor end QEMU with a
+//! status: the hypervisor writes `v` and QEMU exits with `(v << 1) | 1`.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use parvus_core::manifest::MemorySize;
+
+/// The QEMU binary.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// The Debian package that has it.
+pub const QEMU_PACKAGE: &str = "qemu-system-x86";
+
+/// QEMU's status when the hypervisor reports that every domain ended as
+/// expected (debug-exit value 0).
+pub const STATUS_ALL_AS_EXPECTED: i32 = 1;
+
+/// What a QEMU exit status means for Parvus.
+pub fn describe_status(status: Option<i32>) -> String {
+    match status {
+        None => "QEMU was killed by a signal".to_string(),
+        Some(0) => "QEMU exited 0: a triple fault or a reset, not a clean hypervisor exit".to_string(),
+        Some(1) => "every domain ended as expected (hypervisor exit 0)".to_string(),
+        Some(3) => "some domains did not end as expected (hypervisor exit 1)".to_string(),
+        Some(5) => "the hypervisor panicked or faulted (hypervisor exit 2)".to_string(),
+        Some(s) if s % 2 == 1 => format!("hypervisor exit {}", s >> 1),
+        Some(s) => format!("QEMU failed with status {s}"),
+    }
+}
+
+/// Searches `PATH` for an executable.
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| p.is_file())
+}
+
+/// Whether this process runs as root (uid 0), read from /proc.
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let uid_line = status.lines().find(|l| l.starts_with("Uid:"))?;
+            uid_line.split_whitespace().nth(1).map(|uid| uid == "0")
+        })
+        .unwrap_or(false)
+}
+
+/// The command that installs QEMU on Debian.
+pub fn install_command(as_root: bool) -> String {
+    let sudo = if as_root { "" } else { "sudo " };
+    format!("{sudo}apt-get update && {sudo}apt-get install -y --no-install-recommends {QEMU_PACKAGE}")
+}
+
+/// Makes sure QEMU is there: installs Debian's package when we are root and
+/// have apt-get, otherwise fails with the one command to run.
+pub fn ensure_installed() -> Result<()> {
+    if which(QEMU).is_some() {
+        return Ok(());
+    }
+    if !(is_root() && which("apt-get").is_some()) {
+        bail!("{QEMU} is not installed; install it with: {}", install_command(false));
+    }
+    let command = install_command(true);
+    eprintln!("xtask: {QEMU} is not installed; running: {command}");
+    let status = Command::new("sh")
+        .args(["-c", &command])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("cannot run apt-get")?;
+    if !status.success() || which(QEMU).is_none() {
+        bail!("installing {QEMU_PACKAGE} failed ({status}); try: {command}");
+    }
+    Ok(())
+}
+
+/// One QEMU boot of Parvus.
+#[derive(Clone, Debug)]
+pub struct QemuConfig {
+    /// The hypervisor ELF (`-kernel`).
+    pub kernel: PathBuf,
+    /// The boot bundle (`-initrd`).
+    pub initrd: PathBuf,
+    /// Machine memory (`-m`).
+    pub memory: MemorySize,
+    /// Count instructions (`-icount shift=0,align=off,sleep=off`), for bench.
+    pub icount: bool,
+    /// Wait for gdb on port 1234 (`-s -S`).
+    pub gdb: bool,
+    /// Appended as they are.
+    pub extra_args: Vec<String>,
+}
+
+impl QemuConfig {
+    /// The arguments after the program name.
+    pub fn args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = [
+            "-machine",
+            "microvm",
+            "-cpu",
+            "max",
+            "-m",
+            &format!("{}M", self.memory.bytes() >> 20),
+            "-nodefaults",
+            "-no-reboot",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        args.push("-kernel".into());
+        args.push(self.kernel.clone().into_os_string());
+        args.push("-initrd".into());
+        args.push(self.initrd.clone().into_os_string());
+        if self.icount {
+            args.extend(["-icount", "shift=0,align=off,sleep=off"].map(OsString::from));
+        }
+        if self.gdb {
+            args.extend(["-s", "-S"].map(OsString::from));
+        }
+        args.extend(self.extra_args.iter().map(OsString::from));
+        args
+    }
+
+    /// The command to spawn.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(QEMU);
+        command.args(self.args());
+        command
+    }
+
+    /// The command line, for logs.
+    pub fn shell_line(&self) -> String {
+        std::iter::once(OsString::from(QEMU))
+            .chain(self.args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// The outcome of a captured QEMU run.
+#[derive(Clone, Debug)]
+pub struct Captured {
+    /// Everything on the serial port (QEMU's stdout), `\r` removed.
+    pub serial: String,
+    /// QEMU's own messages (stderr).
+    pub stderr: String,
+    /// The exit status, `None` if killed.
+    pub status: Option<i32>,
+    /// Whether it was killed at the timeout.
+    pub timed_out: bool,
+    /// How long it ran.
+    pub elapsed: Duration,
+}
+
+/// Kills the child when dropped, so no QEMU outlives an early return or a
+/// panic of the runner.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn collect(mut stream: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            into.lock().expect("output buffer").extend_from_slice(&buffer[..n]);
+        }
+    })
+}
+
+fn text(bytes: &Mutex<Vec<u8>>) -> String {
+    String::from_utf8_lossy(&bytes.lock().expect("output buffer")).replace('\r', "")
+}
+
+/// Runs QEMU with the serial output captured; kills it after `timeout`.
+pub fn run_captured(config: &QemuConfig, timeout: Duration) -> Result<Captured> {
+    let mut command = config.command();
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = KillOnDrop(command.spawn().with_context(|| format!("cannot start {QEMU}"))?);
+    let serial = Arc::new(Mutex::new(Vec::new()));
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let readers = [
+        collect(child.0.stdout.take().expect("piped stdout"), serial.clone()),
+        collect(child.0.stderr.take().expect("piped stderr"), stderr.clone()),
+    ];
+    let mut timed_out = false;
+    let status: Option<ExitStatus> = loop {
+        if let Some(status) = child.0.try_wait()? {
+            break Some(status);
+        }
+        if start.elapsed() >= timeout {
+            timed_out = true;
+            let _ = child.0.kill();
+            break child.0.wait().ok();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for reader in readers {
+        let _ = reader.join();
+    }
+    Ok(Captured {
+        serial: text(&serial),
+        stderr: text(&stderr),
+        status: if timed_out { None } else { status.and_then(|s| s.code()) },
+        timed_out,
+        elapsed: start.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> QemuConfig {
+        QemuConfig {
+            kernel: "target/parvus".into(),
+            initrd: "target/b.tar".into(),
+            memory: MemorySize(128 << 20),
+            icount: false,
+            gdb: false,
+            extra_args: vec![],
+        }
+    }
+
+    #[test]
+    fn command_line() {
+        assert_eq!(
+            config().shell_line(),
+            "qemu-system-x86_64 -machine microvm -cpu max -m 128M -nodefaults -no-reboot -display none \
+             -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=0x04 -kernel target/parvus -initrd target/b.tar"
+        );
+        let mut c = config();
+        c.icount = true;
+        c.gdb = true;
+        c.extra_args = vec!["-d".into(), "int".into()];
+        assert!(c.shell_line().ends_with("-icount shift=0,align=off,sleep=off -s -S -d int"));
+    }
+
+    #[test]
+    fn statuses() {
+        assert!(describe_status(Some(0)).contains("triple fault"));
+        assert!(describe_status(Some(1)).contains("every domain ended as expected"));
+        assert!(describe_status(Some(3)).contains("did not end as expected"));
+        assert!(describe_status(Some(5)).contains("panicked"));
+        assert_eq!(describe_status(Some(7)), "hypervisor exit 3");
+        assert!(describe_status(None).contains("signal"));
+    }
+
+    #[test]
+    fn install_hint() {
+        assert_eq!(
+            install_command(false),
+            "sudo apt-get update && sudo apt-get install -y --no-install-recommends qemu-system-x86"
+        );
+        assert_eq!(
+            install_command(true),
+            "apt-get update && apt-get install -y --no-install-recommends qemu-system-x86"
+        );
+    }
+
+    #[test]
+    fn which_finds_sh() {
+        assert!(which("sh").is_some());
+        assert!(which("surely-not-a-program-xyz").is_none());
+    }
+}

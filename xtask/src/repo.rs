@@ -1,0 +1,93 @@
+//! Where things are in the repository and under `target/`.
+
+use std::path::{Path, PathBuf};
+
+/// The one target triple everything is built for (host == target; the
+/// bare-metal behaviour comes from RUSTFLAGS, see [`crate::cargo_build`]).
+pub const TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// The repository this xtask was built from.
+#[derive(Clone, Debug)]
+pub struct Repo {
+    /// The workspace root.
+    pub root: PathBuf,
+}
+
+impl Repo {
+    /// The workspace that contains this crate (xtask is always run from its
+    /// own checkout through the `cargo xtask` alias).
+    pub fn locate() -> Repo {
+        let xtask_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        Repo { root: xtask_dir.parent().unwrap_or(xtask_dir).to_path_buf() }
+    }
+
+    /// The ring-0 binary.
+    pub fn hypervisor_elf(&self) -> PathBuf {
+        self.root.join("target/hypervisor").join(TARGET).join("release/parvus")
+    }
+
+    /// Target directory of the hypervisor build.
+    pub fn hypervisor_target_dir(&self) -> PathBuf {
+        self.root.join("target/hypervisor")
+    }
+
+    /// Target directory of the guest builds.
+    pub fn guests_target_dir(&self) -> PathBuf {
+        self.root.join("target/guests")
+    }
+
+    /// A demo guest's binary.
+    pub fn guest_elf(&self, crate_name: &str) -> PathBuf {
+        self.guests_target_dir().join(TARGET).join("release").join(crate_name)
+    }
+
+    /// Where boot bundles are written.
+    pub fn bundles_dir(&self) -> PathBuf {
+        self.root.join("target/bundles")
+    }
+
+    /// The folder of QEMU scenarios.
+    pub fn scenarios_dir(&self) -> PathBuf {
+        self.root.join("scenarios")
+    }
+
+    /// The manifest `build` and `run` use without `--manifest`.
+    pub fn default_manifest(&self) -> PathBuf {
+        self.scenarios_dir().join("demo/manifest.toml")
+    }
+
+    /// The manifest `bench` runs.
+    pub fn bench_manifest(&self) -> PathBuf {
+        self.scenarios_dir().join("bench/manifest.toml")
+    }
+
+    /// Where `bench` writes its JSON.
+    pub fn bench_json(&self) -> PathBuf {
+        self.root.join("target/bench.json")
+    }
+
+    /// The folder of demo-guest crates.
+    pub fn demo_guests_dir(&self) -> PathBuf {
+        self.root.join("demo-guests")
+    }
+
+    /// `path` for messages: relative to the repository root when inside it.
+    pub fn show(&self, path: &Path) -> String {
+        path.strip_prefix(&self.root).unwrap_or(path).display().to_string()
+    }
+}
+
+/// Makes a path given on the command line absolute (relative to the
+/// current directory), without touching the file system.
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// `path` as the shortest way to name it from the current directory, for
+/// commands the user will copy (such as the gdb line).
+pub fn from_cwd(path: &Path) -> String {
+    match std::env::current_dir() {
+        Ok(cwd) => path.strip_prefix(&cwd).unwrap_or(path).display().to_string(),
+        Err(_) => path.display().to_string(),
+    }
+}

@@ -1,0 +1,389 @@
+//! QEMU scenarios: what a test run expects, and how its serial log is
+//! judged.
+//!
+//! A scenario is a folder `scenarios/<name>/` with:
+//!
+//! - `manifest.toml`: the domains to boot;
+//! - `expected.txt`: lines that must appear in the serial log, in this
+//!   order, each as a substring of one serial line (blank lines and lines
+//!   starting with `#` are ignored; surrounding spaces are trimmed);
+//! - `scenario.toml` (optional): `timeout_seconds` (default 30),
+//!   `qemu_exit` (QEMU's expected status, default 1 = every domain ended as
+//!   expected), `allow` (alarm markers this scenario may print, e.g.
+//!   `["crashed"]`) and `qemu_args` (extra QEMU arguments).
+//!
+//! A run passes only if every expected line appears in order, no alarm line
+//! (`parvus: PANIC`, `parvus: FATAL`, ` crashed:`) appears unless
+//! `expected.txt` or `allow` names it, and QEMU exits by itself with the
+//! expected status before the timeout. A triple fault makes QEMU exit 0,
+//! which therefore fails.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use serde::Deserialize;
+
+use crate::qemu::{describe_status, STATUS_ALL_AS_EXPECTED};
+use crate::repo::Repo;
+
+/// Serial lines that mean something went wrong, unless a scenario expects them.
+pub const ALARMS: [&str; 3] = ["parvus: PANIC", "parvus: FATAL", " crashed:"];
+
+/// `scenario.toml`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioSpec {
+    /// QEMU is killed (and the scenario fails) after this long.
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+    /// The QEMU exit status that passes.
+    #[serde(default = "default_qemu_exit")]
+    pub qemu_exit: i32,
+    /// Alarm markers this scenario may print (substrings of [`ALARMS`]).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Extra QEMU arguments.
+    #[serde(default)]
+    pub qemu_args: Vec<String>,
+}
+
+fn default_timeout() -> u64 {
+    30
+}
+
+fn default_qemu_exit() -> i32 {
+    STATUS_ALL_AS_EXPECTED
+}
+
+impl Default for ScenarioSpec {
+    fn default() -> Self {
+        ScenarioSpec {
+            timeout_seconds: default_timeout(),
+            qemu_exit: default_qemu_exit(),
+            allow: Vec::new(),
+            qemu_args: Vec::new(),
+        }
+    }
+}
+
+/// One line of `expected.txt`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpectedLine {
+    /// Its 1-based line number in `expected.txt`.
+    pub file_line: usize,
+    /// The text that must appear.
+    pub text: String,
+}
+
+/// A scenario found on disk.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Folder name.
+    pub name: String,
+    /// Its folder.
+    pub dir: PathBuf,
+    /// The expected lines.
+    pub expected: Vec<ExpectedLine>,
+    /// `scenario.toml`, or the defaults.
+    pub spec: ScenarioSpec,
+}
+
+impl Scenario {
+    /// Its manifest.
+    pub fn manifest(&self) -> PathBuf {
+        self.dir.join("manifest.toml")
+    }
+
+    /// Reads a scenario folder.
+    pub fn load(repo: &Repo, dir: &Path) -> Result<Scenario> {
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_string();
+        let expected_path = dir.join("expected.txt");
+        let expected = std::fs::read_to_string(&expected_path)
+            .with_context(|| format!("cannot read {}", repo.show(&expected_path)))?;
+        let spec_path = dir.join("scenario.toml");
+        let spec = if spec_path.is_file() {
+            let text = std::fs::read_to_string(&spec_path)
+                .with_context(|| format!("cannot read {}", repo.show(&spec_path)))?;
+            parse_spec(&text).map_err(|e| anyhow!("{}{e}", repo.show(&spec_path)))?
+        } else {
+            ScenarioSpec::default()
+        };
+        Ok(Scenario { name, dir: dir.to_path_buf(), expected: parse_expected(&expected), spec })
+    }
+}
+
+/// Parses `scenario.toml`; the error starts with `:line: ` when known.
+fn parse_spec(text: &str) -> Result<ScenarioSpec, String> {
+    toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        match line {
+            Some(line) => format!(":{line}: {}", e.message()),
+            None => format!(": {}", e.message()),
+        }
+    })
+}
+
+/// Every scenario (a folder with `manifest.toml` and `expected.txt`) whose
+/// name contains `filter`, sorted by name.
+pub fn discover(repo: &Repo, filter: Option<&str>) -> Result<Vec<Scenario>> {
+    let root = repo.scenarios_dir();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .with_context(|| format!("cannot list {}", repo.show(&root)))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|d| d.join("manifest.toml").is_file() && d.join("expected.txt").is_file())
+        .filter(|d| filter.is_none_or(|f| d.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains(f))))
+        .collect();
+    dirs.sort();
+    dirs.iter().map(|d| Scenario::load(repo, d)).collect()
+}
+
+/// The lines of `expected.txt` that must appear.
+pub fn parse_expected(text: &str) -> Vec<ExpectedLine> {
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| (i + 1, line.trim()))
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+        .map(|(file_line, text)| ExpectedLine { file_line, text: text.to_string() })
+        .collect()
+}
+
+/// Why a run failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// QEMU did not exit in time and was killed (a hang).
+    Timeout {
+        /// The limit.
+        seconds: u64,
+    },
+    /// An expected line did not appear (after the previous one).
+    MissingLine {
+        /// The first line not found.
+        expected: ExpectedLine,
+        /// The serial line where the previous expected line was found.
+        after_serial_line: Option<usize>,
+    },
+    /// An alarm line appeared that the scenario does not expect.
+    Alarm {
+        /// The marker found.
+        marker: &'static str,
+        /// 1-based serial line number.
+        serial_line: usize,
+        /// The line.
+        text: String,
+    },
+    /// QEMU exited with another status.
+    ExitStatus {
+        /// The expected status.
+        expected: i32,
+        /// What it was (`None`: killed).
+        got: Option<i32>,
+    },
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Timeout { seconds } => write!(f, "QEMU did not exit within {seconds} s and was killed (a hang?)"),
+            Failure::MissingLine { expected, after_serial_line } => {
+                write!(f, "missing line (expected.txt:{}): {:?}", expected.file_line, expected.text)?;
+                match after_serial_line {
+                    Some(n) => write!(f, ", looked for after serial line {n}"),
+                    None => Ok(()),
+                }
+            }
+            Failure::Alarm { marker, serial_line, text } => {
+                write!(f, "serial line {serial_line} has {marker:?}, which the scenario does not expect: {text}")
+            }
+            Failure::ExitStatus { expected, got } => write!(
+                f,
+                "QEMU exit status {} ({}), expected {expected} ({})",
+                got.map_or("none".to_string(), |s| s.to_string()),
+                describe_status(*got),
+                describe_status(Some(*expected))
+            ),
+        }
+    }
+}
+
+/// Judges one run; an empty list means it passed.
+pub fn judge(
+    expected: &[ExpectedLine],
+    spec: &ScenarioSpec,
+    serial: &str,
+    status: Option<i32>,
+    timed_out: bool,
+) -> Vec<Failure> {
+    let mut failures = Vec::new();
+    if timed_out {
+        failures.push(Failure::Timeout { seconds: spec.timeout_seconds });
+    }
+    let lines: Vec<&str> = serial.lines().collect();
+
+    let mut next = 0;
+    let mut last_found = None;
+    for want in expected {
+        match lines[next..].iter().position(|l| l.contains(&want.text)) {
+            Some(offset) => {
+                last_found = Some(next + offset + 1);
+                next += offset + 1;
+            }
+            None => {
+                failures.push(Failure::MissingLine { expected: want.clone(), after_serial_line: last_found });
+                break;
+            }
+        }
+    }
+
+    let allowed = |marker: &str| {
+        spec.allow.iter().any(|a| !a.is_empty() && marker.contains(a.as_str()))
+            || expected.iter().any(|e| e.text.contains(marker.trim()))
+    };
+    'lines: for (i, line) in lines.iter().enumerate() {
+        for marker in ALARMS {
+            if line.contains(marker) && !allowed(marker) {
+                failures.push(Failure::Alarm { marker, serial_line: i + 1, text: line.to_string() });
+                break 'lines;
+            }
+        }
+    }
+
+    if !timed_out && status != Some(spec.qemu_exit) {
+        failures.push(Failure::ExitStatus { expected: spec.qemu_exit, got: status });
+    }
+    failures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &str = "parvus: booting\n[hello] hello from domain 0\n[a] 1\n[b] 1\n[a] 2\n\
+                       parvus: domain 3 (crash) crashed: page fault\nparvus: all domains ended as expected\n";
+
+    fn expected(lines: &[&str]) -> Vec<ExpectedLine> {
+        parse_expected(&lines.join("\n"))
+    }
+
+    #[test]
+    fn parses_expected_lines() {
+        let lines = parse_expected("# comment\n\n  [a] 1  \n#x\n[b] 1\n");
+        assert_eq!(
+            lines,
+            [ExpectedLine { file_line: 3, text: "[a] 1".into() }, ExpectedLine { file_line: 5, text: "[b] 1".into() }]
+        );
+    }
+
+    #[test]
+    fn passes_when_lines_are_in_order() {
+        let want = expected(&["[hello] hello", "[a] 1", "[b] 1", "[a] 2", "crashed: page fault", "all domains ended"]);
+        assert_eq!(judge(&want, &ScenarioSpec::default(), LOG, Some(1), false), []);
+    }
+
+    #[test]
+    fn fails_on_order() {
+        let want = expected(&["[b] 1", "[a] 1", "crashed:"]);
+        let failures = judge(&want, &ScenarioSpec::default(), LOG, Some(1), false);
+        assert_eq!(
+            failures,
+            [Failure::MissingLine {
+                expected: ExpectedLine { file_line: 2, text: "[a] 1".into() },
+                after_serial_line: Some(4)
+            }]
+        );
+        assert_eq!(failures[0].to_string(), "missing line (expected.txt:2): \"[a] 1\", looked for after serial line 4");
+    }
+
+    #[test]
+    fn each_serial_line_matches_once() {
+        let want = expected(&["[a] 1", "[a] 1", "crashed:"]);
+        assert!(matches!(
+            judge(&want, &ScenarioSpec::default(), LOG, Some(1), false)[..],
+            [Failure::MissingLine { .. }]
+        ));
+    }
+
+    #[test]
+    fn changing_an_expected_line_fails() {
+        let want = expected(&["[hello] hello from domain 1"]);
+        assert!(matches!(
+            judge(&want, &ScenarioSpec::default(), "[hello] hello from domain 0\n", Some(1), false)[..],
+            [Failure::MissingLine { after_serial_line: None, .. }]
+        ));
+    }
+
+    #[test]
+    fn unexpected_crash_is_an_alarm() {
+        let want = expected(&["[hello] hello"]);
+        let failures = judge(&want, &ScenarioSpec::default(), LOG, Some(1), false);
+        assert_eq!(
+            failures,
+            [Failure::Alarm {
+                marker: " crashed:",
+                serial_line: 6,
+                text: "parvus: domain 3 (crash) crashed: page fault".into()
+            }]
+        );
+        let spec = ScenarioSpec { allow: vec!["crashed".into()], ..Default::default() };
+        assert_eq!(judge(&want, &spec, LOG, Some(1), false), []);
+    }
+
+    #[test]
+    fn panic_fails_even_with_all_lines() {
+        let log = "[hello] hi\nparvus: PANIC at src/main.rs:3: oops\n";
+        let failures = judge(&expected(&["[hello] hi"]), &ScenarioSpec::default(), log, Some(5), false);
+        assert_eq!(failures.len(), 2);
+        assert!(matches!(failures[0], Failure::Alarm { marker: "parvus: PANIC", serial_line: 2, .. }));
+        assert!(failures[1].to_string().starts_with("QEMU exit status 5 (the hypervisor panicked"));
+        let fatal = "parvus: FATAL page fault in the hypervisor\n";
+        assert!(matches!(
+            judge(&[], &ScenarioSpec::default(), fatal, Some(1), false)[..],
+            [Failure::Alarm { marker: "parvus: FATAL", .. }]
+        ));
+    }
+
+    #[test]
+    fn triple_fault_fails() {
+        let want = expected(&["[hello] hello"]);
+        let failures =
+            judge(&want, &ScenarioSpec { allow: vec!["crashed".into()], ..Default::default() }, LOG, Some(0), false);
+        assert_eq!(failures, [Failure::ExitStatus { expected: 1, got: Some(0) }]);
+        assert!(failures[0].to_string().contains("triple fault"));
+    }
+
+    #[test]
+    fn timeout_fails() {
+        let spec = ScenarioSpec { timeout_seconds: 3, allow: vec!["crashed".into()], ..Default::default() };
+        let failures = judge(&expected(&["[hello] hello"]), &spec, LOG, None, true);
+        assert_eq!(failures, [Failure::Timeout { seconds: 3 }]);
+    }
+
+    #[test]
+    fn other_exit_status_can_be_expected() {
+        let spec = ScenarioSpec { qemu_exit: 3, allow: vec!["crashed".into()], ..Default::default() };
+        assert_eq!(judge(&[], &spec, LOG, Some(3), false), []);
+        assert_eq!(judge(&[], &spec, LOG, Some(1), false), [Failure::ExitStatus { expected: 3, got: Some(1) }]);
+    }
+
+    #[test]
+    fn scenario_toml() {
+        assert_eq!(parse_spec("").unwrap(), ScenarioSpec::default());
+        let spec =
+            parse_spec("timeout_seconds = 5\nqemu_exit = 3\nallow = [\"crashed\"]\nqemu_args = [\"-d\", \"int\"]\n")
+                .unwrap();
+        assert_eq!(spec.timeout_seconds, 5);
+        assert_eq!(spec.qemu_args, ["-d", "int"]);
+        let e = parse_spec("timeout_seconds = 5\ntimeout = 3\n").unwrap_err();
+        assert!(e.starts_with(":2: unknown field `timeout`"), "{e}");
+    }
+
+    #[test]
+    fn the_demo_scenario_is_found() {
+        let repo = Repo::locate();
+        let all = discover(&repo, None).unwrap();
+        let demo = all.iter().find(|s| s.name == "demo").expect("scenarios/demo");
+        assert!(!demo.expected.is_empty());
+        assert!(demo.manifest().is_file());
+        assert!(discover(&repo, Some("no-such-scenario-xyz")).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,162 @@
+//! `cargo xtask test [--filter NAME] [--no-host]`: the host unit tests, then
+//! every QEMU scenario (see [`crate::scenario`]), at most `--jobs` at a time.
+//!
+//! Ends with the line `N passed, N failed` (the host unit tests count as one
+//! entry) and a non-zero exit status when anything failed. A failed scenario
+//! is reported with its name, every reason (the first missing line among
+//! them) and its whole serial log.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use crate::build::{build_binaries, check_manifest, pack, Prepared};
+use crate::cargo_build::cargo;
+use crate::qemu::{self, run_captured};
+use crate::repo::Repo;
+use crate::scenario::{discover, judge, Scenario};
+
+/// Arguments of `test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Run only the scenarios whose name contains this.
+    #[arg(long, value_name = "NAME")]
+    pub filter: Option<String>,
+    /// Skip the host unit tests (`cargo test`).
+    #[arg(long)]
+    pub no_host: bool,
+    /// Scenarios run at the same time.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub jobs: u64,
+}
+
+/// The result of one entry of the summary.
+struct Outcome {
+    name: String,
+    passed: bool,
+}
+
+/// A scenario with its bundle, or the reason it could not be prepared.
+struct Job {
+    scenario: Scenario,
+    prepared: Result<Prepared, String>,
+}
+
+/// `cargo xtask test`.
+pub fn main(args: &TestArgs) -> Result<ExitCode> {
+    let repo = Repo::locate();
+    let mut outcomes = Vec::new();
+
+    if !args.no_host {
+        println!("xtask: host unit tests (cargo test)");
+        let status = cargo(&repo).arg("test").status()?;
+        outcomes.push(Outcome { name: "host unit tests".into(), passed: status.success() });
+        if !status.success() {
+            println!("xtask: host unit tests FAILED ({status})");
+        }
+    }
+
+    let scenarios = discover(&repo, args.filter.as_deref())?;
+    if scenarios.is_empty() {
+        if let Some(filter) = &args.filter {
+            bail!("no scenario under scenarios/ has a name containing {filter:?}");
+        }
+    } else {
+        outcomes.extend(run_scenarios(&repo, scenarios, args.jobs as usize)?);
+    }
+
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| !o.passed).collect();
+    if !failed.is_empty() {
+        println!("xtask: failed: {}", failed.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", "));
+    }
+    println!("{} passed, {} failed", outcomes.len() - failed.len(), failed.len());
+    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Checks every manifest, builds once, packs each bundle, then boots the
+/// scenarios in parallel.
+fn run_scenarios(repo: &Repo, scenarios: Vec<Scenario>, jobs: usize) -> Result<Vec<Outcome>> {
+    // Manifests first: a bad one fails its scenario without building.
+    let checked: Vec<(Scenario, Result<_, String>)> = scenarios
+        .into_iter()
+        .map(|s| {
+            let file = check_manifest(repo, &s.manifest()).map_err(|e| format!("{e:#}"));
+            (s, file)
+        })
+        .collect();
+    qemu::ensure_installed()?;
+    let built = build_binaries(repo).map_err(|e| format!("{e:#}"));
+    let jobs_list: Vec<Job> = checked
+        .into_iter()
+        .map(|(scenario, file)| {
+            let prepared = match (file, &built) {
+                (Err(e), _) => Err(e),
+                (Ok(_), Err(e)) => Err(format!("the build failed: {e}")),
+                (Ok(file), Ok(hypervisor)) => pack(repo, file, hypervisor.clone()).map_err(|e| format!("{e:#}")),
+            };
+            Job { scenario, prepared }
+        })
+        .collect();
+
+    println!("xtask: running {} scenario(s), {} at a time", jobs_list.len(), jobs.min(jobs_list.len()));
+    let next = AtomicUsize::new(0);
+    let outcomes = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(jobs_list.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(job) = jobs_list.get(i) else { break };
+                let (passed, report) = run_one(repo, job);
+                // One scenario's report is printed in one piece.
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(report.as_bytes());
+                let _ = out.flush();
+                outcomes.lock().expect("outcomes").push((i, Outcome { name: job.scenario.name.clone(), passed }));
+            });
+        }
+    });
+    let mut outcomes = outcomes.into_inner().expect("outcomes");
+    outcomes.sort_by_key(|(i, _)| *i);
+    Ok(outcomes.into_iter().map(|(_, o)| o).collect())
+}
+
+/// Boots one scenario and judges it; returns whether it passed and its report.
+fn run_one(repo: &Repo, job: &Job) -> (bool, String) {
+    let name = &job.scenario.name;
+    let prepared = match &job.prepared {
+        Ok(p) => p,
+        Err(e) => return (false, format!("scenario {name} ... FAILED before QEMU\n    {e}\n")),
+    };
+    let spec = &job.scenario.spec;
+    let config = prepared.qemu(false, false, spec.qemu_args.clone());
+    let run = match run_captured(&config, Duration::from_secs(spec.timeout_seconds)) {
+        Ok(run) => run,
+        Err(e) => return (false, format!("scenario {name} ... FAILED\n    {e:#}\n")),
+    };
+    let failures = judge(&job.scenario.expected, spec, &run.serial, run.status, run.timed_out);
+    let seconds = run.elapsed.as_secs_f64();
+    if failures.is_empty() {
+        return (true, format!("scenario {name} ... ok ({seconds:.1} s)\n"));
+    }
+    let mut report = format!("scenario {name} ... FAILED ({seconds:.1} s)\n");
+    for failure in &failures {
+        report.push_str(&format!("    {failure}\n"));
+    }
+    report.push_str(&format!("    QEMU: {}\n", config.shell_line()));
+    report.push_str(&format!("    expected lines: {}\n", repo.show(&job.scenario.dir.join("expected.txt"))));
+    report.push_str(&format!("--- serial log of scenario {name} ---\n"));
+    report.push_str(&run.serial);
+    if !run.serial.ends_with('\n') && !run.serial.is_empty() {
+        report.push('\n');
+    }
+    report.push_str(&format!("--- end of serial log of scenario {name} ---\n"));
+    if !run.stderr.trim().is_empty() {
+        report.push_str(&format!("--- QEMU stderr ---\n{}\n--- end of QEMU stderr ---\n", run.stderr.trim_end()));
+    }
+    (false, report)
+}

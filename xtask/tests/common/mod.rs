@@ -1,0 +1,3 @@
+//! Helpers shared by the xtask integration tests.
+
+pub mod elf;
