@@ -22,6 +22,37 @@ pub enum HypercallError {
     AbiMismatch = 6,
     /// The domain id names no domain.
     NoSuchDomain = 7,
+    /// A page-table entry or operation names a frame the caller does not own.
+    FrameNotOwned = 8,
+    /// A writable mapping of a frame that is (or is about to be) a page
+    /// table: page tables are read-only to their guest.
+    FrameIsPageTable = 9,
+    /// The entry would reach memory of the hypervisor (or memory nobody
+    /// owns), or a top-level slot the hypervisor reserves.
+    HypervisorMemory = 10,
+    /// The frame is in use as another type of page (for example an L1 table
+    /// where an L3 is needed, which is how a self-referencing L4 is caught).
+    PageTypeConflict = 11,
+    /// The frame is mapped writable somewhere, so it cannot become a page table.
+    FrameMappedWritable = 12,
+    /// The frame is still referenced (by a mapping, a page table or a base
+    /// pointer) and cannot be released or retyped.
+    TypeCountInUse = 13,
+    /// Guest mappings must be user mappings (the guest kernel runs in ring 3
+    /// too); an entry without the user bit is refused.
+    SupervisorMapping = 14,
+    /// Large pages, global pages and reserved bits are not accepted in guest entries.
+    UnsupportedEntryBits = 15,
+    /// The machine address is not inside one of the caller's validated page tables.
+    NotAPageTable = 16,
+    /// An address that must be aligned (an entry address to 8, a frame to 4 KiB) is not.
+    Misaligned = 17,
+    /// The request would take the domain above its memory limit.
+    OverLimit = 18,
+    /// Unpinning a table that is not pinned.
+    NotPinned = 19,
+    /// Pinning a table that is already pinned.
+    AlreadyPinned = 20,
     /// The hypervisor returned a code this version of the ABI does not know
     /// (only produced by [`decode_result`], never sent by the hypervisor).
     Unrecognized = 4095,
@@ -29,7 +60,7 @@ pub enum HypercallError {
 
 impl HypercallError {
     /// Every error the hypervisor can return.
-    pub const ALL: [HypercallError; 7] = [
+    pub const ALL: [HypercallError; 20] = [
         HypercallError::UnknownHypercall,
         HypercallError::BadAddress,
         HypercallError::BadArgument,
@@ -37,6 +68,19 @@ impl HypercallError {
         HypercallError::OutOfMemory,
         HypercallError::AbiMismatch,
         HypercallError::NoSuchDomain,
+        HypercallError::FrameNotOwned,
+        HypercallError::FrameIsPageTable,
+        HypercallError::HypervisorMemory,
+        HypercallError::PageTypeConflict,
+        HypercallError::FrameMappedWritable,
+        HypercallError::TypeCountInUse,
+        HypercallError::SupervisorMapping,
+        HypercallError::UnsupportedEntryBits,
+        HypercallError::NotAPageTable,
+        HypercallError::Misaligned,
+        HypercallError::OverLimit,
+        HypercallError::NotPinned,
+        HypercallError::AlreadyPinned,
     ];
 
     /// The error's stable code (positive; `rax` carries its negation).
@@ -63,6 +107,19 @@ impl HypercallError {
             HypercallError::OutOfMemory => "out of memory",
             HypercallError::AbiMismatch => "ABI version mismatch",
             HypercallError::NoSuchDomain => "no such domain",
+            HypercallError::FrameNotOwned => "frame not owned",
+            HypercallError::FrameIsPageTable => "frame is a page table",
+            HypercallError::HypervisorMemory => "would map hypervisor memory",
+            HypercallError::PageTypeConflict => "frame in use as another page type",
+            HypercallError::FrameMappedWritable => "frame is mapped writable",
+            HypercallError::TypeCountInUse => "type count in use",
+            HypercallError::SupervisorMapping => "supervisor mapping not allowed",
+            HypercallError::UnsupportedEntryBits => "large, global or reserved bits not allowed",
+            HypercallError::NotAPageTable => "not a page table of the caller",
+            HypercallError::Misaligned => "misaligned address",
+            HypercallError::OverLimit => "memory limit reached",
+            HypercallError::NotPinned => "table not pinned",
+            HypercallError::AlreadyPinned => "table already pinned",
             HypercallError::Unrecognized => "unrecognized error code",
         }
     }

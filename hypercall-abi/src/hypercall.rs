@@ -39,11 +39,54 @@ pub enum Hypercall {
     /// measures the architectural floor of a `syscall` round trip on the
     /// machine, so the `null` hypercall can be reported beside it. Returns 0.
     BenchFloor = 6,
+    /// `mmu_update(reqs: *const MmuUpdate, count: u64, done: *mut u64)`:
+    /// writes page-table entries, in order. Each
+    /// [`MmuUpdate`](crate::mm::MmuUpdate) names the machine address of an
+    /// entry in one of the caller's page tables and its new value; every
+    /// request is validated (see [`mm`](crate::mm)). Returns `count` when all
+    /// succeed; on the first failure stops, writes the number that succeeded
+    /// to `*done` (if `done` is not 0) and returns that request's error.
+    MmuUpdate = 7,
+    /// `mmuext_op(ops: *const MmuextOp, count: u64, done: *mut u64)`:
+    /// pins and unpins page tables, loads new base pointers, flushes the
+    /// TLB; see [`MmuextCmd`](crate::mm::MmuextCmd). Results as for `mmu_update`.
+    MmuextOp = 8,
+    /// `update_va_mapping(va: u64, pte: u64, flags: u64)`: sets the level-1
+    /// entry that maps `va` in the current kernel address space, validated
+    /// like an `mmu_update` request, then flushes as
+    /// [`uvm_flags`](crate::mm::uvm_flags) asks (the entry of `va` itself
+    /// is always invalidated). Returns 0.
+    UpdateVaMapping = 9,
+    /// `multicall(calls: *mut MulticallEntry, count: u64)`: performs up to
+    /// [`MULTICALL_MAX`](crate::mm::MULTICALL_MAX) hypercalls in one entry,
+    /// in order, writing each one's encoded result into its entry. A
+    /// `multicall` inside a multicall, `yield`, `exit` and `iret` are refused
+    /// with `BadArgument` in their entry. Returns the number of entries performed.
+    Multicall = 10,
+    /// `memory_op(cmd: u64, frames: *mut u64, count: u64)`: balloon
+    /// operations; see [`MemoryOpCmd`](crate::mm::MemoryOpCmd).
+    MemoryOp = 11,
+    /// `set_trap_table(table: *const TrapInfo, count: u64)`: registers the
+    /// guest kernel's exception handlers (replacing earlier ones; `count` 0
+    /// removes all). An exception with no handler stops the domain.
+    SetTrapTable = 12,
+    /// `set_callbacks(syscall: u64, event: u64)`: where a `syscall` from
+    /// guest user mode is delivered (0 = not accepted: the domain is
+    /// stopped), and where event upcalls will be delivered (0 = none).
+    SetCallbacks = 13,
+    /// `stack_switch(kernel_sp: u64)`: the guest kernel stack a trap from
+    /// guest user mode is delivered on (like TSS.RSP0 on real hardware).
+    StackSwitch = 14,
+    /// `iret()`: returns from a [`TrapFrame`](crate::trap::TrapFrame) at the
+    /// caller's `rsp`, to user mode if the frame's
+    /// [`FROM_USER`](crate::trap::frame_flags::FROM_USER) flag is set. Does
+    /// not return to the instruction after the `syscall`.
+    Iret = 15,
 }
 
 impl Hypercall {
     /// Every hypercall, in number order.
-    pub const ALL: [Hypercall; 7] = [
+    pub const ALL: [Hypercall; 16] = [
         Hypercall::Null,
         Hypercall::AbiVersion,
         Hypercall::ConsoleWrite,
@@ -51,6 +94,15 @@ impl Hypercall {
         Hypercall::Yield,
         Hypercall::Exit,
         Hypercall::BenchFloor,
+        Hypercall::MmuUpdate,
+        Hypercall::MmuextOp,
+        Hypercall::UpdateVaMapping,
+        Hypercall::Multicall,
+        Hypercall::MemoryOp,
+        Hypercall::SetTrapTable,
+        Hypercall::SetCallbacks,
+        Hypercall::StackSwitch,
+        Hypercall::Iret,
     ];
 
     /// The hypercall's name as it appears in logs and documentation.
@@ -63,6 +115,15 @@ impl Hypercall {
             Hypercall::Yield => "yield",
             Hypercall::Exit => "exit",
             Hypercall::BenchFloor => "bench_floor",
+            Hypercall::MmuUpdate => "mmu_update",
+            Hypercall::MmuextOp => "mmuext_op",
+            Hypercall::UpdateVaMapping => "update_va_mapping",
+            Hypercall::Multicall => "multicall",
+            Hypercall::MemoryOp => "memory_op",
+            Hypercall::SetTrapTable => "set_trap_table",
+            Hypercall::SetCallbacks => "set_callbacks",
+            Hypercall::StackSwitch => "stack_switch",
+            Hypercall::Iret => "iret",
         }
     }
 }

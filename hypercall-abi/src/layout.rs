@@ -17,16 +17,21 @@
 //! this picture, so a guest never hard-codes more than `GUEST_VIRT_BASE`
 //! (its link address).
 
-use crate::PAGE_SIZE;
+
 
 /// Guest-virtual address of the domain's pfn 0, and the address guest images
 /// are linked at. The first 4 MiB stay unmapped so that null pointers fault.
 pub const GUEST_VIRT_BASE: u64 = 0x40_0000;
 
-/// First address a guest may not map: the last page of the lower canonical
-/// half is excluded because a `syscall` at its end would return to a
-/// non-canonical address.
-pub const GUEST_VIRT_LIMIT: u64 = 0x0000_8000_0000_0000 - PAGE_SIZE;
+/// First address a guest may not map: the start of top-level (PML4) slot
+/// 255. Slots 0..=254 (the lower half but its last 512 GiB) are the
+/// guest's. Keeping the last slot unmapped means no guest code can sit at
+/// the very end of the lower half, where a `syscall` would return to a
+/// non-canonical address (which faults in ring 0 on some CPUs).
+pub const GUEST_VIRT_LIMIT: u64 = 0x0000_7f80_0000_0000;
+
+/// Number of top-level (PML4) slots a guest may use: 0..GUEST_PML4_SLOTS.
+pub const GUEST_PML4_SLOTS: usize = 255;
 
 /// Start of the hypervisor's part of every address space (the upper half).
 pub const HYPERVISOR_BASE: u64 = 0xffff_8000_0000_0000;
@@ -35,4 +40,4 @@ pub const HYPERVISOR_BASE: u64 = 0xffff_8000_0000_0000;
 pub const GUEST_STACK_SIZE: u64 = 64 * 1024;
 
 /// Number of pages of the initial stack.
-pub const GUEST_STACK_PAGES: u64 = GUEST_STACK_SIZE / PAGE_SIZE;
+pub const GUEST_STACK_PAGES: u64 = GUEST_STACK_SIZE / crate::PAGE_SIZE;

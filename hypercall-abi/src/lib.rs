@@ -45,7 +45,9 @@ pub mod elf_note;
 pub mod error;
 pub mod hypercall;
 pub mod layout;
+pub mod mm;
 pub mod start_info;
+pub mod trap;
 
 pub use console::ConsoleRing;
 pub use domain_info::{DomainInfo, DomainState};
@@ -56,7 +58,7 @@ pub use start_info::StartInfo;
 /// Version of this ABI. The guest SDK stamps it into every guest image as an
 /// ELF note ([`elf_note`]); the hypervisor refuses to start an image built for
 /// another version. Bump it on every incompatible change to this crate.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Size of a page and of a machine frame, in bytes.
 pub const PAGE_SIZE: u64 = 4096;

@@ -12,7 +12,8 @@
 use crate::bundle::CheckedDomain;
 use crate::console::LineBuffer;
 use crate::domain::{Domain, DomainId, DomainStats};
-use crate::frame_table::{FrameError, FrameTable, Mfn, Owner};
+use crate::frame_table::{FrameError, FrameTable, Mfn, Owner, PageType};
+use crate::page_type::PageTables;
 use crate::initial_layout::{initial_layout, InitialLayout, LayoutError, Region};
 use crate::machine_memory::MachineMemory;
 use crate::manifest::Expect;
@@ -51,6 +52,8 @@ pub struct DomainPlan<'a> {
     pub cmdline: &'a str,
     /// Memory in bytes (a multiple of 4 KiB).
     pub memory: u64,
+    /// Most memory it may grow to, in bytes.
+    pub max_memory: u64,
     /// How it is expected to end.
     pub expect: Expect,
     /// Entry point.
@@ -67,6 +70,7 @@ impl<'a> DomainPlan<'a> {
             name: &checked.spec.name,
             cmdline: &checked.spec.cmdline,
             memory: checked.spec.memory.bytes(),
+            max_memory: checked.spec.max_memory_bytes(),
             expect: checked.spec.expect,
             entry: checked.image.entry,
             segments: checked
@@ -101,6 +105,8 @@ pub enum BuildError {
     Frames(FrameError),
     /// The name or command line does not fit the start-info page.
     TooLong(&'static str),
+    /// The tables built do not pass the validator (a builder bug).
+    Validation(hypercall_abi::HypercallError),
 }
 
 impl core::fmt::Display for BuildError {
@@ -113,6 +119,7 @@ impl core::fmt::Display for BuildError {
             BuildError::Layout(e) => write!(f, "memory {e}"),
             BuildError::Frames(e) => write!(f, "{e}"),
             BuildError::TooLong(what) => write!(f, "{what} is too long for the start-info page"),
+            BuildError::Validation(e) => write!(f, "its initial page tables fail validation: {e}"),
         }
     }
 }
@@ -169,6 +176,18 @@ pub fn build_domain(
     }
 
     build_page_tables(&layout, &pfns, &page_rights, mem, hypervisor_half);
+    // The kernel base pointer takes a type reference on the top-level table,
+    // which validates the whole tree: the builder is held to the same rules
+    // as the guest.
+    let root_mfn = pfns[layout.pml4() as usize];
+    let validation = PageTables { frames: &mut *frames, mem: &mut *mem, domain: plan.id, hypervisor_half }
+        .get_type(root_mfn, PageType::L4);
+    if let Err(e) = validation {
+        for &mfn in &pfns {
+            let _ = frames.free(mfn, owner);
+        }
+        return Err(BuildError::Validation(e));
+    }
 
     // The frame list.
     let list: Vec<u8> = pfns.iter().flat_map(|m| m.to_le_bytes()).collect();
@@ -201,9 +220,9 @@ pub fn build_domain(
         id: plan.id,
         name: String::from(plan.name),
         expect: plan.expect,
-        root: pfns[layout.pml4() as usize] * PAGE_SIZE,
+        max_pages: plan.max_memory.max(plan.memory) / PAGE_SIZE,
         console_ring: pfns[layout.console_ring as usize] * PAGE_SIZE,
-        vcpu: Vcpu::new(plan.entry, si.stack_top, layout.virt(layout.start_info)),
+        vcpu: Vcpu::new(plan.entry, si.stack_top, layout.virt(layout.start_info), root_mfn * PAGE_SIZE),
         frames: pfns,
         console: LineBuffer::default(),
         ending: None,
@@ -269,6 +288,7 @@ mod tests {
             name: "t",
             cmdline: "a=b",
             memory: 2 << 20,
+            max_memory: 2 << 20,
             expect: Expect::Exit(0),
             entry: GUEST_VIRT_BASE,
             segments: alloc::vec![
@@ -286,7 +306,7 @@ mod tests {
         let upper = [0x1234_5000 | flags::PRESENT | flags::WRITABLE; ENTRIES / 2];
         let d = build_domain(&plan(b"\x90\xc3", b"data"), &mut frames, &mut mem, &upper).unwrap();
         let owns = |mfn| frames.is_owned_by(mfn, DomainId(0));
-        let walk = |va, a| translate(&mem, d.root, va, a, owns);
+        let walk = |va, a| translate(&mem, d.root(), va, a, owns);
         // Code: readable, not writable.
         let code = walk(GUEST_VIRT_BASE, Access::Read).unwrap();
         let mut b = [0u8; 2];
@@ -314,7 +334,7 @@ mod tests {
         assert!(walk(si.free_end - 1, Access::Write).is_ok());
         assert!(walk(si.free_end, Access::Read).is_err());
         // The upper half is the hypervisor's.
-        assert_eq!(mem.read_u64(d.root + 256 * 8), upper[0]);
+        assert_eq!(mem.read_u64(d.root() + 256 * 8), upper[0]);
         assert_eq!(d.frames.len(), 512);
         assert_eq!(frames.count_owned(Owner::Domain(DomainId(0))), 512);
     }

@@ -45,10 +45,11 @@ pub struct Domain {
     pub name: String,
     /// What the manifest expects of its end.
     pub expect: Expect,
-    /// Its memory: machine frame of each pfn.
+    /// Its memory: machine frame of each pfn (frames added by ballooning
+    /// come last; frames given back are removed).
     pub frames: Vec<Mfn>,
-    /// Machine address of its top-level page table.
-    pub root: u64,
+    /// Most frames it may own (`max_memory` in the manifest).
+    pub max_pages: u64,
     /// Machine address of its console ring page.
     pub console_ring: u64,
     /// Its one virtual CPU.
@@ -82,6 +83,11 @@ impl Domain {
             (&self.ending, &self.expect),
             (Some(Ending::Exited(s)), Expect::Exit(e)) if s == e
         ) || matches!((&self.ending, &self.expect), (Some(Ending::Crashed(_)), Expect::Crash))
+    }
+
+    /// Machine address of the top-level table of its current mode.
+    pub fn root(&self) -> u64 {
+        self.vcpu.current_root()
     }
 
     /// "domain 3 (crash)": how reports name it.

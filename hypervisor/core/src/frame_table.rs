@@ -52,27 +52,96 @@ impl core::fmt::Display for FrameError {
     }
 }
 
-/// The owner of every frame, and a stack of free ones.
+/// What a frame is used as, for the page-typing rules of
+/// [`page_type`](crate::page_type). Meaningful while `type_count > 0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageType {
+    /// No typed use.
+    None,
+    /// Mapped writable by some level-1 entry.
+    Writable,
+    /// A level-1 page table (maps 4 KiB pages).
+    L1,
+    /// A level-2 page table (page directory).
+    L2,
+    /// A level-3 page table (page-directory pointer table).
+    L3,
+    /// A level-4 (top-level) page table.
+    L4,
+}
+
+impl PageType {
+    /// The page-table type of a level (1..=4).
+    pub fn table(level: u8) -> PageType {
+        match level {
+            1 => PageType::L1,
+            2 => PageType::L2,
+            3 => PageType::L3,
+            4 => PageType::L4,
+            _ => unreachable!("page-table levels are 1..=4"),
+        }
+    }
+
+    /// The level of a page-table type.
+    pub fn level(self) -> Option<u8> {
+        match self {
+            PageType::L1 => Some(1),
+            PageType::L2 => Some(2),
+            PageType::L3 => Some(3),
+            PageType::L4 => Some(4),
+            PageType::None | PageType::Writable => None,
+        }
+    }
+}
+
+/// Everything the hypervisor knows about one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameInfo {
+    /// Who owns it.
+    pub owner: Owner,
+    /// Its current type (valid while `type_count > 0`).
+    pub ty: PageType,
+    /// References that need the type: writable mappings, entries of
+    /// higher-level tables, pins and base pointers.
+    pub type_count: u32,
+    /// Level-1 entries that map it (read-only or writable).
+    pub map_count: u32,
+    /// Whether a pin holds one of the type references.
+    pub pinned: bool,
+}
+
+impl FrameInfo {
+    const fn with_owner(owner: Owner) -> Self {
+        FrameInfo { owner, ty: PageType::None, type_count: 0, map_count: 0, pinned: false }
+    }
+
+    /// Whether nothing references the frame (it may be freed or retyped freely).
+    pub fn is_unreferenced(&self) -> bool {
+        self.type_count == 0 && self.map_count == 0 && !self.pinned
+    }
+}
+
+/// The owner and type of every frame, and a stack of free ones.
 #[derive(Clone, Debug)]
 pub struct FrameTable {
-    owners: Vec<Owner>,
+    frames: Vec<FrameInfo>,
     free: Vec<Mfn>,
 }
 
 impl FrameTable {
     /// A table of `nr_frames` frames, all reserved.
     pub fn new(nr_frames: u64) -> Self {
-        FrameTable { owners: alloc::vec![Owner::Reserved; nr_frames as usize], free: Vec::new() }
+        FrameTable { frames: alloc::vec![FrameInfo::with_owner(Owner::Reserved); nr_frames as usize], free: Vec::new() }
     }
 
     /// Number of frames the table describes.
     pub fn len(&self) -> u64 {
-        self.owners.len() as u64
+        self.frames.len() as u64
     }
 
     /// Whether the table describes no frame.
     pub fn is_empty(&self) -> bool {
-        self.owners.is_empty()
+        self.frames.is_empty()
     }
 
     /// Marks reserved frames in `start..end` free (RAM from the memory map).
@@ -81,8 +150,8 @@ impl FrameTable {
         let end = end.min(self.len());
         // Pushed from the top so that allocation hands out low frames first.
         for mfn in (start..end).rev() {
-            if self.owners[mfn as usize] == Owner::Reserved {
-                self.owners[mfn as usize] = Owner::Free;
+            if self.frames[mfn as usize].owner == Owner::Reserved {
+                self.frames[mfn as usize].owner = Owner::Free;
                 self.free.push(mfn);
             }
         }
@@ -93,17 +162,27 @@ impl FrameTable {
     pub fn reserve(&mut self, start: Mfn, end: Mfn) {
         let end = end.min(self.len());
         for mfn in start..end {
-            if self.owners[mfn as usize] == Owner::Free {
-                self.owners[mfn as usize] = Owner::Reserved;
+            if self.frames[mfn as usize].owner == Owner::Free {
+                self.frames[mfn as usize].owner = Owner::Reserved;
             }
         }
-        let owners = &self.owners;
-        self.free.retain(|m| owners[*m as usize] == Owner::Free);
+        let frames = &self.frames;
+        self.free.retain(|m| frames[*m as usize].owner == Owner::Free);
     }
 
     /// The owner of `mfn`, or `None` beyond the table.
     pub fn owner(&self, mfn: Mfn) -> Option<Owner> {
-        self.owners.get(usize::try_from(mfn).ok()?).copied()
+        self.frames.get(usize::try_from(mfn).ok()?).map(|f| f.owner)
+    }
+
+    /// Everything known about `mfn`, or `None` beyond the table.
+    pub fn info(&self, mfn: Mfn) -> Option<&FrameInfo> {
+        self.frames.get(usize::try_from(mfn).ok()?)
+    }
+
+    /// Mutable access for the page-typing rules, or `None` beyond the table.
+    pub(crate) fn info_mut(&mut self, mfn: Mfn) -> Option<&mut FrameInfo> {
+        self.frames.get_mut(usize::try_from(mfn).ok()?)
     }
 
     /// Whether `mfn` belongs to `domain`.
@@ -118,13 +197,13 @@ impl FrameTable {
 
     /// Number of frames owned by `owner`.
     pub fn count_owned(&self, owner: Owner) -> u64 {
-        self.owners.iter().filter(|o| **o == owner).count() as u64
+        self.frames.iter().filter(|f| f.owner == owner).count() as u64
     }
 
     /// Allocates one frame for `owner`.
     pub fn alloc(&mut self, owner: Owner) -> Result<Mfn, FrameError> {
         let mfn = self.free.pop().ok_or(FrameError::OutOfFrames { wanted: 1, free: 0 })?;
-        self.owners[mfn as usize] = owner;
+        self.frames[mfn as usize] = FrameInfo::with_owner(owner);
         Ok(mfn)
     }
 
@@ -142,7 +221,7 @@ impl FrameTable {
             None => Err(FrameError::NoSuchFrame(mfn)),
             Some(o) if o != owner || o == Owner::Free || o == Owner::Reserved => Err(FrameError::NotOwner(mfn)),
             Some(_) => {
-                self.owners[mfn as usize] = Owner::Free;
+                self.frames[mfn as usize] = FrameInfo::with_owner(Owner::Free);
                 self.free.push(mfn);
                 Ok(())
             }

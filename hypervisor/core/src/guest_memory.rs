@@ -53,7 +53,9 @@ pub struct GuestView<'a, M: MachineMemory> {
 }
 
 impl<M: MachineMemory> GuestView<'_, M> {
-    fn translate(&self, va: u64, access: Access) -> Result<u64, WalkError> {
+    /// The machine address of guest-virtual `va` for a ring-3 `access`
+    /// (valid up to the end of its page).
+    pub fn translate(&self, va: u64, access: Access) -> Result<u64, WalkError> {
         let (frames, domain) = (self.frames, self.domain);
         translate(&*self.mem, self.root, va, access, |mfn| frames.is_owned_by(mfn, domain))
     }

@@ -28,9 +28,11 @@ pub mod image;
 pub mod initial_layout;
 pub mod machine_memory;
 pub mod manifest;
+pub mod page_type;
 pub mod paging;
 pub mod scheduler;
 pub mod system;
+pub mod trap_bounce;
 #[cfg(test)]
 mod testing;
 pub mod vcpu;

@@ -278,12 +278,23 @@ pub struct DomainSpec {
     pub image: String,
     /// The domain's memory: a multiple of 4 KiB.
     pub memory: MemorySize,
+    /// The most memory it may grow to with `memory_op` (ballooning); at
+    /// least `memory`, which is also the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<MemorySize>,
     /// Given to the guest in its start-info page; at most [`CMDLINE_MAX`] bytes.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cmdline: String,
     /// How the domain is expected to end (default: `exit 0`).
     #[serde(default)]
     pub expect: Expect,
+}
+
+impl DomainSpec {
+    /// `max_memory`, or `memory` when it is not given.
+    pub fn max_memory_bytes(&self) -> u64 {
+        self.max_memory.unwrap_or(self.memory).bytes()
+    }
 }
 
 /// A parsed manifest: the machine and the domains in the order they are
@@ -382,6 +393,15 @@ pub enum ManifestError {
         /// Its length in bytes.
         len: usize,
     },
+    /// A domain's `max_memory` is below its `memory` or not a multiple of 4 KiB.
+    BadMaxMemory {
+        /// The domain.
+        domain: DomainRef,
+        /// The size written.
+        size: MemorySize,
+        /// The domain's `memory`.
+        memory: MemorySize,
+    },
     /// A domain's `memory` is not a multiple of 4 KiB.
     MemoryNotPageMultiple {
         /// The domain.
@@ -468,6 +488,10 @@ impl ManifestError {
                 name.escape_debug()
             ),
             ManifestError::EmptyImage { domain } => write!(f, "{domain}, field `image`: the image is empty"),
+            ManifestError::BadMaxMemory { domain, size, memory } => write!(
+                f,
+                "{domain}, field `max_memory`: {size} must be a multiple of 4 KiB and at least `memory` ({memory})"
+            ),
             ManifestError::CmdlineTooLong { domain, len } => write!(
                 f,
                 "{domain}, field `cmdline`: the command line is {len} bytes long, at most {CMDLINE_MAX} are allowed"
@@ -562,6 +586,11 @@ impl Manifest {
             }
             if d.cmdline.len() > CMDLINE_MAX {
                 return Err(ManifestError::CmdlineTooLong { domain, len: d.cmdline.len() });
+            }
+            if let Some(max) = d.max_memory {
+                if max.bytes() < d.memory.bytes() || !max.bytes().is_multiple_of(PAGE_SIZE) {
+                    return Err(ManifestError::BadMaxMemory { domain, size: max, memory: d.memory });
+                }
             }
             if !d.memory.bytes().is_multiple_of(PAGE_SIZE) {
                 return Err(ManifestError::MemoryNotPageMultiple { domain, size: d.memory });
@@ -760,11 +789,11 @@ expect = 3
         assert_eq!(e.line(), Some(10));
         assert_eq!(
             e.to_string(),
-            "line 10: domain \"b\": unknown field `colour`, expected one of `name`, `image`, `memory`, `cmdline`, `expect`"
+            "line 10: domain \"b\": unknown field `colour`, expected one of `name`, `image`, `memory`, `max_memory`, `cmdline`, `expect`"
         );
         assert_eq!(
             e.in_file("m.toml").to_string(),
-            "m.toml:10: domain \"b\": unknown field `colour`, expected one of `name`, `image`, `memory`, `cmdline`, `expect`"
+            "m.toml:10: domain \"b\": unknown field `colour`, expected one of `name`, `image`, `memory`, `max_memory`, `cmdline`, `expect`"
         );
     }
 

@@ -11,7 +11,10 @@ use crate::console::{drain_ring, ConsoleSink};
 use crate::domain::{Domain, DomainId, Ending};
 use crate::fault;
 use crate::frame_table::{FrameTable, Owner};
-use crate::hypercall::{self, Context, Outcome};
+use crate::hypercall::{self, Context, Outcome, TlbFlush};
+use crate::paging::ENTRIES;
+use crate::trap_bounce::bounce;
+use hypercall_abi::trap::VECTOR_SYSCALL;
 use crate::machine_memory::MachineMemory;
 use crate::manifest::Expect;
 use crate::scheduler::RunQueue;
@@ -21,15 +24,22 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use hypercall_abi::encode_result;
 
+/// Vector of the page fault, whose CR2 the guest kernel gets.
+const PAGE_FAULT: u64 = 14;
+
 /// What the kernel does after an entry has been handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next {
-    /// Return to the same guest from the frame.
-    Resume,
-    /// Load the address space rooted at this machine address, then return
-    /// to the frame (it holds the next domain's registers).
+    /// Return to the same guest from the frame, after this TLB flush.
+    Resume {
+        /// Translations that must go first.
+        tlb: TlbFlush,
+    },
+    /// Load the address space rooted at this machine address (which flushes
+    /// the TLB), then return to the frame: it holds the registers of the
+    /// domain and mode that run next.
     Switch {
-        /// Machine address of the next domain's top-level table.
+        /// Machine address of the top-level table to load.
         root: u64,
     },
     /// Return to the same guest, with `syscall` pointed at the bare
@@ -40,6 +50,11 @@ pub enum Next {
         /// Whether each ended as its manifest expected.
         all_as_expected: bool,
     },
+}
+
+impl Next {
+    /// Resume without flushing anything.
+    pub const RESUME: Next = Next::Resume { tlb: TlbFlush::None };
 }
 
 /// The kernel's hardware, lent to the logic for one entry.
@@ -53,18 +68,21 @@ pub struct Platform<'a, M: MachineMemory, C: ConsoleSink> {
 /// All domains, all frames, and who runs.
 #[derive(Debug)]
 pub struct System {
-    /// Frame ownership.
+    /// Frame ownership and types.
     pub frames: FrameTable,
     /// Every domain, indexed by id.
     pub domains: Vec<Domain>,
+    /// The hypervisor's half of every top-level table.
+    pub hypervisor_half: [u64; ENTRIES / 2],
     run_queue: RunQueue,
     current: Option<DomainId>,
 }
 
 impl System {
-    /// A system with these frames and no domain yet.
-    pub fn new(frames: FrameTable) -> Self {
-        System { frames, domains: Vec::new(), run_queue: RunQueue::default(), current: None }
+    /// A system with these frames, the hypervisor's upper-half PML4
+    /// entries, and no domain yet.
+    pub fn new(frames: FrameTable, hypervisor_half: [u64; ENTRIES / 2]) -> Self {
+        System { frames, domains: Vec::new(), hypervisor_half, run_queue: RunQueue::default(), current: None }
     }
 
     /// Adds a built domain (its id must be the next index) and makes it runnable.
@@ -84,7 +102,9 @@ impl System {
         self.dispatch_next(frame, fpu)
     }
 
-    /// Handles a hypercall from the current domain (its registers in `frame`).
+    /// Handles a `syscall` from the current domain (its registers in
+    /// `frame`): a hypercall in guest kernel mode, a system call to bounce
+    /// to the guest kernel in guest user mode.
     pub fn on_hypercall<M: MachineMemory, C: ConsoleSink>(
         &mut self,
         p: &mut Platform<'_, M, C>,
@@ -92,29 +112,47 @@ impl System {
         fpu: &mut FpuState,
     ) -> Next {
         let caller = self.current.expect("a hypercall comes from a running domain");
-        self.domains[usize::from(caller.0)].stats.hypercalls += 1;
-        let outcome = {
-            let mut ctx = Context { mem: p.mem, console: p.console, frames: &self.frames, domains: &mut self.domains, caller };
-            hypercall::dispatch(&mut ctx, frame)
+        let d = &mut self.domains[usize::from(caller.0)];
+        let root_before = d.root();
+        if !d.vcpu.kernel_mode {
+            return match bounce(p.mem, &self.frames, d, frame, VECTOR_SYSCALL, 0, 0) {
+                Ok(()) => self.continue_current(root_before, TlbFlush::None),
+                Err(e) => self.crash(p, frame, fpu, &format!("system call from guest user mode, but {e}"), 0),
+            };
+        }
+        d.stats.hypercalls += 1;
+        let (outcome, tlb) = {
+            let mut ctx = Context {
+                mem: p.mem,
+                console: p.console,
+                frames: &mut self.frames,
+                domains: &mut self.domains,
+                caller,
+                hypervisor_half: &self.hypervisor_half,
+                tlb: TlbFlush::None,
+            };
+            let outcome = hypercall::dispatch(&mut ctx, frame);
+            (outcome, ctx.tlb)
         };
         match outcome {
             Outcome::Return(result) => {
                 frame.rax = encode_result(result);
-                Next::Resume
+                self.continue_current(root_before, tlb)
+            }
+            Outcome::Resumed => self.continue_current(root_before, tlb),
+            Outcome::BenchFloor => {
+                frame.rax = 0;
+                Next::ResumeOnFloorPath
             }
             Outcome::Yield => {
                 frame.rax = 0;
                 if self.run_queue.is_empty() {
-                    return Next::Resume;
+                    return self.continue_current(root_before, tlb);
                 }
                 self.drain_console(p, caller);
                 self.save_current(frame, fpu);
                 self.run_queue.push(caller);
                 self.dispatch_next(frame, fpu)
-            }
-            Outcome::BenchFloor => {
-                frame.rax = 0;
-                Next::ResumeOnFloorPath
             }
             Outcome::Exit(status) => {
                 self.end(p, caller, Ending::Exited(status));
@@ -123,9 +161,20 @@ impl System {
         }
     }
 
-    /// Handles an exception raised by the current domain. Parvus has no way
-    /// yet to give a fault back to a guest, so the domain is stopped, with a
-    /// report, and the others run on.
+    /// After an entry that keeps the current domain running: a new address
+    /// space if its root changed (new base pointer or mode), else a flush.
+    fn continue_current(&self, root_before: u64, tlb: TlbFlush) -> Next {
+        let root = self.current().expect("running").root();
+        if root != root_before {
+            Next::Switch { root }
+        } else {
+            Next::Resume { tlb }
+        }
+    }
+
+    /// Handles an exception raised by the current domain: delivered to its
+    /// kernel's handler if it registered one, else the domain is stopped,
+    /// with a report, and the others run on.
     pub fn on_guest_exception<M: MachineMemory, C: ConsoleSink>(
         &mut self,
         p: &mut Platform<'_, M, C>,
@@ -134,14 +183,41 @@ impl System {
         cr2: u64,
     ) -> Next {
         let culprit = self.current.expect("a guest exception comes from a running domain");
+        let d = &mut self.domains[usize::from(culprit.0)];
+        let root_before = d.root();
+        let cr2 = if frame.vector == PAGE_FAULT { cr2 } else { 0 };
+        match bounce(p.mem, &self.frames, d, frame, frame.vector, frame.error_code, cr2) {
+            Ok(()) => self.continue_current(root_before, TlbFlush::None),
+            Err(e) => {
+                let (mnemonic, _) = fault::exception_name(frame.vector);
+                let why = format!("{mnemonic} in guest {} mode, and {e}", if d.vcpu.kernel_mode { "kernel" } else { "user" });
+                self.crash(p, frame, fpu, &why, cr2)
+            }
+        }
+    }
+
+    /// Stops the current domain with a report and runs the next.
+    fn crash<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        frame: &mut GuestRegs,
+        fpu: &mut FpuState,
+        why: &str,
+        cr2: u64,
+    ) -> Next {
+        let culprit = self.current.expect("running");
         self.drain_console(p, culprit); // its last words come before the report
         let domain = &self.domains[usize::from(culprit.0)];
-        let lines = fault::report(&format!("{} crashed", domain.label()), frame, cr2);
-        for line in &lines {
+        for line in fault::report(&format!("{} crashed", domain.label()), frame, cr2) {
             log::error!("{}", line);
         }
-        let (mnemonic, _) = fault::exception_name(frame.vector);
-        self.end(p, culprit, Ending::Crashed(format!("{mnemonic} at {:#x}", frame.rip)));
+        log::error!("why: {why}");
+        let what = if frame.vector == VECTOR_SYSCALL {
+            format!("syscall at {:#x}", frame.rip)
+        } else {
+            format!("{} at {:#x}", fault::exception_name(frame.vector).0, frame.rip)
+        };
+        self.end(p, culprit, Ending::Crashed(what));
         self.dispatch_next(frame, fpu)
     }
 
@@ -189,7 +265,7 @@ impl System {
         *frame = d.vcpu.regs;
         *fpu = d.vcpu.fpu;
         self.current = Some(next);
-        Next::Switch { root: d.root }
+        Next::Switch { root: d.root() }
     }
 
     /// The final report: one line per domain, then the verdict.
@@ -239,7 +315,7 @@ mod tests {
         let mut out = String::new();
         let mut p = Platform { mem: &mut mem, console: &mut out };
         frame = call(Hypercall::ConsoleWrite, &[DATA, 5]);
-        assert_eq!(sys.on_hypercall(&mut p, &mut frame, &mut fpu), Next::Resume);
+        assert_eq!(sys.on_hypercall(&mut p, &mut frame, &mut fpu), Next::RESUME);
         assert_eq!(decode_result(frame.rax), Ok(5));
         assert_eq!(p.console.as_str(), "", "no newline yet");
         frame = call(Hypercall::Exit, &[0]);
@@ -270,7 +346,7 @@ mod tests {
         ];
         for (regs, want) in cases {
             frame = *regs;
-            assert_eq!(sys.on_hypercall(&mut p, &mut frame, &mut fpu), Next::Resume);
+            assert_eq!(sys.on_hypercall(&mut p, &mut frame, &mut fpu), Next::RESUME);
             assert_eq!(decode_result(frame.rax), Err(*want), "{regs:x?}");
         }
         drop(p);
@@ -289,7 +365,7 @@ mod tests {
         assert_eq!(decode_result(frame.rax), Ok(0));
         let d = &sys.domains[0];
         let mut bytes = [0u8; core::mem::size_of::<hypercall_abi::DomainInfo>()];
-        let mut view = crate::guest_memory::GuestView { mem: p.mem, frames: &sys.frames, domain: d.id, root: d.root };
+        let mut view = crate::guest_memory::GuestView { mem: p.mem, frames: &sys.frames, domain: d.id, root: d.root() };
         view.read(crate::guest_memory::GuestSlice::new(DATA, bytes.len() as u64), &mut bytes).unwrap();
         let info = <hypercall_abi::DomainInfo as zerocopy::FromBytes>::read_from_bytes(&bytes).unwrap();
         assert_eq!((info.domain_id, info.nr_pages, info.nr_domains, info.name()), (0, 256, 2, "d0"));
@@ -307,7 +383,7 @@ mod tests {
         frame.rbx = 0xd0; // a register d0 must get back
         frame.rax = Hypercall::Yield as u64;
         let Next::Switch { root } = sys.on_hypercall(&mut p, &mut frame, &mut fpu) else { panic!("switch") };
-        assert_eq!((running(&sys), root), (Some(1), sys.domains[1].root));
+        assert_eq!((running(&sys), root), (Some(1), sys.domains[1].root()));
         // d1 crashes: it is stopped alone, its memory is freed, d2 runs.
         let free_before = sys.frames.free_count();
         frame.vector = 14;

@@ -19,8 +19,8 @@ pub fn system_with(n: u16, expect: Expect) -> (System, TestMemory) {
     let mut mem = TestMemory::new(TEST_FRAMES);
     let mut frames = FrameTable::new(TEST_FRAMES);
     frames.add_free(256, TEST_FRAMES);
-    let mut system = System::new(frames);
     let upper = [0; ENTRIES / 2];
+    let mut system = System::new(frames, upper);
     let code = [0x90u8, 0xc3];
     let data = b"hello, world";
     for i in 0..n {
@@ -30,6 +30,7 @@ pub fn system_with(n: u16, expect: Expect) -> (System, TestMemory) {
             name: &name,
             cmdline: "",
             memory: 1 << 20,
+            max_memory: 2 << 20,
             expect,
             entry: GUEST_VIRT_BASE,
             segments: alloc::vec![

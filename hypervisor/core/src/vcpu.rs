@@ -113,19 +113,60 @@ impl core::fmt::Debug for FpuState {
     }
 }
 
+/// Number of exception vectors a guest kernel can handle.
+pub const TRAP_VECTORS: usize = hypercall_abi::trap::TRAP_VECTORS as usize;
+
 /// A domain's virtual CPU.
+///
+/// Besides registers it holds the *ring compression* state: whether the
+/// guest is in its kernel or its user mode (both run in ring 3), the
+/// top-level table of each mode, and where traps are delivered.
 #[derive(Clone, Debug)]
 pub struct Vcpu {
     /// Registers while the vCPU is not running.
     pub regs: GuestRegs,
     /// x87/SSE state while the vCPU is not running.
     pub fpu: FpuState,
+    /// Guest kernel mode (else guest user mode).
+    pub kernel_mode: bool,
+    /// Machine address of the kernel mode's top-level table.
+    pub kernel_root: u64,
+    /// Machine address of the user mode's top-level table, once set.
+    pub user_root: Option<u64>,
+    /// Guest kernel exception handlers by vector (0: none).
+    pub traps: [u64; TRAP_VECTORS],
+    /// Where a `syscall` from user mode is delivered (0: nowhere).
+    pub syscall_callback: u64,
+    /// Where event upcalls are delivered (0: nowhere).
+    pub event_callback: u64,
+    /// Kernel stack for traps from user mode.
+    pub kernel_sp: u64,
 }
 
 impl Vcpu {
-    /// A vCPU that will start at `entry` with the given stack and start-info address.
-    pub fn new(entry: u64, stack_top: u64, start_info: u64) -> Self {
-        Vcpu { regs: GuestRegs::initial(entry, stack_top, start_info), fpu: FpuState::initial() }
+    /// A vCPU in kernel mode that will start at `entry` with the given stack,
+    /// start-info address and top-level table.
+    pub fn new(entry: u64, stack_top: u64, start_info: u64, kernel_root: u64) -> Self {
+        Vcpu {
+            regs: GuestRegs::initial(entry, stack_top, start_info),
+            fpu: FpuState::initial(),
+            kernel_mode: true,
+            kernel_root,
+            user_root: None,
+            traps: [0; TRAP_VECTORS],
+            syscall_callback: 0,
+            event_callback: 0,
+            kernel_sp: 0,
+        }
+    }
+
+    /// The top-level table of the current mode.
+    pub fn current_root(&self) -> u64 {
+        if self.kernel_mode {
+            self.kernel_root
+        } else {
+            self.user_root.expect("user mode is entered only with a user table")
+        }
     }
 }
 

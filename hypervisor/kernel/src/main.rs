@@ -54,6 +54,9 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
         Ok(b) => b,
         Err(e) => fail_boot(format_args!("{e}")),
     };
+    if !boot.cmdline.is_empty() {
+        log::info!("command line: {}", boot.cmdline);
+    }
     let ram_end = boot.ram.iter().map(|r| r.end).max().unwrap_or(0);
     let protections = cpu::init();
     log::info!(
@@ -82,8 +85,8 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
     };
     log::info!("boot bundle: {} KiB, {} domains", bundle_bytes.len() / 1024, checked.domains.len());
 
-    let mut system = System::new(frames);
     let upper = paging::hypervisor_pml4_entries();
+    let mut system = System::new(frames, upper);
     for (i, d) in checked.domains.iter().enumerate() {
         let id = DomainId(i as u16);
         let plan = DomainPlan::from_checked(id, d);

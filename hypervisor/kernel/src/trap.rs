@@ -3,12 +3,14 @@
 use crate::arch::x86_64::paging::{hypervisor_root, switch_address_space};
 use crate::arch::x86_64::percpu::this_cpu;
 use crate::arch::x86_64::power::{exit_qemu, ExitCode};
-use crate::arch::x86_64::{cpu, entry, serial::Serial};
+use crate::arch::x86_64::entry::{self, SyscallPath};
+use crate::arch::x86_64::{cpu, serial::Serial};
 use crate::logger::{self, CONSOLE_LOCK};
 use crate::machine_memory::PhysMap;
 use core::fmt::Write;
 use parvus_core::console::ConsoleSink;
 use parvus_core::fault;
+use parvus_core::hypercall::TlbFlush;
 use parvus_core::system::{Next, Platform, System};
 use parvus_core::vcpu::GuestRegs;
 
@@ -41,8 +43,8 @@ const BREAKPOINT: u64 = 3;
 /// Called by the exception stubs for a fault raised in ring 3.
 pub extern "C" fn guest_exception(frame: &mut GuestRegs) {
     let cr2 = cpu::cr2();
-    if this_cpu().floor_path {
-        entry::set_floor_path(false);
+    if this_cpu().syscall_path == SyscallPath::Floor {
+        entry::set_syscall_path(SyscallPath::Kernel);
         if frame.vector == BREAKPOINT {
             return; // the end of a floor measurement: resume after the int3
         }
@@ -68,13 +70,22 @@ pub extern "C" fn hypervisor_fault(frame: &GuestRegs) -> ! {
 
 fn apply(next: Next, system: &System) {
     match next {
-        Next::Resume => {}
-        Next::ResumeOnFloorPath => entry::set_floor_path(true),
-        // SAFETY: every domain's top-level table was built with the
-        // hypervisor's upper half (parvus_core::builder).
+        Next::Resume { tlb: TlbFlush::None } => {}
+        Next::Resume { tlb: TlbFlush::Page(va) } => {
+            x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(va));
+        }
+        Next::Resume { tlb: TlbFlush::All } => x86_64::instructions::tlb::flush_all(),
+        Next::ResumeOnFloorPath => {
+            entry::set_syscall_path(SyscallPath::Floor);
+            return;
+        }
+        // SAFETY: every top-level table a guest can load was validated,
+        // which writes the hypervisor's upper half into it (parvus_core::page_type).
         Next::Switch { root } => unsafe { switch_address_space(root) },
         Next::Finished { all_as_expected } => finish(system, all_as_expected),
     }
+    let kernel_mode = system.current().is_some_and(|d| d.vcpu.kernel_mode);
+    entry::set_syscall_path(if kernel_mode { SyscallPath::Kernel } else { SyscallPath::User });
 }
 
 /// Prints the summary and stops the machine.

@@ -36,6 +36,8 @@ extern "C" {
     pub fn syscall_entry();
     /// The bare `sysretq` used while a benchmark measures the floor.
     fn syscall_floor_entry();
+    /// The `syscall` target while the guest is in its user mode.
+    fn syscall_user_entry();
     /// Restores the [`GuestRegs`] frame at `rsp` and returns to ring 3.
     fn return_to_guest_from(frame: *const GuestRegs) -> !;
     /// Addresses of the 32 exception stubs, by vector.
@@ -86,7 +88,12 @@ syscall_entry:
     test rax, rax
     jnz 1f
     sysretq                                /* null hypercall: rax = 0 = Ok(0) */
-1:  swapgs
+1:
+    /* LSTAR points here while the guest is in its user mode: every syscall
+       is a system call for the guest kernel, so there is no fast lane. */
+    .global syscall_user_entry
+syscall_user_entry:
+    swapgs
     mov gs:[{scratch}], rsp
     mov rsp, gs:[{stack_top}]
     push {guest_ss}
@@ -197,11 +204,29 @@ pub fn enter_guest(regs: &GuestRegs) -> ! {
     }
 }
 
-/// Points `syscall` at the bare floor path (`on`) or back at the real entry.
-/// The floor path serves a benchmark only; it is switched off again on the
-/// guest's next exception (see `Hypercall::BenchFloor`).
-pub fn set_floor_path(on: bool) {
-    let target = if on { syscall_floor_entry as *const () } else { syscall_entry as *const () };
+/// Where `syscall` goes (LSTAR): one door per situation, so that the
+/// entry code never has to ask which one it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyscallPath {
+    /// Guest kernel mode: hypercalls, with the `null` fast lane.
+    Kernel,
+    /// Guest user mode: system calls to bounce to the guest kernel.
+    User,
+    /// A benchmark measuring the bare `syscall` + `sysretq` floor.
+    Floor,
+}
+
+/// Points `syscall` at `path` (a no-op when it already is).
+pub fn set_syscall_path(path: SyscallPath) {
+    let cpu = super::percpu::this_cpu();
+    if cpu.syscall_path == path {
+        return;
+    }
+    let target = match path {
+        SyscallPath::Kernel => syscall_entry as *const (),
+        SyscallPath::User => syscall_user_entry as *const (),
+        SyscallPath::Floor => syscall_floor_entry as *const (),
+    };
     x86_64::registers::model_specific::LStar::write(x86_64::VirtAddr::new(target as u64));
-    super::percpu::this_cpu().floor_path = on;
+    cpu.syscall_path = path;
 }

@@ -24,8 +24,8 @@ pub struct PerCpu {
     pub stack_top: u64,
     /// The running guest's x87/SSE state while the hypervisor runs.
     pub guest_fpu: FpuState,
-    /// Whether `syscall` currently goes to the bare floor path.
-    pub floor_path: bool,
+    /// Where `syscall` currently goes.
+    pub syscall_path: super::entry::SyscallPath,
 }
 
 /// Offset of [`PerCpu::scratch_rsp`], for the entry code.
@@ -41,7 +41,7 @@ struct Stack([u8; STACK_SIZE]);
 
 static mut BSP_STACK: Stack = Stack([0; STACK_SIZE]);
 
-static mut BSP: PerCpu = PerCpu { scratch_rsp: 0, stack_top: 0, guest_fpu: FpuState([0; 512]), floor_path: false };
+static mut BSP: PerCpu = PerCpu { scratch_rsp: 0, stack_top: 0, guest_fpu: FpuState([0; 512]), syscall_path: super::entry::SyscallPath::Kernel };
 
 /// Sets up the boot CPU's data and points GS at it. Returns its stack top.
 pub fn init_bsp() -> u64 {

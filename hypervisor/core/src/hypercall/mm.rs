@@ -1,0 +1,199 @@
+//! Direct paging and ballooning: `mmu_update`, `mmuext_op`,
+//! `update_va_mapping`, `memory_op`.
+//!
+//! The rules live in [`page_type`](crate::page_type); this module reads the
+//! guest's request arrays (a page of requests is translated once, then
+//! read word by word), applies the requests in order, and records which TLB
+//! entries must go.
+
+use super::{Context, TlbFlush};
+use crate::console::ConsoleSink;
+use crate::frame_table::{Owner, PageType};
+use crate::guest_memory::GuestSlice;
+use crate::machine_memory::MachineMemory;
+use crate::paging::Access;
+use hypercall_abi::mm::{uvm_flags, MemoryOpCmd, MmuextCmd, BATCH_MAX};
+use hypercall_abi::{HypercallError, PAGE_SIZE};
+
+/// Size of an `MmuUpdate` or `MmuextOp` record.
+const RECORD: u64 = 16;
+
+/// Calls `each(ctx, word0, word1)` for `count` 16-byte records at guest
+/// address `addr`, translating each page of the array once. On the first
+/// error returns how many records succeeded and the error.
+fn for_each_record<M: MachineMemory, C: ConsoleSink>(
+    ctx: &mut Context<'_, M, C>,
+    addr: u64,
+    count: u64,
+    mut each: impl FnMut(&mut Context<'_, M, C>, u64, u64) -> Result<(), HypercallError>,
+) -> Result<(), (u64, HypercallError)> {
+    if count > BATCH_MAX {
+        return Err((0, HypercallError::BadArgument));
+    }
+    if addr % RECORD != 0 {
+        return Err((0, HypercallError::Misaligned));
+    }
+    let mut done = 0;
+    while done < count {
+        let va = addr.checked_add(done * RECORD).ok_or((done, HypercallError::BadAddress))?;
+        let maddr = ctx.view().translate(va, Access::Read).map_err(|e| (done, e.into()))?;
+        let in_page = ((PAGE_SIZE - va % PAGE_SIZE) / RECORD).min(count - done);
+        for k in 0..in_page {
+            let w0 = ctx.mem.read_u64(maddr + k * RECORD);
+            let w1 = ctx.mem.read_u64(maddr + k * RECORD + 8);
+            each(ctx, w0, w1).map_err(|e| (done + k, e))?;
+        }
+        done += in_page;
+    }
+    Ok(())
+}
+
+/// Writes `done` to the guest's counter (if it gave one) and turns a batch
+/// outcome into the hypercall result.
+fn finish_batch<M: MachineMemory, C: ConsoleSink>(
+    ctx: &mut Context<'_, M, C>,
+    count: u64,
+    done_ptr: u64,
+    outcome: Result<(), (u64, HypercallError)>,
+) -> Result<u64, HypercallError> {
+    let done = match outcome {
+        Ok(()) => count,
+        Err((n, _)) => n,
+    };
+    if done_ptr != 0 {
+        ctx.view().write(GuestSlice::new(done_ptr, 8), &done.to_le_bytes())?;
+    }
+    outcome.map(|()| count).map_err(|(_, e)| e)
+}
+
+/// `mmu_update(reqs, count, done)`.
+pub fn mmu_update<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, reqs: u64, count: u64, done: u64) -> Result<u64, HypercallError> {
+    let outcome = for_each_record(ctx, reqs, count, |ctx, ptr, val| {
+        if ctx.tables().update_entry(ptr, val)? {
+            // A present entry changed: stale translations must go.
+            ctx.tlb = TlbFlush::All;
+        }
+        Ok(())
+    });
+    finish_batch(ctx, count, done, outcome)
+}
+
+/// `update_va_mapping(va, pte, flags)`.
+pub fn update_va_mapping<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, va: u64, pte: u64, flags: u64) -> Result<u64, HypercallError> {
+    if flags & !uvm_flags::ALL != 0 {
+        return Err(HypercallError::BadArgument);
+    }
+    let root = ctx.caller().vcpu.kernel_root;
+    let mut tables = ctx.tables();
+    let ptr = tables.l1_entry_for(root, va)?;
+    tables.update_entry(ptr, pte)?;
+    // The entry of `va` always goes, whatever the flags say: a stale
+    // writable translation of a frame that becomes a page table would
+    // break the typing invariant.
+    let flush = if flags & uvm_flags::TLB_FLUSH != 0 { TlbFlush::All } else { TlbFlush::Page(va) };
+    ctx.tlb = ctx.tlb.and(flush);
+    Ok(0)
+}
+
+/// `mmuext_op(ops, count, done)`.
+pub fn mmuext_op<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, ops: u64, count: u64, done: u64) -> Result<u64, HypercallError> {
+    let outcome = for_each_record(ctx, ops, count, |ctx, word0, arg| {
+        let (cmd, reserved) = (word0 as u32, (word0 >> 32) as u32);
+        if reserved != 0 {
+            return Err(HypercallError::BadArgument);
+        }
+        match MmuextCmd::from_raw(cmd).ok_or(HypercallError::BadArgument)? {
+            MmuextCmd::PinL1Table => ctx.tables().pin(arg, 1),
+            MmuextCmd::PinL2Table => ctx.tables().pin(arg, 2),
+            MmuextCmd::PinL3Table => ctx.tables().pin(arg, 3),
+            MmuextCmd::PinL4Table => ctx.tables().pin(arg, 4),
+            MmuextCmd::Unpin => ctx.tables().unpin(arg),
+            MmuextCmd::NewBaseptr => {
+                ctx.tables().get_type(arg, PageType::L4)?;
+                let old = core::mem::replace(&mut ctx.caller().vcpu.kernel_root, arg * PAGE_SIZE);
+                ctx.tables().put_type(old / PAGE_SIZE);
+                Ok(())
+            }
+            MmuextCmd::NewUserBaseptr => {
+                if arg != 0 {
+                    ctx.tables().get_type(arg, PageType::L4)?;
+                }
+                let new = (arg != 0).then_some(arg * PAGE_SIZE);
+                if let Some(old) = core::mem::replace(&mut ctx.caller().vcpu.user_root, new) {
+                    ctx.tables().put_type(old / PAGE_SIZE);
+                }
+                Ok(())
+            }
+            MmuextCmd::TlbFlushLocal => {
+                ctx.tlb = TlbFlush::All;
+                Ok(())
+            }
+            MmuextCmd::InvlpgLocal => {
+                ctx.tlb = ctx.tlb.and(TlbFlush::Page(arg));
+                Ok(())
+            }
+        }
+    });
+    finish_batch(ctx, count, done, outcome)
+}
+
+/// `memory_op(cmd, frames, count)`.
+pub fn memory_op<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, cmd: u64, frames: u64, count: u64) -> Result<u64, HypercallError> {
+    let cmd = MemoryOpCmd::from_raw(cmd).ok_or(HypercallError::BadArgument)?;
+    if count > BATCH_MAX {
+        return Err(HypercallError::BadArgument);
+    }
+    let list = GuestSlice::new(frames, count.checked_mul(8).ok_or(HypercallError::BadArgument)?);
+    match cmd {
+        MemoryOpCmd::CurrentReservation => Ok(ctx.caller().frames.len() as u64),
+        MemoryOpCmd::MaximumReservation => Ok(ctx.caller().max_pages),
+        MemoryOpCmd::IncreaseReservation => {
+            let d = ctx.caller();
+            if d.frames.len() as u64 + count > d.max_pages {
+                return Err(HypercallError::OverLimit);
+            }
+            // Check the output array before taking anything.
+            ctx.view().write(list, &alloc::vec![0u8; list.len as usize])?;
+            let owner = Owner::Domain(ctx.caller);
+            let new = ctx.frames.alloc_many(owner, count).map_err(|_| HypercallError::OutOfMemory)?;
+            let mut bytes = alloc::vec::Vec::with_capacity(list.len as usize);
+            for &mfn in &new {
+                ctx.mem.zero_frame(mfn);
+                bytes.extend_from_slice(&mfn.to_le_bytes());
+            }
+            ctx.view().write(list, &bytes).expect("the array was checked writable above");
+            ctx.caller().frames.extend(new);
+            Ok(count)
+        }
+        MemoryOpCmd::DecreaseReservation => {
+            let mut bytes = alloc::vec![0u8; list.len as usize];
+            ctx.view().read(list, &mut bytes)?;
+            for chunk in bytes.chunks_exact(8) {
+                let mfn = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+                give_back(ctx, mfn)?;
+            }
+            Ok(count)
+        }
+    }
+}
+
+/// Returns one unreferenced frame of the caller to the hypervisor.
+fn give_back<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, mfn: u64) -> Result<(), HypercallError> {
+    let caller = ctx.caller;
+    match ctx.frames.owner(mfn) {
+        Some(Owner::Domain(d)) if d == caller => {}
+        Some(Owner::Domain(_)) => return Err(HypercallError::FrameNotOwned),
+        _ => return Err(HypercallError::HypervisorMemory),
+    }
+    let info = ctx.frames.info(mfn).expect("owned");
+    // The console ring is read by the hypervisor for the domain's whole life.
+    if !info.is_unreferenced() || mfn * PAGE_SIZE == ctx.caller().console_ring {
+        return Err(HypercallError::TypeCountInUse);
+    }
+    ctx.frames.free(mfn, Owner::Domain(caller)).expect("owned and unreferenced");
+    let list = &mut ctx.caller().frames;
+    if let Some(i) = list.iter().position(|m| *m == mfn) {
+        list.swap_remove(i);
+    }
+    Ok(())
+}

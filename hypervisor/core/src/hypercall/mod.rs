@@ -1,0 +1,145 @@
+//! The hypercall table: decode, validate, act.
+//!
+//! [`dispatch`] is called for every hypercall that leaves the entry path's
+//! fast lane. It turns `rax` into a [`Hypercall`] (an unknown number is one
+//! error, like NOVA's fixed table), checks the arguments, and either answers
+//! (the result goes back in `rax`) or tells the [`System`](crate::system::System)
+//! to yield or end the domain. The handlers are grouped by subject:
+//! [`console`] (output and domain info), [`mm`] (direct paging and
+//! ballooning), [`multicall`], and [`traps`] (ring compression). Every
+//! argument check lives in them or in [`guest_memory`](crate::guest_memory)
+//! and [`page_type`](crate::page_type), and each rejection has a test.
+
+pub mod console;
+pub mod mm;
+pub mod multicall;
+pub mod traps;
+
+use crate::console::ConsoleSink;
+use crate::domain::{Domain, DomainId};
+use crate::frame_table::FrameTable;
+use crate::guest_memory::GuestView;
+use crate::machine_memory::MachineMemory;
+use crate::page_type::PageTables;
+use crate::paging::ENTRIES;
+use crate::vcpu::GuestRegs;
+use hypercall_abi::{Hypercall, HypercallError, ABI_VERSION};
+
+/// What the system must do after a hypercall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Put this result in `rax` and return to the caller.
+    Return(Result<u64, HypercallError>),
+    /// The caller's registers were replaced (`iret`): return to them as they are.
+    Resumed,
+    /// Return 0 to the caller when it next runs; run someone else first.
+    Yield,
+    /// End the caller with this status.
+    Exit(u64),
+    /// Return 0 and switch the caller's `syscall` path to the bare floor
+    /// path until its next exception (see [`Hypercall::BenchFloor`]).
+    BenchFloor,
+}
+
+/// Which TLB entries must go before the guest runs again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlbFlush {
+    /// Nothing changed that the TLB may hold.
+    #[default]
+    None,
+    /// The entry of one virtual address.
+    Page(u64),
+    /// Everything (a CR3 reload).
+    All,
+}
+
+impl TlbFlush {
+    /// Both flushes at once.
+    pub fn and(self, other: TlbFlush) -> TlbFlush {
+        match (self, other) {
+            (TlbFlush::None, x) | (x, TlbFlush::None) => x,
+            (TlbFlush::Page(a), TlbFlush::Page(b)) if a == b => TlbFlush::Page(a),
+            _ => TlbFlush::All,
+        }
+    }
+}
+
+/// Everything a hypercall may look at besides the caller's registers.
+pub struct Context<'a, M: MachineMemory, C: ConsoleSink> {
+    /// Machine memory.
+    pub mem: &'a mut M,
+    /// Where console lines go.
+    pub console: &'a mut C,
+    /// Frame ownership and types.
+    pub frames: &'a mut FrameTable,
+    /// All domains (the caller included).
+    pub domains: &'a mut [Domain],
+    /// The caller.
+    pub caller: DomainId,
+    /// The hypervisor's half of every top-level table.
+    pub hypervisor_half: &'a [u64; ENTRIES / 2],
+    /// TLB flushing the hypercall made necessary.
+    pub tlb: TlbFlush,
+}
+
+impl<M: MachineMemory, C: ConsoleSink> Context<'_, M, C> {
+    /// The calling domain.
+    pub fn caller(&mut self) -> &mut Domain {
+        &mut self.domains[usize::from(self.caller.0)]
+    }
+
+    /// The caller's address space (its current mode's), for reading and
+    /// writing the buffers it passed.
+    pub fn view(&mut self) -> GuestView<'_, M> {
+        let root = self.domains[usize::from(self.caller.0)].root();
+        GuestView { mem: self.mem, frames: self.frames, domain: self.caller, root }
+    }
+
+    /// The caller's page tables under the typing rules.
+    pub fn tables(&mut self) -> PageTables<'_, M> {
+        PageTables { frames: self.frames, mem: self.mem, domain: self.caller, hypervisor_half: self.hypervisor_half }
+    }
+}
+
+/// Decodes and performs the hypercall in `regs`.
+pub fn dispatch<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, regs: &mut GuestRegs) -> Outcome {
+    let call = match Hypercall::try_from(regs.rax) {
+        Ok(call) => call,
+        Err(e) => return Outcome::Return(Err(e)),
+    };
+    let [a0, a1, a2, ..] = regs.hypercall_args();
+    let result = match call {
+        Hypercall::Null => Ok(0),
+        Hypercall::AbiVersion => Ok(u64::from(ABI_VERSION)),
+        Hypercall::ConsoleWrite => console::console_write(ctx, a0, a1),
+        Hypercall::DomainInfo => console::domain_info(ctx, a0, a1),
+        Hypercall::Yield => return Outcome::Yield,
+        Hypercall::Exit => return Outcome::Exit(a0),
+        Hypercall::BenchFloor => return Outcome::BenchFloor,
+        Hypercall::MmuUpdate => mm::mmu_update(ctx, a0, a1, a2),
+        Hypercall::MmuextOp => mm::mmuext_op(ctx, a0, a1, a2),
+        Hypercall::UpdateVaMapping => mm::update_va_mapping(ctx, a0, a1, a2),
+        Hypercall::Multicall => multicall::multicall(ctx, a0, a1),
+        Hypercall::MemoryOp => mm::memory_op(ctx, a0, a1, a2),
+        Hypercall::SetTrapTable => traps::set_trap_table(ctx, a0, a1),
+        Hypercall::SetCallbacks => traps::set_callbacks(ctx, a0, a1),
+        Hypercall::StackSwitch => traps::stack_switch(ctx, a0),
+        Hypercall::Iret => {
+            return match traps::iret(ctx, regs) {
+                Ok(()) => Outcome::Resumed,
+                Err(e) => Outcome::Return(Err(e)),
+            }
+        }
+    };
+    Outcome::Return(result)
+}
+
+/// Prints what a domain left in its line buffer (on exit or crash).
+pub fn flush_console(domain: &mut Domain, sink: &mut impl ConsoleSink) {
+    domain.console.flush(&domain.name, sink);
+}
+
+/// Whether a guest-virtual address is one a guest may use as code or stack.
+pub(crate) fn is_guest_address(va: u64) -> bool {
+    va < hypercall_abi::layout::GUEST_VIRT_LIMIT
+}
