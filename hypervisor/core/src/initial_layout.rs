@@ -88,7 +88,7 @@ impl core::fmt::Display for LayoutError {
                 needed * PAGE_SIZE / 1024,
                 have * PAGE_SIZE / 1024
             ),
-            LayoutError::TooLarge { have } => write!(f, "{} MiB is more than one domain can map (512 GiB)", have * PAGE_SIZE >> 20),
+            LayoutError::TooLarge { have } => write!(f, "{} MiB is more than one domain can map (512 GiB)", (have * PAGE_SIZE) >> 20),
         }
     }
 }

@@ -188,7 +188,7 @@ impl<M: MachineMemory> PageTables<'_, M> {
     /// one of the domain's validated page tables. Returns whether the old
     /// entry was present (the caller then flushes the TLB).
     pub fn update_entry(&mut self, ptr: u64, val: u64) -> Result<bool, HypercallError> {
-        if ptr % 8 != 0 {
+        if !ptr.is_multiple_of(8) {
             return Err(HypercallError::Misaligned);
         }
         let table = ptr / PAGE_SIZE;
@@ -255,5 +255,218 @@ impl<M: MachineMemory> PageTables<'_, M> {
             table = entry & ADDRESS_MASK;
         }
         Ok(table + table_index(va, 1) as u64 * 8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine_memory::TestMemory;
+    use proptest::prelude::*;
+    use HypercallError::*;
+
+    const D: DomainId = DomainId(1);
+    const OTHER: DomainId = DomainId(2);
+    /// Frames 16..48 belong to D, 48..56 to OTHER, 0..16 are reserved.
+    fn setup() -> (FrameTable, TestMemory) {
+        let mut frames = FrameTable::new(64);
+        frames.add_free(16, 64);
+        for _ in 16..48 {
+            frames.alloc(Owner::Domain(D)).unwrap();
+        }
+        for _ in 48..56 {
+            frames.alloc(Owner::Domain(OTHER)).unwrap();
+        }
+        (frames, TestMemory::new(64))
+    }
+
+    const HALF: [u64; ENTRIES / 2] = [0xabc0_0003; ENTRIES / 2];
+    const RW_USER: u64 = flags::PRESENT | flags::WRITABLE | flags::USER;
+    const RO_USER: u64 = flags::PRESENT | flags::USER;
+
+    fn pt<'a>(frames: &'a mut FrameTable, mem: &'a mut TestMemory) -> PageTables<'a, TestMemory> {
+        PageTables { frames, mem, domain: D, hypervisor_half: &HALF }
+    }
+
+    fn entry(mfn: u64, f: u64) -> u64 {
+        (mfn << 12) | f
+    }
+
+    #[test]
+    fn a_page_table_is_never_writable_and_a_writable_frame_never_a_table() {
+        let (mut frames, mut mem) = setup();
+        mem.write_u64(20 << 12, entry(30, RW_USER)); // L1 frame 20 maps data frame 30 writable
+        mem.write_u64((20 << 12) + 8, entry(20, RO_USER)); // and itself read-only: allowed
+        let mut t = pt(&mut frames, &mut mem);
+        t.pin(20, 1).unwrap();
+        assert_eq!(t.frames.info(30).unwrap().ty, PageType::Writable);
+        assert_eq!(t.frames.info(20).unwrap().map_count, 1);
+        // Map the L1 writable through itself: refused.
+        assert_eq!(t.update_entry((20 << 12) + 16, entry(20, RW_USER)), Err(FrameIsPageTable));
+        // Use the writable data frame as a table: refused.
+        assert_eq!(t.pin(30, 1), Err(FrameMappedWritable));
+        // Unmap it, and now it can become a table.
+        assert_eq!(t.update_entry(20 << 12, 0), Ok(true));
+        assert_eq!(t.frames.info(30).unwrap().type_count, 0);
+        t.pin(30, 1).unwrap();
+        assert_eq!(t.pin(30, 1), Err(AlreadyPinned));
+        assert_eq!(t.update_entry(20 << 12, entry(30, RW_USER)), Err(FrameIsPageTable), "reuse a pinned table as data");
+    }
+
+    #[test]
+    fn entries_are_checked_bit_by_bit_and_frame_by_frame() {
+        let (mut frames, mut mem) = setup();
+        let mut t = pt(&mut frames, &mut mem);
+        t.pin(20, 1).unwrap();
+        let at = 20 << 12;
+        assert_eq!(t.update_entry(at, entry(30, flags::PRESENT)), Err(SupervisorMapping));
+        assert_eq!(t.update_entry(at, entry(30, RO_USER | flags::GLOBAL)), Err(UnsupportedEntryBits));
+        assert_eq!(t.update_entry(at, entry(30, RO_USER | flags::HUGE)), Err(UnsupportedEntryBits));
+        assert_eq!(t.update_entry(at, entry(50, RO_USER)), Err(FrameNotOwned));
+        assert_eq!(t.update_entry(at, entry(3, RO_USER)), Err(HypervisorMemory));
+        assert_eq!(t.update_entry(at, entry(1 << 30, RO_USER)), Err(HypervisorMemory), "beyond RAM");
+        assert_eq!(t.update_entry(at + 4, entry(30, RO_USER)), Err(Misaligned));
+        assert_eq!(t.update_entry(30 << 12, entry(31, RO_USER)), Err(NotAPageTable), "a data page");
+        assert_eq!(t.update_entry(50 << 12, entry(31, RO_USER)), Err(FrameNotOwned), "another domain's table");
+        assert_eq!(t.unpin(21), Err(NotPinned));
+        assert_eq!(t.update_entry(at, entry(30, RO_USER)), Ok(false), "a valid entry goes in");
+    }
+
+    #[test]
+    fn levels_must_match_and_the_top_level_keeps_the_hypervisor_half() {
+        let (mut frames, mut mem) = setup();
+        mem.write_u64(16 << 12, entry(17, RW_USER)); // L4 16 -> L3 17
+        mem.write_u64(17 << 12, entry(18, RW_USER)); // L3 17 -> L2 18
+        mem.write_u64(18 << 12, entry(19, RW_USER)); // L2 18 -> L1 19
+        mem.write_u64(19 << 12, entry(30, RW_USER)); // L1 19 -> data 30
+        let mut t = pt(&mut frames, &mut mem);
+        t.pin(16, 4).unwrap();
+        assert_eq!(t.mem.read_u64((16 << 12) + 256 * 8), HALF[0], "upper half written at validation");
+        assert_eq!(t.frames.info(19).unwrap().ty, PageType::L1);
+        // A self-referencing L4 entry would need the L4 to be an L3.
+        assert_eq!(t.update_entry((16 << 12) + 8, entry(16, RW_USER)), Err(PageTypeConflict));
+        // An L1 used as an L2.
+        assert_eq!(t.update_entry((17 << 12) + 8, entry(19, RW_USER)), Err(PageTypeConflict));
+        assert_eq!(t.update_entry((16 << 12) + 255 * 8, entry(17, RW_USER)), Err(HypervisorMemory));
+        assert_eq!(t.update_entry((16 << 12) + 300 * 8, 0), Err(HypervisorMemory));
+        // Unpinning the top devalidates the whole tree.
+        t.unpin(16).unwrap();
+        for mfn in [16, 17, 18, 19, 30] {
+            assert!(t.frames.info(mfn).unwrap().is_unreferenced(), "frame {mfn}");
+        }
+    }
+
+    #[test]
+    fn a_failed_validation_takes_nothing() {
+        let (mut frames, mut mem) = setup();
+        for i in 0..5 {
+            mem.write_u64((20 << 12) + i * 8, entry(30 + i, RW_USER));
+        }
+        mem.write_u64((20 << 12) + 5 * 8, entry(50, RW_USER)); // foreign: fails here
+        let mut t = pt(&mut frames, &mut mem);
+        assert_eq!(t.pin(20, 1), Err(FrameNotOwned));
+        for mfn in 20..36 {
+            assert!(t.frames.info(mfn).unwrap().is_unreferenced(), "frame {mfn}");
+        }
+    }
+
+    /// Recomputes every frame's counts from the validated tables and pins,
+    /// and checks the typing invariant.
+    fn check_invariants(frames: &FrameTable, mem: &TestMemory) -> Result<(), String> {
+        let mut type_refs = [0u32; 64];
+        let mut maps = [0u32; 64];
+        let mut writable = [false; 64];
+        for mfn in 0..64u64 {
+            let info = frames.info(mfn).unwrap();
+            if info.pinned {
+                type_refs[mfn as usize] += 1;
+            }
+            let Some(level) = info.ty.level().filter(|_| info.type_count > 0) else { continue };
+            for i in guest_slots(level) {
+                let e = mem.read_u64((mfn << 12) + i as u64 * 8);
+                if e & flags::PRESENT == 0 {
+                    continue;
+                }
+                let target = entry_target(e) as usize;
+                if level > 1 {
+                    type_refs[target] += 1;
+                    let t = frames.info(target as u64).unwrap();
+                    if t.ty != PageType::table(level - 1) {
+                        return Err(format!("frame {target} linked from an L{level} is {:?}", t.ty));
+                    }
+                } else {
+                    maps[target] += 1;
+                    if e & flags::WRITABLE != 0 {
+                        type_refs[target] += 1;
+                        writable[target] = true;
+                    }
+                }
+            }
+        }
+        for mfn in 0..64usize {
+            let info = frames.info(mfn as u64).unwrap();
+            if info.type_count != type_refs[mfn] || info.map_count != maps[mfn] {
+                return Err(format!("frame {mfn}: {info:?}, expected type refs {} maps {}", type_refs[mfn], maps[mfn]));
+            }
+            if writable[mfn] && info.ty.level().is_some() {
+                return Err(format!("frame {mfn} is a table and mapped writable"));
+            }
+        }
+        Ok(())
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Pin(u64, u8),
+        Unpin(u64),
+        Write { table: u64, slot: u64, target: u64, writable: bool },
+        Clear { table: u64, slot: u64 },
+        /// What a guest can do to a frame that is not a page table: write anything.
+        Raw { frame: u64, slot: u64, target: u64, writable: bool },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        // Frames 16..28 of D, plus 50 (OTHER) and 3 (reserved) as targets.
+        let frame = prop_oneof![16u64..28, Just(50u64), Just(3u64)].boxed();
+        prop_oneof![
+            (16u64..28, 1u8..=4).prop_map(|(f, l)| Op::Pin(f, l)),
+            (16u64..28).prop_map(Op::Unpin),
+            (16u64..28, 0u64..3, frame.clone(), any::<bool>()).prop_map(|(table, slot, target, writable)| Op::Write { table, slot, target, writable }),
+            (16u64..28, 0u64..3).prop_map(|(table, slot)| Op::Clear { table, slot }),
+            (16u64..28, 0u64..3, frame.clone(), any::<bool>()).prop_map(|(frame, slot, target, writable)| Op::Raw { frame, slot, target, writable }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// Random pins, unpins and entry writes never break the counts or the
+        /// invariant, whatever succeeds or fails.
+        #[test]
+        fn typing_invariants_hold(ops in prop::collection::vec(op(), 1..60)) {
+            let (mut frames, mut mem) = setup();
+            for op in ops {
+                let mut t = pt(&mut frames, &mut mem);
+                let _ = match op {
+                    Op::Pin(f, l) => t.pin(f, l),
+                    Op::Unpin(f) => t.unpin(f),
+                    Op::Write { table, slot, target, writable } => {
+                        let f = if writable { RW_USER } else { RO_USER };
+                        t.update_entry((table << 12) + slot * 8, entry(target, f)).map(|_| ())
+                    }
+                    Op::Clear { table, slot } => t.update_entry((table << 12) + slot * 8, 0).map(|_| ()),
+                    Op::Raw { frame, slot, target, writable } => {
+                        let info = *t.frames.info(frame).unwrap();
+                        if info.type_count == 0 || info.ty.level().is_none() {
+                            let f = if writable { RW_USER } else { RO_USER };
+                            t.mem.write_u64((frame << 12) + slot * 8, entry(target, f));
+                        }
+                        Ok(())
+                    }
+                };
+                if let Err(e) = check_invariants(&frames, &mem) {
+                    prop_assert!(false, "{}", e);
+                }
+            }
+        }
     }
 }

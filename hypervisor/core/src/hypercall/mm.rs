@@ -30,7 +30,7 @@ fn for_each_record<M: MachineMemory, C: ConsoleSink>(
     if count > BATCH_MAX {
         return Err((0, HypercallError::BadArgument));
     }
-    if addr % RECORD != 0 {
+    if !addr.is_multiple_of(RECORD) {
         return Err((0, HypercallError::Misaligned));
     }
     let mut done = 0;
