@@ -15,6 +15,9 @@ pub mod mm;
 pub mod multicall;
 pub mod traps;
 
+#[cfg(test)]
+mod tests;
+
 use crate::console::ConsoleSink;
 use crate::domain::{Domain, DomainId};
 use crate::frame_table::FrameTable;

@@ -1,0 +1,214 @@
+//! Host tests of the paravirtualized-memory and ring-compression hypercalls,
+//! through [`System`](crate::system::System) as the kernel drives it.
+
+use crate::guest_memory::{GuestSlice, GuestView};
+use crate::machine_memory::TestMemory;
+use crate::manifest::Expect;
+use crate::paging::flags;
+use crate::system::{Next, Platform, System};
+use crate::testing::{system_with, DATA};
+use crate::vcpu::{FpuState, GuestRegs};
+use hypercall_abi::mm::{MemoryOpCmd, MmuextCmd, MulticallEntry};
+use hypercall_abi::trap::{frame_flags, TrapFrame, TrapInfo};
+use hypercall_abi::{decode_result, Hypercall, HypercallError, StartInfo, PAGE_SIZE};
+use zerocopy::{FromBytes, IntoBytes};
+
+struct Guest {
+    sys: System,
+    mem: TestMemory,
+    out: String,
+    regs: GuestRegs,
+    fpu: FpuState,
+    si: StartInfo,
+}
+
+impl Guest {
+    fn new() -> Guest {
+        let (mut sys, mem) = system_with(1, Expect::Exit(0));
+        let (mut regs, mut fpu) = (GuestRegs::default(), FpuState::initial());
+        sys.start(&mut regs, &mut fpu);
+        let mut g = Guest { sys, mem, out: String::new(), regs, fpu, si: zerocopy::FromZeros::new_zeroed() };
+        let mut bytes = [0u8; core::mem::size_of::<StartInfo>()];
+        let at = g.regs.rdi;
+        g.view().read(GuestSlice::new(at, bytes.len() as u64), &mut bytes).unwrap();
+        g.si = StartInfo::read_from_bytes(&bytes).unwrap();
+        g
+    }
+
+    fn view(&mut self) -> GuestView<'_, TestMemory> {
+        let d = &self.sys.domains[0];
+        GuestView { mem: &mut self.mem, frames: &self.sys.frames, domain: d.id, root: d.vcpu.kernel_root }
+    }
+
+    fn poke<T: IntoBytes + zerocopy::Immutable>(&mut self, va: u64, value: &T) {
+        self.view().write(GuestSlice::new(va, value.as_bytes().len() as u64), value.as_bytes()).unwrap();
+    }
+
+    fn call(&mut self, h: Hypercall, args: &[u64]) -> (Next, Result<u64, HypercallError>) {
+        self.regs.rax = h as u64;
+        let slots = [&mut self.regs.rdi, &mut self.regs.rsi, &mut self.regs.rdx, &mut self.regs.r10];
+        for (slot, a) in slots.into_iter().zip(args) {
+            *slot = *a;
+        }
+        let mut p = Platform { mem: &mut self.mem, console: &mut self.out };
+        let next = self.sys.on_hypercall(&mut p, &mut self.regs, &mut self.fpu);
+        (next, decode_result(self.regs.rax))
+    }
+
+    /// Machine frame of a guest pfn.
+    fn mfn(&self, pfn: u64) -> u64 {
+        self.sys.domains[0].frames[pfn as usize]
+    }
+
+    fn pfn_of(&self, va: u64) -> u64 {
+        (va - self.si.virt_base) / PAGE_SIZE
+    }
+
+    /// A level-1 entry for pfn with the user bit and `extra` flags.
+    fn pte(&self, pfn: u64, extra: u64) -> u64 {
+        (self.mfn(pfn) << 12) | flags::PRESENT | flags::USER | extra
+    }
+}
+
+#[test]
+fn update_va_mapping_changes_rights_and_refuses_writable_page_tables() {
+    let mut g = Guest::new();
+    let data_pfn = g.pfn_of(DATA);
+    // Read-only now: domain_info can no longer write there.
+    assert_eq!(g.call(Hypercall::UpdateVaMapping, &[DATA, g.pte(data_pfn, flags::NO_EXECUTE), 0]).1, Ok(0));
+    assert_eq!(g.call(Hypercall::DomainInfo, &[0, DATA]).1, Err(HypercallError::BadAddress));
+    assert_eq!(g.call(Hypercall::ConsoleWrite, &[DATA, 5]).1, Ok(5), "still readable");
+    // A page table mapped writable: refused, and the old entry stays.
+    let pt_pfn = g.pfn_of(g.si.page_tables);
+    let pt_va = g.si.page_tables;
+    assert_eq!(g.call(Hypercall::UpdateVaMapping, &[pt_va, g.pte(pt_pfn, flags::WRITABLE), 0]).1, Err(HypercallError::FrameIsPageTable));
+    assert_eq!(g.call(Hypercall::UpdateVaMapping, &[DATA, g.pte(data_pfn, 0), 7]).1, Err(HypercallError::BadArgument), "unknown flag");
+    assert_eq!(g.call(Hypercall::UpdateVaMapping, &[0xffff_8000_0000_0000, 0, 0]).1, Err(HypercallError::HypervisorMemory));
+}
+
+#[test]
+fn mmu_update_stops_at_the_first_bad_request_and_reports_how_many_went_in() {
+    let mut g = Guest::new();
+    let free = g.si.free_start;
+    let free_pfn = g.pfn_of(free);
+    // The L1 entry of `free` and of the next page, by machine address.
+    let l1 = g.sys.domains[0].vcpu.kernel_root; // any: we find the real entry address below
+    let ptr = {
+        let d = &g.sys.domains[0];
+        let t = crate::page_type::PageTables { frames: &mut g.sys.frames, mem: &mut g.mem, domain: d.id, hypervisor_half: &g.sys.hypervisor_half };
+        t.l1_entry_for(l1, free).unwrap()
+    };
+    let reqs = [
+        hypercall_abi::mm::MmuUpdate { ptr, val: g.pte(free_pfn, flags::NO_EXECUTE) },
+        hypercall_abi::mm::MmuUpdate { ptr: ptr + 8, val: g.pte(free_pfn + 1, 0) & !flags::USER },
+        hypercall_abi::mm::MmuUpdate { ptr: ptr + 16, val: 0 },
+    ];
+    let at = free + 0x1000 * 4; // a writable, 16-aligned place for the array
+    g.poke(at, &reqs);
+    let done_at = at + 64;
+    assert_eq!(g.call(Hypercall::MmuUpdate, &[at, 3, done_at]).1, Err(HypercallError::SupervisorMapping));
+    let mut done = [0u8; 8];
+    g.view().read(GuestSlice::new(done_at, 8), &mut done).unwrap();
+    assert_eq!(u64::from_le_bytes(done), 1);
+    assert_eq!(g.call(Hypercall::MmuUpdate, &[at + 8, 1, 0]).1, Err(HypercallError::Misaligned));
+    assert_eq!(g.call(Hypercall::MmuUpdate, &[at, 5000, 0]).1, Err(HypercallError::BadArgument));
+}
+
+#[test]
+fn ballooning_respects_the_limit_and_references() {
+    let mut g = Guest::new();
+    let out = g.si.free_start;
+    let max = g.sys.domains[0].max_pages;
+    let have = g.sys.domains[0].frames.len() as u64;
+    assert_eq!(g.call(Hypercall::MemoryOp, &[MemoryOpCmd::MaximumReservation as u64, 0, 0]).1, Ok(max));
+    assert_eq!(g.call(Hypercall::MemoryOp, &[MemoryOpCmd::IncreaseReservation as u64, out, max - have + 1]).1, Err(HypercallError::OverLimit));
+    assert_eq!(g.call(Hypercall::MemoryOp, &[MemoryOpCmd::IncreaseReservation as u64, out, 2]).1, Ok(2));
+    assert_eq!(g.call(Hypercall::MemoryOp, &[MemoryOpCmd::CurrentReservation as u64, 0, 0]).1, Ok(have + 2));
+    let mut bytes = [0u8; 16];
+    g.view().read(GuestSlice::new(out, 16), &mut bytes).unwrap();
+    let new = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    assert_eq!(g.sys.frames.info(new).unwrap().owner, crate::frame_table::Owner::Domain(crate::domain::DomainId(0)));
+    // Give back: a fresh frame goes; a page table and the console ring do not.
+    let pt = g.mfn(g.pfn_of(g.si.page_tables));
+    let ring = g.mfn(g.pfn_of(g.si.console_ring));
+    for (mfn, want) in [(new, Ok(1)), (pt, Err(HypercallError::TypeCountInUse)), (ring, Err(HypercallError::TypeCountInUse)), (3, Err(HypercallError::HypervisorMemory))] {
+        g.poke(out + 64, &mfn);
+        assert_eq!(g.call(Hypercall::MemoryOp, &[MemoryOpCmd::DecreaseReservation as u64, out + 64, 1]).1, want, "frame {mfn:#x}");
+    }
+}
+
+#[test]
+fn multicall_reports_each_result_and_refuses_what_cannot_be_batched() {
+    let mut g = Guest::new();
+    let at = g.si.free_start;
+    let entry = |op: Hypercall, args: [u64; 6]| MulticallEntry { op: op as u64, args, result: 0 };
+    let calls = [
+        entry(Hypercall::AbiVersion, [0; 6]),
+        entry(Hypercall::Yield, [0; 6]),
+        entry(Hypercall::ConsoleWrite, [0x1000, 4, 0, 0, 0, 0]),
+    ];
+    g.poke(at, &calls);
+    assert_eq!(g.call(Hypercall::Multicall, &[at, 3]).1, Ok(3));
+    let mut bytes = [0u8; 3 * 64];
+    g.view().read(GuestSlice::new(at, bytes.len() as u64), &mut bytes).unwrap();
+    let results: Vec<_> = bytes.chunks(64).map(|c| decode_result(MulticallEntry::read_from_bytes(c).unwrap().result)).collect();
+    assert_eq!(results, [Ok(u64::from(hypercall_abi::ABI_VERSION)), Err(HypercallError::BadArgument), Err(HypercallError::BadAddress)]);
+    assert_eq!(g.call(Hypercall::Multicall, &[at, 65]).1, Err(HypercallError::BadArgument));
+}
+
+#[test]
+fn traps_bounce_to_the_guest_kernel_and_iret_returns_to_user_mode() {
+    let mut g = Guest::new();
+    let at = g.si.free_start;
+    let handler = g.si.image_start; // any guest address will do for the logic
+    g.poke(at, &[TrapInfo { vector: 14, handler }]);
+    assert_eq!(g.call(Hypercall::SetTrapTable, &[at, 1]).1, Ok(0));
+    assert_eq!(g.call(Hypercall::SetTrapTable, &[at, 33]).1, Err(HypercallError::BadArgument));
+    assert_eq!(g.call(Hypercall::StackSwitch, &[g.si.stack_top]).1, Ok(0));
+    assert_eq!(g.call(Hypercall::SetCallbacks, &[handler + 16, 0]).1, Ok(0));
+    assert_eq!(g.call(Hypercall::SetCallbacks, &[0xffff_8000_0000_0000, 0]).1, Err(HypercallError::BadArgument));
+
+    // iret to user mode needs a user table.
+    let frame_at = g.si.stack_top - 0x200;
+    let to_user = TrapFrame { rip: handler + 32, rsp: g.si.stack_top - 0x400, flags: frame_flags::FROM_USER, rax: 7, ..Default::default() };
+    g.poke(frame_at, &to_user);
+    g.regs.rsp = frame_at;
+    assert_eq!(g.call(Hypercall::Iret, &[]).1, Err(HypercallError::BadArgument));
+    // Use the kernel's own top-level table as the user one (a valid L4).
+    let root_mfn = g.sys.domains[0].vcpu.kernel_root / PAGE_SIZE;
+    let op = hypercall_abi::mm::MmuextOp { cmd: MmuextCmd::NewUserBaseptr as u32, reserved: 0, arg: root_mfn };
+    g.poke(at + 64, &op);
+    assert_eq!(g.call(Hypercall::MmuextOp, &[at + 64, 1, 0]).1, Ok(1));
+    assert_eq!(g.sys.frames.info(root_mfn).unwrap().type_count, 2, "kernel and user base pointers");
+    g.regs.rsp = frame_at;
+    g.regs.rax = Hypercall::Iret as u64;
+    let mut p = Platform { mem: &mut g.mem, console: &mut g.out };
+    let next = g.sys.on_hypercall(&mut p, &mut g.regs, &mut g.fpu);
+    assert_eq!((g.regs.rip, g.regs.rax), (handler + 32, 7));
+    assert!(!g.sys.domains[0].vcpu.kernel_mode);
+    assert!(matches!(next, Next::Resume { .. }), "same table for both modes: no CR3 change");
+
+    // A page fault in user mode lands on the kernel stack with a frame.
+    g.regs.vector = 14;
+    g.regs.error_code = 6;
+    let mut p = Platform { mem: &mut g.mem, console: &mut g.out };
+    g.sys.on_guest_exception(&mut p, &mut g.regs, &mut g.fpu, 0xdead_0000);
+    assert_eq!(g.regs.rip, handler);
+    assert!(g.sys.domains[0].vcpu.kernel_mode);
+    let mut bytes = [0u8; core::mem::size_of::<TrapFrame>()];
+    let sp = g.regs.rsp;
+    g.view().read(GuestSlice::new(sp, bytes.len() as u64), &mut bytes).unwrap();
+    let f = TrapFrame::read_from_bytes(&bytes).unwrap();
+    assert_eq!((f.vector, f.error_code, f.cr2, f.flags, f.rip), (14, 6, 0xdead_0000, frame_flags::FROM_USER, handler + 32));
+    assert_eq!(g.regs.rsp % 16, 0);
+    assert!(g.regs.rsp < g.si.stack_top);
+
+    // A user-mode syscall is bounced to the syscall callback, not served.
+    g.sys.domains[0].vcpu.kernel_mode = false;
+    let (_, _) = g.call(Hypercall::AbiVersion, &[]);
+    assert_eq!(g.regs.rip, handler + 16);
+    let mut bytes = [0u8; core::mem::size_of::<TrapFrame>()];
+    let sp = g.regs.rsp;
+    g.view().read(GuestSlice::new(sp, bytes.len() as u64), &mut bytes).unwrap();
+    assert_eq!(TrapFrame::read_from_bytes(&bytes).unwrap().vector, hypercall_abi::trap::VECTOR_SYSCALL);
+}
