@@ -86,6 +86,7 @@ impl Domain {
     }
 
     /// Machine address of the top-level table of its current mode.
+    #[inline]
     pub fn root(&self) -> u64 {
         self.vcpu.current_root()
     }

@@ -41,6 +41,8 @@ pub enum Next {
     Switch {
         /// Machine address of the top-level table to load.
         root: u64,
+        /// Whether the guest runs in its kernel mode (else its user mode).
+        kernel_mode: bool,
     },
     /// Return to the same guest, with `syscall` pointed at the bare
     /// `sysretq` floor path until the guest's next exception.
@@ -113,33 +115,48 @@ impl System {
     ) -> Next {
         let caller = self.current.expect("a hypercall comes from a running domain");
         let d = &mut self.domains[usize::from(caller.0)];
-        let root_before = d.root();
         if !d.vcpu.kernel_mode {
-            return match bounce(p.mem, &self.frames, d, frame, VECTOR_SYSCALL, 0, 0) {
-                Ok(()) => self.continue_current(root_before, TlbFlush::None),
-                Err(e) => self.crash(p, frame, fpu, &format!("system call from guest user mode, but {e}"), 0),
-            };
+            return self.user_syscall(p, frame, fpu);
         }
         d.stats.hypercalls += 1;
-        let (outcome, tlb) = {
-            let mut ctx = Context {
-                mem: p.mem,
-                console: p.console,
-                frames: &mut self.frames,
-                domains: &mut self.domains,
-                caller,
-                hypervisor_half: &self.hypervisor_half,
-                tlb: TlbFlush::None,
-            };
-            let outcome = hypercall::dispatch(&mut ctx, frame);
-            (outcome, ctx.tlb)
+        let root_before = d.vcpu.kernel_root;
+        let mut ctx = Context {
+            mem: p.mem,
+            console: p.console,
+            frames: &mut self.frames,
+            domains: &mut self.domains,
+            caller,
+            hypervisor_half: &self.hypervisor_half,
+            tlb: TlbFlush::None,
         };
+        let outcome = hypercall::dispatch(&mut ctx, frame);
+        let tlb = ctx.tlb;
         match outcome {
+            // The common case, kept short: a result for the same mode and table.
             Outcome::Return(result) => {
                 frame.rax = encode_result(result);
-                self.continue_current(root_before, tlb)
+                self.continue_current(root_before, true, tlb)
             }
-            Outcome::Resumed => self.continue_current(root_before, tlb),
+            other => self.after_hypercall(p, frame, fpu, other, root_before, tlb),
+        }
+    }
+
+    /// The hypercall outcomes that change more than `rax`.
+    #[cold]
+    #[inline(never)]
+    fn after_hypercall<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        frame: &mut GuestRegs,
+        fpu: &mut FpuState,
+        outcome: Outcome,
+        root_before: u64,
+        tlb: TlbFlush,
+    ) -> Next {
+        let caller = self.current.expect("running");
+        match outcome {
+            Outcome::Return(_) => unreachable!("handled by on_hypercall"),
+            Outcome::Resumed => self.continue_current(root_before, true, tlb),
             Outcome::BenchFloor => {
                 frame.rax = 0;
                 Next::ResumeOnFloorPath
@@ -147,7 +164,7 @@ impl System {
             Outcome::Yield => {
                 frame.rax = 0;
                 if self.run_queue.is_empty() {
-                    return self.continue_current(root_before, tlb);
+                    return self.continue_current(root_before, true, tlb);
                 }
                 self.drain_console(p, caller);
                 self.save_current(frame, fpu);
@@ -161,12 +178,32 @@ impl System {
         }
     }
 
+    /// A `syscall` in guest user mode: the guest's own system call, bounced
+    /// to its kernel.
+    #[cold]
+    #[inline(never)]
+    fn user_syscall<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        frame: &mut GuestRegs,
+        fpu: &mut FpuState,
+    ) -> Next {
+        let d = &mut self.domains[usize::from(self.current.expect("running").0)];
+        let root_before = d.root();
+        match bounce(p.mem, &self.frames, d, frame, VECTOR_SYSCALL, 0, 0) {
+            Ok(()) => self.continue_current(root_before, false, TlbFlush::None),
+            Err(e) => self.crash(p, frame, fpu, &format!("system call from guest user mode, but {e}"), 0),
+        }
+    }
+
     /// After an entry that keeps the current domain running: a new address
-    /// space if its root changed (new base pointer or mode), else a flush.
-    fn continue_current(&self, root_before: u64, tlb: TlbFlush) -> Next {
-        let root = self.current().expect("running").root();
-        if root != root_before {
-            Next::Switch { root }
+    /// space if its table or mode changed, else the flush the entry needs.
+    #[inline]
+    fn continue_current(&self, root_before: u64, kernel_mode_before: bool, tlb: TlbFlush) -> Next {
+        let vcpu = &self.domains[usize::from(self.current.expect("running").0)].vcpu;
+        let root = vcpu.current_root();
+        if root != root_before || vcpu.kernel_mode != kernel_mode_before {
+            Next::Switch { root, kernel_mode: vcpu.kernel_mode }
         } else {
             Next::Resume { tlb }
         }
@@ -184,10 +221,10 @@ impl System {
     ) -> Next {
         let culprit = self.current.expect("a guest exception comes from a running domain");
         let d = &mut self.domains[usize::from(culprit.0)];
-        let root_before = d.root();
+        let (root_before, mode_before) = (d.root(), d.vcpu.kernel_mode);
         let cr2 = if frame.vector == PAGE_FAULT { cr2 } else { 0 };
         match bounce(p.mem, &self.frames, d, frame, frame.vector, frame.error_code, cr2) {
-            Ok(()) => self.continue_current(root_before, TlbFlush::None),
+            Ok(()) => self.continue_current(root_before, mode_before, TlbFlush::None),
             Err(e) => {
                 let (mnemonic, _) = fault::exception_name(frame.vector);
                 let why = format!("{mnemonic} in guest {} mode, and {e}", if d.vcpu.kernel_mode { "kernel" } else { "user" });
@@ -265,7 +302,7 @@ impl System {
         *frame = d.vcpu.regs;
         *fpu = d.vcpu.fpu;
         self.current = Some(next);
-        Next::Switch { root: d.root() }
+        Next::Switch { root: d.root(), kernel_mode: d.vcpu.kernel_mode }
     }
 
     /// The final report: one line per domain, then the verdict.
@@ -382,7 +419,7 @@ mod tests {
         assert_eq!(running(&sys), Some(0));
         frame.rbx = 0xd0; // a register d0 must get back
         frame.rax = Hypercall::Yield as u64;
-        let Next::Switch { root } = sys.on_hypercall(&mut p, &mut frame, &mut fpu) else { panic!("switch") };
+        let Next::Switch { root, .. } = sys.on_hypercall(&mut p, &mut frame, &mut fpu) else { panic!("switch") };
         assert_eq!((running(&sys), root), (Some(1), sys.domains[1].root()));
         // d1 crashes: it is stopped alone, its memory is freed, d2 runs.
         let free_before = sys.frames.free_count();

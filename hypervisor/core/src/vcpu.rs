@@ -161,6 +161,7 @@ impl Vcpu {
     }
 
     /// The top-level table of the current mode.
+    #[inline]
     pub fn current_root(&self) -> u64 {
         if self.kernel_mode {
             self.kernel_root

@@ -18,6 +18,7 @@ extern crate alloc;
 
 mod arch;
 mod boot_info;
+mod exclusive;
 mod heap;
 mod intrinsics;
 mod logger;
@@ -109,10 +110,10 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
 
     let mut regs = GuestRegs::default();
     let next = system.start(&mut regs, &mut percpu::this_cpu().guest_fpu);
-    let Next::Switch { root } = next else {
+    let Next::Switch { root, .. } = next else {
         fail_boot(format_args!("the bundle has no domain to run"));
     };
-    *trap::SYSTEM.lock() = Some(system);
+    trap::SYSTEM.with(|s| *s = Some(system));
     // SAFETY: the root was built by build_domain with the hypervisor's upper half.
     unsafe { paging::switch_address_space(root) };
     entry::enter_guest(&regs)

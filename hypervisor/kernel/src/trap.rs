@@ -5,6 +5,7 @@ use crate::arch::x86_64::percpu::this_cpu;
 use crate::arch::x86_64::power::{exit_qemu, ExitCode};
 use crate::arch::x86_64::entry::{self, SyscallPath};
 use crate::arch::x86_64::{cpu, serial::Serial};
+use crate::exclusive::Exclusive;
 use crate::logger::{self, CONSOLE_LOCK};
 use crate::machine_memory::PhysMap;
 use core::fmt::Write;
@@ -14,10 +15,8 @@ use parvus_core::hypercall::TlbFlush;
 use parvus_core::system::{Next, Platform, System};
 use parvus_core::vcpu::GuestRegs;
 
-/// The machine's one [`System`]. Ring 0 runs with interrupts off and is
-/// never re-entered, so the lock is never contended; it is there so that the
-/// compiler can see the exclusive access.
-pub static SYSTEM: spin::Mutex<Option<System>> = spin::Mutex::new(None);
+/// The machine's one [`System`] (see [`Exclusive`] for why it needs no lock).
+pub static SYSTEM: Exclusive<Option<System>> = Exclusive::new(None);
 
 /// Guest console lines go to the serial port, whole lines under the console lock.
 pub struct SerialConsole;
@@ -31,10 +30,11 @@ impl ConsoleSink for SerialConsole {
 
 /// Called by `syscall_entry` for every hypercall but `null`.
 pub extern "C" fn hypercall(frame: &mut GuestRegs) {
-    let mut guard = SYSTEM.lock();
-    let system = guard.as_mut().expect("guests run only after the system is built");
-    let next = system.on_hypercall(&mut Platform { mem: &mut PhysMap, console: &mut SerialConsole }, frame, &mut this_cpu().guest_fpu);
-    apply(next, system);
+    SYSTEM.with(|system| {
+        let system = system.as_mut().expect("guests run only after the system is built");
+        let next = system.on_hypercall(&mut Platform { mem: &mut PhysMap, console: &mut SerialConsole }, frame, &mut this_cpu().guest_fpu);
+        apply(next, system);
+    })
 }
 
 /// Vector of the breakpoint (`int3`) that ends a floor measurement.
@@ -49,16 +49,17 @@ pub extern "C" fn guest_exception(frame: &mut GuestRegs) {
             return; // the end of a floor measurement: resume after the int3
         }
     }
-    let mut guard = SYSTEM.lock();
-    let system = guard.as_mut().expect("guests run only after the system is built");
-    let next = system.on_guest_exception(&mut Platform { mem: &mut PhysMap, console: &mut SerialConsole }, frame, &mut this_cpu().guest_fpu, cr2);
-    apply(next, system);
+    SYSTEM.with(|system| {
+        let system = system.as_mut().expect("guests run only after the system is built");
+        let next = system.on_guest_exception(&mut Platform { mem: &mut PhysMap, console: &mut SerialConsole }, frame, &mut this_cpu().guest_fpu, cr2);
+        apply(next, system);
+    })
 }
 
 /// Called by the exception stubs for a fault in ring 0: a hypervisor bug.
 pub extern "C" fn hypervisor_fault(frame: &GuestRegs) -> ! {
     let cr2 = cpu::cr2();
-    let running = SYSTEM.try_lock().and_then(|s| s.as_ref().and_then(|s| s.current().map(|d| d.label())));
+    let running = SYSTEM.peek().and_then(|s| s.as_ref().and_then(|s| s.current().map(|d| d.label())));
     for line in fault::report("the hypervisor itself faulted", frame, cr2) {
         logger::emergency(format_args!("FATAL {line}"));
     }
@@ -75,17 +76,15 @@ fn apply(next: Next, system: &System) {
             x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(va));
         }
         Next::Resume { tlb: TlbFlush::All } => x86_64::instructions::tlb::flush_all(),
-        Next::ResumeOnFloorPath => {
-            entry::set_syscall_path(SyscallPath::Floor);
-            return;
+        Next::ResumeOnFloorPath => entry::set_syscall_path(SyscallPath::Floor),
+        Next::Switch { root, kernel_mode } => {
+            // SAFETY: every top-level table a guest can load was validated,
+            // which writes the hypervisor's upper half into it (parvus_core::page_type).
+            unsafe { switch_address_space(root) };
+            entry::set_syscall_path(if kernel_mode { SyscallPath::Kernel } else { SyscallPath::User });
         }
-        // SAFETY: every top-level table a guest can load was validated,
-        // which writes the hypervisor's upper half into it (parvus_core::page_type).
-        Next::Switch { root } => unsafe { switch_address_space(root) },
         Next::Finished { all_as_expected } => finish(system, all_as_expected),
     }
-    let kernel_mode = system.current().is_some_and(|d| d.vcpu.kernel_mode);
-    entry::set_syscall_path(if kernel_mode { SyscallPath::Kernel } else { SyscallPath::User });
 }
 
 /// Prints the summary and stops the machine.

@@ -11,6 +11,8 @@ use hypercall_abi::{DomainInfo, HypercallError};
 use zerocopy::{FromZeros, IntoBytes};
 
 /// `console_write(buf, len)`: at most [`CONSOLE_WRITE_MAX`] bytes per call.
+/// Not inlined: its 4 KiB buffer would otherwise cost every hypercall a stack probe.
+#[inline(never)]
 pub fn console_write<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, buf: u64, len: u64) -> Result<u64, HypercallError> {
     let len = len.min(CONSOLE_WRITE_MAX);
     let mut bytes = [0u8; CONSOLE_WRITE_MAX as usize];

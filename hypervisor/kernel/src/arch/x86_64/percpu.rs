@@ -18,6 +18,8 @@ pub const STACK_SIZE: usize = 64 * 1024;
 /// One CPU's private data. The layout is read by assembly (see the `*_OFFSET` constants).
 #[repr(C, align(64))]
 pub struct PerCpu {
+    /// This structure's own address, so that code can find it with one load from GS.
+    pub self_ptr: u64,
     /// The guest's `rsp` while the entry code switches stacks.
     pub scratch_rsp: u64,
     /// Top of this CPU's hypervisor stack (also TSS.RSP0).
@@ -28,6 +30,8 @@ pub struct PerCpu {
     pub syscall_path: super::entry::SyscallPath,
 }
 
+/// Offset of [`PerCpu::self_ptr`].
+pub const SELF_PTR_OFFSET: usize = offset_of!(PerCpu, self_ptr);
 /// Offset of [`PerCpu::scratch_rsp`], for the entry code.
 pub const SCRATCH_RSP_OFFSET: usize = offset_of!(PerCpu, scratch_rsp);
 /// Offset of [`PerCpu::stack_top`], for the entry code.
@@ -41,7 +45,7 @@ struct Stack([u8; STACK_SIZE]);
 
 static mut BSP_STACK: Stack = Stack([0; STACK_SIZE]);
 
-static mut BSP: PerCpu = PerCpu { scratch_rsp: 0, stack_top: 0, guest_fpu: FpuState([0; 512]), syscall_path: super::entry::SyscallPath::Kernel };
+static mut BSP: PerCpu = PerCpu { self_ptr: 0, scratch_rsp: 0, stack_top: 0, guest_fpu: FpuState([0; 512]), syscall_path: super::entry::SyscallPath::Kernel };
 
 /// Sets up the boot CPU's data and points GS at it. Returns its stack top.
 pub fn init_bsp() -> u64 {
@@ -49,7 +53,10 @@ pub fn init_bsp() -> u64 {
     let percpu = core::ptr::addr_of_mut!(BSP);
     // SAFETY: runs once on the boot CPU before any guest or entry path uses
     // BSP, so there is no other reference.
-    unsafe { (*percpu).stack_top = top };
+    unsafe {
+        (*percpu).stack_top = top;
+        (*percpu).self_ptr = percpu as u64;
+    }
     GsBase::write(VirtAddr::new(percpu as u64));
     // The guest's GS base, swapped in by `swapgs` on the way out.
     KernelGsBase::write(VirtAddr::new(0));
@@ -59,9 +66,13 @@ pub fn init_bsp() -> u64 {
 /// This CPU's data. Only the code that runs with interrupts off on this CPU
 /// (all of ring 0 in Parvus) may use it.
 pub fn this_cpu() -> &'static mut PerCpu {
-    // SAFETY: (1) GS base points at this CPU's PerCpu while in ring 0 (set in
-    // init_bsp, swapped back on every entry); (2) the hypervisor runs with
-    // interrupts off and is not re-entered, so one reference is live at a time
-    // by convention of the callers (the entry path hands it to one handler).
-    unsafe { &mut *(GsBase::read().as_u64() as *mut PerCpu) }
+    let ptr: u64;
+    // SAFETY: GS base points at this CPU's PerCpu while in ring 0 (set in
+    // init_bsp, swapped back on every entry), whose first field holds its
+    // own address; reading it has no side effect.
+    unsafe { core::arch::asm!("mov {}, gs:[{off}]", out(reg) ptr, off = const SELF_PTR_OFFSET, options(nostack, readonly, preserves_flags)) };
+    // SAFETY: (1) ptr is this CPU's PerCpu, a static; (2) the hypervisor runs
+    // with interrupts off and is not re-entered, so callers hold one
+    // reference at a time (the entry path hands it to one handler).
+    unsafe { &mut *(ptr as *mut PerCpu) }
 }
