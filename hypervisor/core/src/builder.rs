@@ -56,6 +56,10 @@ pub struct DomainPlan<'a> {
     pub max_memory: u64,
     /// How it is expected to end.
     pub expect: Expect,
+    /// Scheduling weight.
+    pub weight: u32,
+    /// CPU time limit in nanoseconds.
+    pub time_limit_ns: Option<u64>,
     /// Entry point.
     pub entry: u64,
     /// Loadable segments.
@@ -72,6 +76,8 @@ impl<'a> DomainPlan<'a> {
             memory: checked.spec.memory.bytes(),
             max_memory: checked.spec.max_memory_bytes(),
             expect: checked.spec.expect,
+            weight: checked.spec.weight.unwrap_or(crate::scheduler::DEFAULT_WEIGHT),
+            time_limit_ns: checked.spec.time_limit.map(|t| t.ns()),
             entry: checked.image.entry,
             segments: checked
                 .image
@@ -221,6 +227,8 @@ pub fn build_domain(
         name: String::from(plan.name),
         expect: plan.expect,
         max_pages: plan.max_memory.max(plan.memory) / PAGE_SIZE,
+        weight: plan.weight,
+        time_limit_ns: plan.time_limit_ns,
         console_ring: pfns[layout.console_ring as usize] * PAGE_SIZE,
         vcpu: Vcpu::new(plan.entry, si.stack_top, layout.virt(layout.start_info), root_mfn * PAGE_SIZE),
         frames: pfns,
@@ -290,6 +298,8 @@ mod tests {
             memory: 2 << 20,
             max_memory: 2 << 20,
             expect: Expect::Exit(0),
+            weight: 256,
+            time_limit_ns: None,
             entry: GUEST_VIRT_BASE,
             segments: alloc::vec![
                 Segment { vaddr: GUEST_VIRT_BASE, data: code, mem_size: code.len() as u64, writable: false, executable: true },

@@ -25,6 +25,8 @@ pub enum Ending {
     Exited(u64),
     /// The hypervisor stopped it after a fault; the text names the fault.
     Crashed(String),
+    /// The hypervisor stopped it when it had used its CPU time limit.
+    TimeLimit,
 }
 
 /// Counters shown in the final summary.
@@ -34,6 +36,10 @@ pub struct DomainStats {
     pub hypercalls: u64,
     /// Times the domain was given the CPU.
     pub dispatches: u64,
+    /// Times it lost the CPU at the end of its slice.
+    pub preemptions: u64,
+    /// CPU time used, in nanoseconds.
+    pub cpu_ns: u64,
 }
 
 /// One guest.
@@ -50,6 +56,10 @@ pub struct Domain {
     pub frames: Vec<Mfn>,
     /// Most frames it may own (`max_memory` in the manifest).
     pub max_pages: u64,
+    /// Its scheduling weight.
+    pub weight: u32,
+    /// CPU time after which it is stopped.
+    pub time_limit_ns: Option<u64>,
     /// Machine address of its console ring page.
     pub console_ring: u64,
     /// Its one virtual CPU.
@@ -68,7 +78,7 @@ impl Domain {
         match self.ending {
             None => DomainState::Runnable,
             Some(Ending::Exited(_)) => DomainState::Exited,
-            Some(Ending::Crashed(_)) => DomainState::Crashed,
+            Some(Ending::Crashed(_)) | Some(Ending::TimeLimit) => DomainState::Crashed,
         }
     }
 
@@ -82,7 +92,10 @@ impl Domain {
         matches!(
             (&self.ending, &self.expect),
             (Some(Ending::Exited(s)), Expect::Exit(e)) if s == e
-        ) || matches!((&self.ending, &self.expect), (Some(Ending::Crashed(_)), Expect::Crash))
+        ) || matches!(
+            (&self.ending, &self.expect),
+            (Some(Ending::Crashed(_)), Expect::Crash) | (Some(Ending::TimeLimit), Expect::TimeLimit)
+        )
     }
 
     /// Machine address of the top-level table of its current mode.

@@ -68,6 +68,9 @@ impl<M: MachineMemory> GuestView<'_, M> {
         access: Access,
         mut each: impl FnMut(&mut M, u64, usize, usize),
     ) -> Result<(), HypercallError> {
+        if slice.len == 0 {
+            return Ok(()); // nothing to touch, wherever it points
+        }
         let start = slice.addr.0;
         let end = start.checked_add(slice.len).ok_or(HypercallError::BadAddress)?;
         // Pass 1: every page must translate. Pass 2: copy. Nothing is
@@ -165,6 +168,7 @@ mod tests {
         assert_eq!(bad(&mut view, 0x40_1ff8, 16, &mut b), Err(HypercallError::BadAddress), "runs into a hole");
         assert_eq!(view.write(GuestSlice::new(0x40_1000, 1), b"x"), Err(HypercallError::BadAddress), "read-only");
         assert_eq!(bad(&mut view, 0x40_1000, 0, &mut b), Ok(()), "empty range is fine");
+        assert_eq!(bad(&mut view, 0x1, 0, &mut b), Ok(()), "even where nothing is mapped (an empty slice's dangling pointer)");
     }
 
     #[test]

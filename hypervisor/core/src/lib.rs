@@ -32,6 +32,7 @@ pub mod page_type;
 pub mod paging;
 pub mod scheduler;
 pub mod system;
+pub mod time;
 pub mod trap_bounce;
 #[cfg(test)]
 mod testing;

@@ -173,6 +173,10 @@ pub enum Expect {
     /// The domain is stopped by the hypervisor after a fault (a demo of fault
     /// isolation). Written `expect = "crash"`.
     Crash,
+    /// The domain is stopped by the hypervisor when it has used its
+    /// `time_limit` of CPU time (a demo of a guest that never yields).
+    /// Written `expect = "time-limit"`.
+    TimeLimit,
 }
 
 impl Default for Expect {
@@ -198,6 +202,7 @@ impl fmt::Display for Expect {
         match self {
             Expect::Exit(status) => write!(f, "exit {status}"),
             Expect::Crash => f.write_str("crash"),
+            Expect::TimeLimit => f.write_str("time-limit"),
         }
     }
 }
@@ -209,7 +214,7 @@ impl<'de> Deserialize<'de> for Expect {
             type Value = Expect;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an exit status (a non-negative integer) or \"crash\"")
+                f.write_str("an exit status (a non-negative integer), \"crash\" or \"time-limit\"")
             }
 
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Expect, E> {
@@ -225,9 +230,11 @@ impl<'de> Deserialize<'de> for Expect {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Expect, E> {
                 if v == "crash" {
                     Ok(Expect::Crash)
+                } else if v == "time-limit" {
+                    Ok(Expect::TimeLimit)
                 } else {
                     Err(E::custom(format!(
-                        "\"{}\" is not an expectation: expected an exit status or \"crash\"",
+                        "\"{}\" is not an expectation: expected an exit status, \"crash\" or \"time-limit\"",
                         v.escape_debug()
                     )))
                 }
@@ -242,6 +249,7 @@ impl Serialize for Expect {
         match self {
             Expect::Exit(status) => serializer.serialize_u64(*status),
             Expect::Crash => serializer.serialize_str("crash"),
+            Expect::TimeLimit => serializer.serialize_str("time-limit"),
         }
     }
 }
@@ -288,6 +296,84 @@ pub struct DomainSpec {
     /// How the domain is expected to end (default: `exit 0`).
     #[serde(default)]
     pub expect: Expect,
+    /// Its share of the CPU against the others (default 256, like Xen's
+    /// credit scheduler): a domain of weight 512 gets twice the CPU of one
+    /// of weight 256 when both want it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// CPU time after which the hypervisor stops the domain, as `"500ms"`,
+    /// `"2s"` or milliseconds (no limit when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limit: Option<TimeSpan>,
+}
+
+/// A span of time from the manifest: `"250ms"`, `"2s"`, or an integer
+/// number of milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeSpan(pub u64);
+
+impl TimeSpan {
+    /// The span in nanoseconds.
+    pub fn ns(self) -> u64 {
+        self.0
+    }
+
+    /// Parses `"250ms"`, `"2s"` or `"1500"` (milliseconds).
+    pub fn parse(text: &str) -> Option<TimeSpan> {
+        let t = text.trim();
+        let (digits, unit) = if let Some(d) = t.strip_suffix("ms") {
+            (d, 1_000_000)
+        } else if let Some(d) = t.strip_suffix('s') {
+            (d, 1_000_000_000)
+        } else {
+            (t, 1_000_000)
+        };
+        digits.trim().parse::<u64>().ok()?.checked_mul(unit).map(TimeSpan)
+    }
+}
+
+impl fmt::Display for TimeSpan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 % 1_000_000_000 == 0 {
+            write!(f, "{}s", self.0 / 1_000_000_000)
+        } else {
+            write!(f, "{}ms", self.0 / 1_000_000)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TimeSpan {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SpanVisitor;
+        impl Visitor<'_> for SpanVisitor {
+            type Value = TimeSpan;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a time such as \"500ms\" or \"2s\", or a number of milliseconds")
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<TimeSpan, E> {
+                v.checked_mul(1_000_000).map(TimeSpan).ok_or_else(|| E::custom("time too long"))
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<TimeSpan, E> {
+                u64::try_from(v).map_err(|_| E::custom("a time cannot be negative")).and_then(|v| self.visit_u64(v))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<TimeSpan, E> {
+                TimeSpan::parse(v).ok_or_else(|| {
+                    E::custom(format!("\"{}\" is not a time: write it like \"500ms\" or \"2s\"", v.escape_debug()))
+                })
+            }
+        }
+        deserializer.deserialize_any(SpanVisitor)
+    }
+}
+
+impl Serialize for TimeSpan {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&alloc::format!("{self}"))
+    }
 }
 
 impl DomainSpec {
@@ -393,6 +479,11 @@ pub enum ManifestError {
         /// Its length in bytes.
         len: usize,
     },
+    /// A domain's `weight` is 0.
+    ZeroWeight {
+        /// The domain.
+        domain: DomainRef,
+    },
     /// A domain's `max_memory` is below its `memory` or not a multiple of 4 KiB.
     BadMaxMemory {
         /// The domain.
@@ -488,6 +579,9 @@ impl ManifestError {
                 name.escape_debug()
             ),
             ManifestError::EmptyImage { domain } => write!(f, "{domain}, field `image`: the image is empty"),
+            ManifestError::ZeroWeight { domain } => {
+                write!(f, "{domain}, field `weight`: a weight must be at least 1 (the default is 256)")
+            }
             ManifestError::BadMaxMemory { domain, size, memory } => write!(
                 f,
                 "{domain}, field `max_memory`: {size} must be a multiple of 4 KiB and at least `memory` ({memory})"
@@ -586,6 +680,9 @@ impl Manifest {
             }
             if d.cmdline.len() > CMDLINE_MAX {
                 return Err(ManifestError::CmdlineTooLong { domain, len: d.cmdline.len() });
+            }
+            if d.weight == Some(0) {
+                return Err(ManifestError::ZeroWeight { domain });
             }
             if let Some(max) = d.max_memory {
                 if max.bytes() < d.memory.bytes() || !max.bytes().is_multiple_of(PAGE_SIZE) {
@@ -789,11 +886,11 @@ expect = 3
         assert_eq!(e.line(), Some(10));
         assert_eq!(
             e.to_string(),
-            "line 10: domain \"b\": unknown field `colour`, expected one of `name`, `image`, `memory`, `max_memory`, `cmdline`, `expect`"
+            "line 10: domain \"b\": unknown field `colour`, expected one of `name`, `image`, `memory`, `max_memory`, `cmdline`, `expect`, `weight`, `time_limit`"
         );
         assert_eq!(
             e.in_file("m.toml").to_string(),
-            "m.toml:10: domain \"b\": unknown field `colour`, expected one of `name`, `image`, `memory`, `max_memory`, `cmdline`, `expect`"
+            "m.toml:10: domain \"b\": unknown field `colour`, expected one of `name`, `image`, `memory`, `max_memory`, `cmdline`, `expect`, `weight`, `time_limit`"
         );
     }
 
@@ -817,7 +914,7 @@ expect = 3
         let e = err("[[domain]]\nname = \"a\"\nimage = \"x\"\nmemory = \"1M\"\nexpect = \"boom\"\n");
         assert_eq!(
             e,
-            "line 5: domain \"a\", field `expect`: \"boom\" is not an expectation: expected an exit status or \"crash\""
+            "line 5: domain \"a\", field `expect`: \"boom\" is not an expectation: expected an exit status, \"crash\" or \"time-limit\""
         );
         let e = err("[[domain]]\nname = \"a\"\nimage = \"x\"\nmemory = \"1M\"\nexpect = -1\n");
         assert!(e.contains("field `expect`: exit status -1 is negative"), "{e}");

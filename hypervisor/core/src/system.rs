@@ -16,8 +16,9 @@ use crate::paging::ENTRIES;
 use crate::trap_bounce::bounce;
 use hypercall_abi::trap::VECTOR_SYSCALL;
 use crate::machine_memory::MachineMemory;
-use crate::manifest::Expect;
-use crate::scheduler::RunQueue;
+use alloc::string::ToString;
+use crate::scheduler::{Scheduler, SLICE_NS};
+use crate::time::TscClock;
 use crate::vcpu::{FpuState, GuestRegs};
 use alloc::format;
 use alloc::string::String;
@@ -65,6 +66,8 @@ pub struct Platform<'a, M: MachineMemory, C: ConsoleSink> {
     pub mem: &'a mut M,
     /// Console for guest lines.
     pub console: &'a mut C,
+    /// The TSC, read when the entry began.
+    pub tsc: u64,
 }
 
 /// All domains, all frames, and who runs.
@@ -76,21 +79,33 @@ pub struct System {
     pub domains: Vec<Domain>,
     /// The hypervisor's half of every top-level table.
     pub hypervisor_half: [u64; ENTRIES / 2],
-    run_queue: RunQueue,
+    scheduler: Scheduler,
+    /// How TSC ticks turn into nanoseconds.
+    pub clock: TscClock,
     current: Option<DomainId>,
+    /// TSC when the current domain was given the CPU.
+    dispatched_at: u64,
 }
 
 impl System {
     /// A system with these frames, the hypervisor's upper-half PML4
     /// entries, and no domain yet.
     pub fn new(frames: FrameTable, hypervisor_half: [u64; ENTRIES / 2]) -> Self {
-        System { frames, domains: Vec::new(), hypervisor_half, run_queue: RunQueue::default(), current: None }
+        System {
+            frames,
+            domains: Vec::new(),
+            hypervisor_half,
+            scheduler: Scheduler::default(),
+            clock: TscClock::new(1_000_000_000),
+            current: None,
+            dispatched_at: 0,
+        }
     }
 
     /// Adds a built domain (its id must be the next index) and makes it runnable.
     pub fn add_domain(&mut self, domain: Domain) {
         assert_eq!(usize::from(domain.id.0), self.domains.len(), "domains are added in id order");
-        self.run_queue.push(domain.id);
+        self.scheduler.add(domain.id, domain.weight);
         self.domains.push(domain);
     }
 
@@ -100,8 +115,63 @@ impl System {
     }
 
     /// Picks the first domain to run and loads its state into `frame`/`fpu`.
-    pub fn start(&mut self, frame: &mut GuestRegs, fpu: &mut FpuState) -> Next {
-        self.dispatch_next(frame, fpu)
+    /// `tsc` is the time stamp counter now.
+    pub fn start(&mut self, frame: &mut GuestRegs, fpu: &mut FpuState, tsc: u64) -> Next {
+        self.dispatch_next(frame, fpu, tsc)
+    }
+
+    /// The TSC value at which the hypervisor must next get the CPU back:
+    /// the end of the current domain's slice when others wait, or when its
+    /// CPU time limit runs out. `None`: no deadline.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let id = self.current?;
+        let d = &self.domains[usize::from(id.0)];
+        let slice_end = self
+            .scheduler
+            .others_runnable(id)
+            .then(|| self.dispatched_at + self.clock.ticks(SLICE_NS));
+        let limit_end = d.time_limit_ns.map(|limit| self.dispatched_at + self.clock.ticks(limit.saturating_sub(d.stats.cpu_ns)));
+        match (slice_end, limit_end) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Handles the platform timer: stops a domain that used up its CPU
+    /// time limit, preempts one whose slice is over when others wait.
+    pub fn on_timer<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        frame: &mut GuestRegs,
+        fpu: &mut FpuState,
+    ) -> Next {
+        let Some(id) = self.current else { return Next::RESUME };
+        let ran = self.clock.ns(p.tsc.saturating_sub(self.dispatched_at));
+        let d = &self.domains[usize::from(id.0)];
+        if let Some(limit) = d.time_limit_ns.filter(|limit| d.stats.cpu_ns + ran >= *limit) {
+            self.leave_cpu(id, p.tsc, 0);
+            self.drain_console(p, id);
+            let d = &self.domains[usize::from(id.0)];
+            log::error!("{} used its CPU time limit of {} ms at rip={:#x}", d.label(), limit / 1_000_000, frame.rip);
+            self.end(p, id, Ending::TimeLimit);
+            return self.dispatch_next(frame, fpu, p.tsc);
+        }
+        if ran >= SLICE_NS && self.scheduler.others_runnable(id) {
+            self.domains[usize::from(id.0)].stats.preemptions += 1;
+            self.leave_cpu(id, p.tsc, 0);
+            self.save_current(frame, fpu);
+            return self.dispatch_next(frame, fpu, p.tsc);
+        }
+        Next::RESUME
+    }
+
+    /// Accounts the CPU time the current domain used since its dispatch,
+    /// charging the scheduler at least `min_charge_ns`.
+    fn leave_cpu(&mut self, id: DomainId, tsc: u64, min_charge_ns: u64) {
+        let ran = self.clock.ns(tsc.saturating_sub(self.dispatched_at));
+        self.domains[usize::from(id.0)].stats.cpu_ns += ran;
+        self.scheduler.charge(id, ran.max(min_charge_ns));
+        self.dispatched_at = tsc;
     }
 
     /// Handles a `syscall` from the current domain (its registers in
@@ -163,17 +233,19 @@ impl System {
             }
             Outcome::Yield => {
                 frame.rax = 0;
-                if self.run_queue.is_empty() {
+                if !self.scheduler.others_runnable(caller) {
                     return self.continue_current(root_before, true, tlb);
                 }
                 self.drain_console(p, caller);
+                // A yield is charged a whole slice, so that the others really run.
+                self.leave_cpu(caller, p.tsc, SLICE_NS);
                 self.save_current(frame, fpu);
-                self.run_queue.push(caller);
-                self.dispatch_next(frame, fpu)
+                self.dispatch_next(frame, fpu, p.tsc)
             }
             Outcome::Exit(status) => {
+                self.leave_cpu(caller, p.tsc, 0);
                 self.end(p, caller, Ending::Exited(status));
-                self.dispatch_next(frame, fpu)
+                self.dispatch_next(frame, fpu, p.tsc)
             }
         }
     }
@@ -254,8 +326,9 @@ impl System {
         } else {
             format!("{} at {:#x}", fault::exception_name(frame.vector).0, frame.rip)
         };
+        self.leave_cpu(culprit, p.tsc, 0);
         self.end(p, culprit, Ending::Crashed(what));
-        self.dispatch_next(frame, fpu)
+        self.dispatch_next(frame, fpu, p.tsc)
     }
 
     fn drain_console<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>, id: DomainId) {
@@ -271,6 +344,7 @@ impl System {
         match &ending {
             Ending::Exited(status) => log::info!("{} exited with status {}", d.label(), status),
             Ending::Crashed(what) => log::info!("{} stopped after {}; the other domains run on", d.label(), what),
+            Ending::TimeLimit => log::info!("{} stopped at its CPU time limit; the other domains run on", d.label()),
         }
         d.ending = Some(ending);
         // The frames are freed while this domain's tables may still be loaded:
@@ -278,7 +352,7 @@ impl System {
         for mfn in core::mem::take(&mut d.frames) {
             self.frames.free(mfn, Owner::Domain(id)).expect("a domain's frame list holds only its own frames");
         }
-        self.run_queue.remove(id);
+        self.scheduler.set_runnable(id, false);
         if self.current == Some(id) {
             self.current = None;
         }
@@ -293,8 +367,9 @@ impl System {
     }
 
     /// Loads the next runnable domain into the frame, or reports the end.
-    fn dispatch_next(&mut self, frame: &mut GuestRegs, fpu: &mut FpuState) -> Next {
-        let Some(next) = self.run_queue.pop() else {
+    fn dispatch_next(&mut self, frame: &mut GuestRegs, fpu: &mut FpuState, tsc: u64) -> Next {
+        self.dispatched_at = tsc;
+        let Some(next) = self.scheduler.pick() else {
             return Next::Finished { all_as_expected: self.domains.iter().all(Domain::ended_as_expected) };
         };
         let d = &mut self.domains[usize::from(next.0)];
@@ -314,15 +389,21 @@ impl System {
                 None => String::from("still running"),
                 Some(Ending::Exited(s)) => format!("exited {s}"),
                 Some(Ending::Crashed(what)) => format!("crashed ({what})"),
-            };
-            let expected = match d.expect {
-                Expect::Exit(s) => format!("exit {s}"),
-                Expect::Crash => String::from("crash"),
+                Some(Ending::TimeLimit) => String::from("stopped at time limit"),
             };
             let verdict = if d.ended_as_expected() { "ok" } else { "UNEXPECTED" };
             lines.push(format!(
-                "  {:<3} {:<14} {:<26} expected {:<8} {:<10} hypercalls={}",
-                d.id.0, d.name, ended, expected, verdict, d.stats.hypercalls
+                "  {:<3} {:<14} {:<26} expected {:<10} {:<10} cpu={}.{:03}ms weight={} hypercalls={} preemptions={}",
+                d.id.0,
+                d.name,
+                ended,
+                d.expect.to_string(),
+                verdict,
+                d.stats.cpu_ns / 1_000_000,
+                d.stats.cpu_ns / 1_000 % 1_000,
+                d.weight,
+                d.stats.hypercalls,
+                d.stats.preemptions
             ));
         }
         lines
@@ -332,6 +413,7 @@ impl System {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::Expect;
     use crate::testing::{system_with, DATA};
     use hypercall_abi::{decode_result, Hypercall, HypercallError};
 
@@ -348,9 +430,9 @@ mod tests {
     fn console_write_prints_whole_lines_with_the_domain_name() {
         let (mut sys, mut mem) = system_with(1, Expect::Exit(0));
         let (mut frame, mut fpu) = (GuestRegs::default(), FpuState::initial());
-        assert!(matches!(sys.start(&mut frame, &mut fpu), Next::Switch { .. }));
+        assert!(matches!(sys.start(&mut frame, &mut fpu, 0), Next::Switch { .. }));
         let mut out = String::new();
-        let mut p = Platform { mem: &mut mem, console: &mut out };
+        let mut p = Platform { mem: &mut mem, console: &mut out, tsc: 0 };
         frame = call(Hypercall::ConsoleWrite, &[DATA, 5]);
         assert_eq!(sys.on_hypercall(&mut p, &mut frame, &mut fpu), Next::RESUME);
         assert_eq!(decode_result(frame.rax), Ok(5));
@@ -365,9 +447,9 @@ mod tests {
     fn every_rejection_is_a_typed_error() {
         let (mut sys, mut mem) = system_with(1, Expect::Exit(0));
         let (mut frame, mut fpu) = (GuestRegs::default(), FpuState::initial());
-        sys.start(&mut frame, &mut fpu);
+        sys.start(&mut frame, &mut fpu, 0);
         let mut out = String::new();
-        let mut p = Platform { mem: &mut mem, console: &mut out };
+        let mut p = Platform { mem: &mut mem, console: &mut out, tsc: 0 };
         let start_info = frame.rdi;
         let cases: &[(GuestRegs, HypercallError)] = &[
             (GuestRegs { rax: 99, ..Default::default() }, HypercallError::UnknownHypercall),
@@ -394,9 +476,9 @@ mod tests {
     fn domain_info_fills_the_callers_buffer() {
         let (mut sys, mut mem) = system_with(2, Expect::Exit(0));
         let (mut frame, mut fpu) = (GuestRegs::default(), FpuState::initial());
-        sys.start(&mut frame, &mut fpu);
+        sys.start(&mut frame, &mut fpu, 0);
         let mut out = String::new();
-        let mut p = Platform { mem: &mut mem, console: &mut out };
+        let mut p = Platform { mem: &mut mem, console: &mut out, tsc: 0 };
         frame = call(Hypercall::DomainInfo, &[hypercall_abi::domain_info::DOMID_SELF, DATA]);
         sys.on_hypercall(&mut p, &mut frame, &mut fpu);
         assert_eq!(decode_result(frame.rax), Ok(0));
@@ -412,9 +494,9 @@ mod tests {
     fn yield_round_robin_and_isolated_crash() {
         let (mut sys, mut mem) = system_with(3, Expect::Exit(0));
         let (mut frame, mut fpu) = (GuestRegs::default(), FpuState::initial());
-        sys.start(&mut frame, &mut fpu);
+        sys.start(&mut frame, &mut fpu, 0);
         let mut out = String::new();
-        let mut p = Platform { mem: &mut mem, console: &mut out };
+        let mut p = Platform { mem: &mut mem, console: &mut out, tsc: 0 };
         let running = |sys: &System| sys.current().map(|d| d.id.0);
         assert_eq!(running(&sys), Some(0));
         frame.rbx = 0xd0; // a register d0 must get back
@@ -439,5 +521,35 @@ mod tests {
         assert_eq!(sys.current().map(|d| d.id.0), None);
         let summary = sys.summary().join("\n");
         assert!(summary.contains("crashed (#PF at 0x400000)") && summary.contains("UNEXPECTED"), "{summary}");
+    }
+
+    #[test]
+    fn the_timer_preempts_at_the_slice_and_stops_at_the_time_limit() {
+        let (mut sys, mut mem) = system_with(2, Expect::TimeLimit);
+        sys.domains[0].time_limit_ns = Some(25_000_000);
+        sys.domains[1].expect = Expect::Exit(0);
+        let (mut frame, mut fpu) = (GuestRegs::default(), FpuState::initial());
+        sys.start(&mut frame, &mut fpu, 0);
+        let mut out = String::new();
+        // 1 GHz test clock: ticks are nanoseconds.
+        assert_eq!(sys.next_deadline(), Some(SLICE_NS), "slice end: another domain waits");
+        let mut p = Platform { mem: &mut mem, console: &mut out, tsc: SLICE_NS / 2 };
+        assert_eq!(sys.on_timer(&mut p, &mut frame, &mut fpu), Next::RESUME, "slice not over");
+        p.tsc = SLICE_NS;
+        assert!(matches!(sys.on_timer(&mut p, &mut frame, &mut fpu), Next::Switch { .. }));
+        assert_eq!(sys.current().map(|d| d.id.0), Some(1));
+        // d1 yields; d0 runs on until its 25 ms of CPU are used.
+        p.tsc += 1_000;
+        frame.rax = Hypercall::Yield as u64;
+        sys.on_hypercall(&mut p, &mut frame, &mut fpu);
+        assert_eq!(sys.current().map(|d| d.id.0), Some(0));
+        assert_eq!(sys.next_deadline(), Some(p.tsc + SLICE_NS), "the slice ends before the limit");
+        p.tsc += 15_000_000;
+        assert!(matches!(sys.on_timer(&mut p, &mut frame, &mut fpu), Next::Switch { .. }), "limit reached: stopped");
+        assert_eq!(sys.domains[0].ending, Some(Ending::TimeLimit));
+        assert_eq!(sys.domains[0].stats.cpu_ns, 25_000_000);
+        frame.rax = Hypercall::Exit as u64;
+        frame.rdi = 0;
+        assert_eq!(sys.on_hypercall(&mut p, &mut frame, &mut fpu), Next::Finished { all_as_expected: true });
     }
 }

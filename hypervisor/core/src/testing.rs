@@ -32,6 +32,8 @@ pub fn system_with(n: u16, expect: Expect) -> (System, TestMemory) {
             memory: 1 << 20,
             max_memory: 2 << 20,
             expect,
+            weight: 256,
+            time_limit_ns: None,
             entry: GUEST_VIRT_BASE,
             segments: alloc::vec![
                 Segment { vaddr: GUEST_VIRT_BASE, data: &code, mem_size: 2, writable: false, executable: true },

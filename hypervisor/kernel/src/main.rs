@@ -26,7 +26,7 @@ mod machine_memory;
 mod trap;
 
 use arch::x86_64::power::{exit_qemu, ExitCode};
-use arch::x86_64::{cpu, entry, gdt, idt, paging, percpu, pic, serial::Serial};
+use arch::x86_64::{cpu, entry, gdt, idt, lapic, paging, percpu, pic, serial::Serial};
 use hypercall_abi::PAGE_SIZE;
 use machine_memory::PhysMap;
 use parvus_core::builder::{build_domain, DomainPlan};
@@ -34,6 +34,7 @@ use parvus_core::bundle::check_bundle;
 use parvus_core::domain::DomainId;
 use parvus_core::frame_table::FrameTable;
 use parvus_core::system::{Next, System};
+use parvus_core::time::TscClock;
 use parvus_core::vcpu::GuestRegs;
 
 /// Machine memory below this address is never handed out (firmware, boot data).
@@ -72,6 +73,10 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
     let stack_top = percpu::init_bsp();
     gdt::init(stack_top, entry::syscall_entry as *const () as u64);
     idt::init();
+    lapic::init();
+    let (tsc_hz, apic_hz) = lapic::calibrate();
+    trap::timer_rate::set_apic_hz(apic_hz);
+    log::info!("timer: TSC {} MHz, APIC timer {} MHz (measured against the PIT)", tsc_hz / 1_000_000, apic_hz / 1_000_000);
 
     let frames = frame_table(&boot, ram_end.min(paging::PHYSMAP_LIMIT));
     let Some(bundle_range) = boot.modules.first().cloned() else {
@@ -88,6 +93,7 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
 
     let upper = paging::hypervisor_pml4_entries();
     let mut system = System::new(frames, upper);
+    system.clock = TscClock::new(tsc_hz);
     for (i, d) in checked.domains.iter().enumerate() {
         let id = DomainId(i as u16);
         let plan = DomainPlan::from_checked(id, d);
@@ -109,10 +115,11 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
     log::info!("{} frames free after building the domains", system.frames.free_count());
 
     let mut regs = GuestRegs::default();
-    let next = system.start(&mut regs, &mut percpu::this_cpu().guest_fpu);
+    let next = system.start(&mut regs, &mut percpu::this_cpu().guest_fpu, cpu::rdtsc());
     let Next::Switch { root, .. } = next else {
         fail_boot(format_args!("the bundle has no domain to run"));
     };
+    trap::arm_timer(&system);
     trap::SYSTEM.with(|s| *s = Some(system));
     // SAFETY: the root was built by build_domain with the hypervisor's upper half.
     unsafe { paging::switch_address_space(root) };

@@ -4,7 +4,7 @@ use crate::arch::x86_64::paging::{hypervisor_root, switch_address_space};
 use crate::arch::x86_64::percpu::this_cpu;
 use crate::arch::x86_64::power::{exit_qemu, ExitCode};
 use crate::arch::x86_64::entry::{self, SyscallPath};
-use crate::arch::x86_64::{cpu, serial::Serial};
+use crate::arch::x86_64::{cpu, lapic, serial::Serial};
 use crate::exclusive::Exclusive;
 use crate::logger::{self, CONSOLE_LOCK};
 use crate::machine_memory::PhysMap;
@@ -32,9 +32,61 @@ impl ConsoleSink for SerialConsole {
 pub extern "C" fn hypercall(frame: &mut GuestRegs) {
     SYSTEM.with(|system| {
         let system = system.as_mut().expect("guests run only after the system is built");
-        let next = system.on_hypercall(&mut Platform { mem: &mut PhysMap, console: &mut SerialConsole }, frame, &mut this_cpu().guest_fpu);
+        let mut platform = Platform { mem: &mut PhysMap, console: &mut SerialConsole, tsc: cpu::rdtsc() };
+        let next = system.on_hypercall(&mut platform, frame, &mut this_cpu().guest_fpu);
         apply(next, system);
     })
+}
+
+/// Called for an external interrupt that arrived while a guest ran.
+pub extern "C" fn guest_interrupt(frame: &mut GuestRegs) {
+    if frame.vector != u64::from(lapic::TIMER_VECTOR) {
+        return; // spurious: no EOI
+    }
+    lapic::eoi();
+    SYSTEM.with(|system| {
+        let system = system.as_mut().expect("guests run only after the system is built");
+        let mut platform = Platform { mem: &mut PhysMap, console: &mut SerialConsole, tsc: cpu::rdtsc() };
+        let next = system.on_timer(&mut platform, frame, &mut this_cpu().guest_fpu);
+        apply(next, system);
+        arm_timer(system);
+    })
+}
+
+/// Called for an interrupt in ring 0 (only possible while idle).
+pub extern "C" fn idle_interrupt(vector: u64) {
+    if vector == u64::from(lapic::TIMER_VECTOR) {
+        lapic::eoi();
+    }
+}
+
+/// Arms the APIC timer for the system's next deadline (or stops it).
+pub fn arm_timer(system: &System) {
+    let ticks = match system.next_deadline() {
+        None => 0,
+        Some(deadline) => {
+            let tsc_ticks = deadline.saturating_sub(cpu::rdtsc()).max(1);
+            let apic = u128::from(tsc_ticks) * u128::from(timer_rate::apic_hz()) / u128::from(system.clock.tsc_hz);
+            apic.clamp(1, u128::from(u32::MAX)) as u32
+        }
+    };
+    lapic::arm(ticks);
+}
+
+/// The APIC timer's measured rate, set once at boot.
+pub mod timer_rate {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    static APIC_HZ: AtomicU64 = AtomicU64::new(1);
+
+    /// Records the APIC timer's rate.
+    pub fn set_apic_hz(hz: u64) {
+        APIC_HZ.store(hz.max(1), Ordering::Relaxed);
+    }
+
+    /// The APIC timer's rate.
+    pub fn apic_hz() -> u64 {
+        APIC_HZ.load(Ordering::Relaxed)
+    }
 }
 
 /// Vector of the breakpoint (`int3`) that ends a floor measurement.
@@ -51,7 +103,8 @@ pub extern "C" fn guest_exception(frame: &mut GuestRegs) {
     }
     SYSTEM.with(|system| {
         let system = system.as_mut().expect("guests run only after the system is built");
-        let next = system.on_guest_exception(&mut Platform { mem: &mut PhysMap, console: &mut SerialConsole }, frame, &mut this_cpu().guest_fpu, cr2);
+        let mut platform = Platform { mem: &mut PhysMap, console: &mut SerialConsole, tsc: cpu::rdtsc() };
+        let next = system.on_guest_exception(&mut platform, frame, &mut this_cpu().guest_fpu, cr2);
         apply(next, system);
     })
 }
@@ -82,6 +135,7 @@ fn apply(next: Next, system: &System) {
             // which writes the hypervisor's upper half into it (parvus_core::page_type).
             unsafe { switch_address_space(root) };
             entry::set_syscall_path(if kernel_mode { SyscallPath::Kernel } else { SyscallPath::User });
+            arm_timer(system);
         }
         Next::Finished { all_as_expected } => finish(system, all_as_expected),
     }

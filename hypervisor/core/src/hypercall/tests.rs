@@ -26,7 +26,7 @@ impl Guest {
     fn new() -> Guest {
         let (mut sys, mem) = system_with(1, Expect::Exit(0));
         let (mut regs, mut fpu) = (GuestRegs::default(), FpuState::initial());
-        sys.start(&mut regs, &mut fpu);
+        sys.start(&mut regs, &mut fpu, 0);
         let mut g = Guest { sys, mem, out: String::new(), regs, fpu, si: zerocopy::FromZeros::new_zeroed() };
         let mut bytes = [0u8; core::mem::size_of::<StartInfo>()];
         let at = g.regs.rdi;
@@ -50,7 +50,7 @@ impl Guest {
         for (slot, a) in slots.into_iter().zip(args) {
             *slot = *a;
         }
-        let mut p = Platform { mem: &mut self.mem, console: &mut self.out };
+        let mut p = Platform { mem: &mut self.mem, console: &mut self.out, tsc: 0 };
         let next = self.sys.on_hypercall(&mut p, &mut self.regs, &mut self.fpu);
         (next, decode_result(self.regs.rax))
     }
@@ -182,7 +182,7 @@ fn traps_bounce_to_the_guest_kernel_and_iret_returns_to_user_mode() {
     assert_eq!(g.sys.frames.info(root_mfn).unwrap().type_count, 2, "kernel and user base pointers");
     g.regs.rsp = frame_at;
     g.regs.rax = Hypercall::Iret as u64;
-    let mut p = Platform { mem: &mut g.mem, console: &mut g.out };
+    let mut p = Platform { mem: &mut g.mem, console: &mut g.out, tsc: 0 };
     let next = g.sys.on_hypercall(&mut p, &mut g.regs, &mut g.fpu);
     assert_eq!((g.regs.rip, g.regs.rax), (handler + 32, 7));
     assert!(!g.sys.domains[0].vcpu.kernel_mode);
@@ -191,7 +191,7 @@ fn traps_bounce_to_the_guest_kernel_and_iret_returns_to_user_mode() {
     // A page fault in user mode lands on the kernel stack with a frame.
     g.regs.vector = 14;
     g.regs.error_code = 6;
-    let mut p = Platform { mem: &mut g.mem, console: &mut g.out };
+    let mut p = Platform { mem: &mut g.mem, console: &mut g.out, tsc: 0 };
     g.sys.on_guest_exception(&mut p, &mut g.regs, &mut g.fpu, 0xdead_0000);
     assert_eq!(g.regs.rip, handler);
     assert!(g.sys.domains[0].vcpu.kernel_mode);

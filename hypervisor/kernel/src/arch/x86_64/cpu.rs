@@ -49,3 +49,9 @@ pub fn init() -> Protections {
 pub fn cr2() -> u64 {
     x86_64::registers::control::Cr2::read_raw()
 }
+
+/// The time-stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the counter (CR4.TSD is clear).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}

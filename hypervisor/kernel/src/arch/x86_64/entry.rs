@@ -42,6 +42,10 @@ extern "C" {
     fn return_to_guest_from(frame: *const GuestRegs) -> !;
     /// Addresses of the 32 exception stubs, by vector.
     pub static exception_stubs: [u64; 32];
+    /// Entry of the APIC timer interrupt.
+    pub fn timer_interrupt_stub();
+    /// Entry of spurious APIC interrupts.
+    pub fn spurious_interrupt_stub();
 }
 
 global_asm!(
@@ -143,6 +147,39 @@ exception_common:
     call {hypervisor_fault}
     ud2
 
+    /* External interrupts (the APIC timer, spurious): no error code. From
+       ring 3 they enter like an exception; in ring 0 they can only strike
+       in the idle loop's `sti; hlt`, and return to it at once. */
+interrupt_common:
+    test byte ptr [rsp + {stub_cs}], 3
+    jz 3f
+    swapgs
+    PUSH_GPRS
+    fxsave64 gs:[{fpu}]
+    mov rdi, rsp
+    call {guest_interrupt}
+    jmp return_to_guest
+3:  PUSH_GPRS
+    mov rdi, [rsp + 15 * 8]                /* the vector */
+    call {idle_interrupt}
+    POP_GPRS
+    add rsp, 16
+    iretq
+
+    .p2align 4
+    .global timer_interrupt_stub
+timer_interrupt_stub:
+    push 0
+    push {timer_vector}
+    jmp interrupt_common
+
+    .p2align 4
+    .global spurious_interrupt_stub
+spurious_interrupt_stub:
+    push 0
+    push {spurious_vector}
+    jmp interrupt_common
+
     /* One stub per exception vector; the CPU pushes an error code only for
        vectors 8, 10-14, 17, 21, 29 and 30, the others get a zero. */
     .altmacro
@@ -186,6 +223,10 @@ exception_stubs:
     hypercall = sym crate::trap::hypercall,
     guest_exception = sym crate::trap::guest_exception,
     hypervisor_fault = sym crate::trap::hypervisor_fault,
+    guest_interrupt = sym crate::trap::guest_interrupt,
+    idle_interrupt = sym crate::trap::idle_interrupt,
+    timer_vector = const super::lapic::TIMER_VECTOR,
+    spurious_vector = const super::lapic::SPURIOUS_VECTOR,
 );
 
 /// Enters a guest for the first time (or after a switch done outside an

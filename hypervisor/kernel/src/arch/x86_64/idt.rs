@@ -1,4 +1,4 @@
-//! The interrupt descriptor table: the 32 exception vectors.
+//! The interrupt descriptor table: the 32 exception vectors and the APIC's.
 //!
 //! Every exception vector points at its stub in [`super::entry`]. Gates are
 //! DPL 0, so a guest's `int n` raises #GP instead of entering the hypervisor,
@@ -57,6 +57,13 @@ pub fn init() {
         // SAFETY: init runs once, before the IDT is loaded, so nothing else
         // reads IDT while it is written.
         unsafe { (*idt)[usize::from(vector)] = gate(handler, ist, attributes) };
+    }
+    for (vector, stub) in [
+        (super::lapic::TIMER_VECTOR, super::entry::timer_interrupt_stub as *const ()),
+        (super::lapic::SPURIOUS_VECTOR, super::entry::spurious_interrupt_stub as *const ()),
+    ] {
+        // SAFETY: as above; the stubs expect the frame of an external interrupt.
+        unsafe { (*idt)[usize::from(vector)] = gate(stub as u64, 0, INTERRUPT_GATE) };
     }
     let pointer = DescriptorTablePointer { limit: (core::mem::size_of::<[Gate; 256]>() - 1) as u16, base: VirtAddr::new(idt as u64) };
     // SAFETY: the IDT is static, fully initialised for the exception vectors,

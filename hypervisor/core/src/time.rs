@@ -1,0 +1,67 @@
+//! Time from the TSC: a multiply and a shift, as Xen's guests compute it.
+//!
+//! The hypervisor measures the TSC's rate once at boot (against the PIT)
+//! and from then on turns TSC readings into nanoseconds with
+//! `ns = ((tsc << shift) * mul) >> 32` (a right shift when `shift` is
+//! negative), exact enough and without a division. The same two numbers go
+//! to guests, so they can read the time without a hypercall.
+
+/// Converts TSC ticks to nanoseconds and back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TscClock {
+    /// TSC ticks per second.
+    pub tsc_hz: u64,
+    /// Multiplier (a 32.32 fixed-point fraction).
+    pub mul: u32,
+    /// Shift applied to the TSC delta before multiplying.
+    pub shift: i8,
+}
+
+const NS_PER_S: u128 = 1_000_000_000;
+
+impl TscClock {
+    /// The clock of a TSC running at `tsc_hz` (at least 1 kHz).
+    pub fn new(tsc_hz: u64) -> Self {
+        let tsc_hz = tsc_hz.max(1000);
+        let mul_for = |shift: i8| {
+            let scaled = if shift >= 0 { u128::from(tsc_hz) << shift } else { u128::from(tsc_hz) >> -shift };
+            (NS_PER_S << 32) / scaled.max(1)
+        };
+        let mut shift = 0i8;
+        while mul_for(shift) > u128::from(u32::MAX) {
+            shift += 1;
+        }
+        while shift > -31 && mul_for(shift - 1) <= u128::from(u32::MAX) {
+            shift -= 1;
+        }
+        TscClock { tsc_hz, mul: mul_for(shift) as u32, shift }
+    }
+
+    /// Nanoseconds in `ticks` TSC ticks.
+    pub fn ns(&self, ticks: u64) -> u64 {
+        let t = u128::from(ticks);
+        let t = if self.shift >= 0 { t << self.shift } else { t >> -self.shift };
+        ((t * u128::from(self.mul)) >> 32) as u64
+    }
+
+    /// TSC ticks in `ns` nanoseconds (rounded up).
+    pub fn ticks(&self, ns: u64) -> u64 {
+        (u128::from(ns) * u128::from(self.tsc_hz)).div_ceil(NS_PER_S) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversions_are_close_for_usual_rates() {
+        for hz in [1_000_000_000u64, 2_400_000_000, 3_000_000_000, 100_000_000, 12_345_678] {
+            let c = TscClock::new(hz);
+            let one_second = c.ns(hz);
+            assert!((999_999_000..=1_000_000_001).contains(&one_second), "{hz}: {one_second} {c:?}");
+            let t = c.ticks(10_000_000);
+            assert!(t.abs_diff(hz / 100) <= 1, "{hz}: {t}");
+        }
+    }
+}
