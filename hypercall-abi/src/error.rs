@@ -53,6 +53,15 @@ pub enum HypercallError {
     NotPinned = 19,
     /// Pinning a table that is already pinned.
     AlreadyPinned = 20,
+    /// The port number is out of range or not allocated.
+    NoSuchPort = 21,
+    /// The port is not in the state the operation needs (for example a send
+    /// on an unbound port, or binding a port that is already connected).
+    WrongPortState = 22,
+    /// No free port is left, or the virtual interrupt is already bound.
+    PortInUse = 23,
+    /// `poll` ended at its timeout with none of its ports pending.
+    TimedOut = 24,
     /// The hypervisor returned a code this version of the ABI does not know
     /// (only produced by [`decode_result`], never sent by the hypervisor).
     Unrecognized = 4095,
@@ -60,7 +69,7 @@ pub enum HypercallError {
 
 impl HypercallError {
     /// Every error the hypervisor can return.
-    pub const ALL: [HypercallError; 20] = [
+    pub const ALL: [HypercallError; 24] = [
         HypercallError::UnknownHypercall,
         HypercallError::BadAddress,
         HypercallError::BadArgument,
@@ -81,6 +90,10 @@ impl HypercallError {
         HypercallError::OverLimit,
         HypercallError::NotPinned,
         HypercallError::AlreadyPinned,
+        HypercallError::NoSuchPort,
+        HypercallError::WrongPortState,
+        HypercallError::PortInUse,
+        HypercallError::TimedOut,
     ];
 
     /// The error's stable code (positive; `rax` carries its negation).
@@ -120,6 +133,10 @@ impl HypercallError {
             HypercallError::OverLimit => "memory limit reached",
             HypercallError::NotPinned => "table not pinned",
             HypercallError::AlreadyPinned => "table already pinned",
+            HypercallError::NoSuchPort => "no such port",
+            HypercallError::WrongPortState => "port in the wrong state",
+            HypercallError::PortInUse => "port in use",
+            HypercallError::TimedOut => "timed out",
             HypercallError::Unrecognized => "unrecognized error code",
         }
     }

@@ -44,8 +44,10 @@ pub enum Hypercall {
     /// [`MmuUpdate`](crate::mm::MmuUpdate) names the machine address of an
     /// entry in one of the caller's page tables and its new value; every
     /// request is validated (see [`mm`](crate::mm)). Returns `count` when all
-    /// succeed; on the first failure stops, writes the number that succeeded
-    /// to `*done` (if `done` is not 0) and returns that request's error.
+    /// succeed; on the first failure stops and returns that request's error.
+    /// Either way, if `done` is not 0, the number of requests that went in
+    /// is written to `*done` (a `done` the caller cannot write is refused
+    /// with `BadAddress` before any request is applied).
     MmuUpdate = 7,
     /// `mmuext_op(ops: *const MmuextOp, count: u64, done: *mut u64)`:
     /// pins and unpins page tables, loads new base pointers, flushes the
@@ -82,11 +84,24 @@ pub enum Hypercall {
     /// [`FROM_USER`](crate::trap::frame_flags::FROM_USER) flag is set. Does
     /// not return to the instruction after the `syscall`.
     Iret = 15,
+    /// `event_channel_op(cmd: u64, a: u64, b: u64)`: allocate, bind, send
+    /// on, close, query and unmask event-channel ports; see
+    /// [`EventChannelCmd`](crate::event::EventChannelCmd) for each command's
+    /// arguments and result.
+    EventChannelOp = 16,
+    /// `sched_op(cmd: u64, a: u64, b: u64)`: block until an event, or poll
+    /// ports with a timeout; see [`SchedCmd`](crate::event::SchedCmd).
+    SchedOp = 17,
+    /// `set_timer(deadline: u64)`: raise [`VIRQ_TIMER`](crate::event::virq::TIMER)
+    /// once the system time (nanoseconds since boot, see
+    /// [`VcpuTime`](crate::event::VcpuTime)) reaches `deadline`; 0 cancels.
+    /// A deadline in the past fires at once. Returns 0.
+    SetTimer = 18,
 }
 
 impl Hypercall {
     /// Every hypercall, in number order.
-    pub const ALL: [Hypercall; 16] = [
+    pub const ALL: [Hypercall; 19] = [
         Hypercall::Null,
         Hypercall::AbiVersion,
         Hypercall::ConsoleWrite,
@@ -103,6 +118,9 @@ impl Hypercall {
         Hypercall::SetCallbacks,
         Hypercall::StackSwitch,
         Hypercall::Iret,
+        Hypercall::EventChannelOp,
+        Hypercall::SchedOp,
+        Hypercall::SetTimer,
     ];
 
     /// The hypercall's name as it appears in logs and documentation.
@@ -124,6 +142,9 @@ impl Hypercall {
             Hypercall::SetCallbacks => "set_callbacks",
             Hypercall::StackSwitch => "stack_switch",
             Hypercall::Iret => "iret",
+            Hypercall::EventChannelOp => "event_channel_op",
+            Hypercall::SchedOp => "sched_op",
+            Hypercall::SetTimer => "set_timer",
         }
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! ```text
 //!  GUEST_VIRT_BASE                                      + nr_pages * 4 KiB
-//!  | image (ELF segments) | start info | console ring | frame list |
+//!  | image (ELF segments) | start info | console ring | shared info | frame list |
 //!  | page tables (read-only) | guard (unmapped) | stack | free memory ... |
 //! ```
 //!

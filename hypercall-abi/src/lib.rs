@@ -43,6 +43,7 @@ pub mod console;
 pub mod domain_info;
 pub mod elf_note;
 pub mod error;
+pub mod event;
 pub mod hypercall;
 pub mod layout;
 pub mod mm;
@@ -52,13 +53,14 @@ pub mod trap;
 pub use console::ConsoleRing;
 pub use domain_info::{DomainInfo, DomainState};
 pub use error::{decode_result, encode_result, HypercallError};
+pub use event::SharedInfo;
 pub use hypercall::Hypercall;
 pub use start_info::StartInfo;
 
 /// Version of this ABI. The guest SDK stamps it into every guest image as an
 /// ELF note ([`elf_note`]); the hypervisor refuses to start an image built for
 /// another version. Bump it on every incompatible change to this crate.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Size of a page and of a machine frame, in bytes.
 pub const PAGE_SIZE: u64 = 4096;

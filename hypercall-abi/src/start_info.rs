@@ -43,6 +43,8 @@ pub struct StartInfo {
     pub nr_page_table_pages: u64,
     /// Address of the [`ConsoleRing`](crate::ConsoleRing) page.
     pub console_ring: u64,
+    /// Address of the [`SharedInfo`](crate::SharedInfo) page (events and time).
+    pub shared_info: u64,
     /// Lowest address of the initial stack (a guard page below it is unmapped).
     pub stack_bottom: u64,
     /// One past the highest address of the initial stack.
@@ -65,12 +67,12 @@ pub struct StartInfo {
     pub cmdline: [u8; CMDLINE_MAX],
 }
 
-const_assert_eq!(core::mem::size_of::<StartInfo>(), 1176);
+const_assert_eq!(core::mem::size_of::<StartInfo>(), 1184);
 const_assert!(core::mem::size_of::<StartInfo>() <= crate::PAGE_SIZE as usize);
 const_assert_eq!(core::mem::offset_of!(StartInfo, nr_pages), 16);
-const_assert_eq!(core::mem::offset_of!(StartInfo, name_len), 112);
-const_assert_eq!(core::mem::offset_of!(StartInfo, name), 120);
-const_assert_eq!(core::mem::offset_of!(StartInfo, cmdline), 152);
+const_assert_eq!(core::mem::offset_of!(StartInfo, name_len), 120);
+const_assert_eq!(core::mem::offset_of!(StartInfo, name), 128);
+const_assert_eq!(core::mem::offset_of!(StartInfo, cmdline), 160);
 
 impl StartInfo {
     /// The domain's name, or `"?"` if the hypervisor wrote invalid UTF-8.

@@ -38,6 +38,9 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// `TrapFrame::vector` of a system call bounced from guest user mode.
 pub const VECTOR_SYSCALL: u64 = 0x100;
 
+/// `TrapFrame::vector` of an event upcall (see [`event`](crate::event)).
+pub const VECTOR_EVENT: u64 = 0x101;
+
 /// Bytes below the interrupted `rsp` left untouched when a trap is
 /// delivered on the stack in use (the System V red zone).
 pub const RED_ZONE: u64 = 128;

@@ -23,7 +23,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use hypercall_abi::layout::{GUEST_VIRT_BASE, GUEST_VIRT_LIMIT};
 use hypercall_abi::start_info::{CMDLINE_MAX, NAME_MAX, START_INFO_MAGIC};
-use hypercall_abi::{StartInfo, ABI_VERSION, PAGE_SIZE};
+use hypercall_abi::{SharedInfo, StartInfo, ABI_VERSION, PAGE_SIZE};
+use crate::event_channel::EventChannels;
+use crate::time::TimeBase;
 use zerocopy::{FromZeros, IntoBytes};
 
 /// One loadable piece of an image, already checked against its file.
@@ -64,6 +66,8 @@ pub struct DomainPlan<'a> {
     pub entry: u64,
     /// Loadable segments.
     pub segments: Vec<Segment<'a>>,
+    /// The system's time base, written into the shared-info page.
+    pub time: TimeBase,
 }
 
 impl<'a> DomainPlan<'a> {
@@ -91,6 +95,7 @@ impl<'a> DomainPlan<'a> {
                     executable: s.flags.execute,
                 })
                 .collect(),
+            time: TimeBase::default(),
         }
     }
 }
@@ -210,6 +215,7 @@ pub fn build_domain(
     si.page_tables = layout.virt(layout.page_tables.start);
     si.nr_page_table_pages = layout.page_tables.end - layout.page_tables.start;
     si.console_ring = layout.virt(layout.console_ring);
+    si.shared_info = layout.virt(layout.shared_info);
     si.stack_bottom = layout.virt(layout.stack.start);
     si.stack_top = layout.virt(layout.stack.end);
     si.free_start = layout.virt(layout.free.start);
@@ -222,6 +228,19 @@ pub fn build_domain(
     si.cmdline[..plan.cmdline.len()].copy_from_slice(plan.cmdline.as_bytes());
     mem.write(pfns[layout.start_info as usize] * PAGE_SIZE, si.as_bytes());
 
+    // The shared-info page: no event pending, upcalls masked until the
+    // guest registers its handler and clears the mask; the time base.
+    let mut shared = SharedInfo::new_zeroed();
+    shared.vcpu.upcall_mask = 1;
+    shared.time.version = 2;
+    shared.time.tsc_timestamp = plan.time.boot_tsc;
+    shared.time.system_time = 0;
+    shared.time.tsc_to_system_mul = plan.time.clock.mul;
+    shared.time.tsc_shift = plan.time.clock.shift;
+    shared.wall_clock.version = 2;
+    shared.wall_clock.sec = plan.time.wall_clock_sec;
+    mem.write(pfns[layout.shared_info as usize] * PAGE_SIZE, shared.as_bytes());
+
     Ok(Domain {
         id: plan.id,
         name: String::from(plan.name),
@@ -230,6 +249,8 @@ pub fn build_domain(
         weight: plan.weight,
         time_limit_ns: plan.time_limit_ns,
         console_ring: pfns[layout.console_ring as usize] * PAGE_SIZE,
+        shared_info: pfns[layout.shared_info as usize] * PAGE_SIZE,
+        events: EventChannels::default(),
         vcpu: Vcpu::new(plan.entry, si.stack_top, layout.virt(layout.start_info), root_mfn * PAGE_SIZE),
         frames: pfns,
         console: LineBuffer::default(),
@@ -250,7 +271,7 @@ fn leaf_flags(layout: &InitialLayout, pfn: u64, image_rights: &[(bool, bool)]) -
             Some(base | if w { flags::WRITABLE } else { 0 } | if x { 0 } else { flags::NO_EXECUTE })
         }
         Region::StartInfo | Region::FrameList | Region::PageTables => Some(read_only),
-        Region::ConsoleRing | Region::Stack | Region::Free => Some(read_write),
+        Region::ConsoleRing | Region::SharedInfo | Region::Stack | Region::Free => Some(read_write),
     }
 }
 
@@ -300,6 +321,7 @@ mod tests {
             expect: Expect::Exit(0),
             weight: 256,
             time_limit_ns: None,
+            time: TimeBase::default(),
             entry: GUEST_VIRT_BASE,
             segments: alloc::vec![
                 Segment { vaddr: GUEST_VIRT_BASE, data: code, mem_size: code.len() as u64, writable: false, executable: true },

@@ -1,6 +1,7 @@
 //! A domain: one guest, its memory, its vCPU and how it ended.
 
 use crate::console::LineBuffer;
+use crate::event_channel::EventChannels;
 use crate::frame_table::Mfn;
 use crate::manifest::Expect;
 use crate::vcpu::Vcpu;
@@ -62,6 +63,10 @@ pub struct Domain {
     pub time_limit_ns: Option<u64>,
     /// Machine address of its console ring page.
     pub console_ring: u64,
+    /// Machine address of its shared-info page.
+    pub shared_info: u64,
+    /// Its event channels, timer and wait state.
+    pub events: EventChannels,
     /// Its one virtual CPU.
     pub vcpu: Vcpu,
     /// Output not yet printed as a whole line.
@@ -76,6 +81,7 @@ impl Domain {
     /// The state `domain_info` reports.
     pub fn state(&self) -> DomainState {
         match self.ending {
+            None if self.events.wait != crate::event_channel::Wait::None => DomainState::Blocked,
             None => DomainState::Runnable,
             Some(Ending::Exited(_)) => DomainState::Exited,
             Some(Ending::Crashed(_)) | Some(Ending::TimeLimit) => DomainState::Crashed,

@@ -3,7 +3,7 @@
 //! A domain of `nr_pages` frames is mapped linearly from
 //! [`GUEST_VIRT_BASE`]; its image occupies pfns `0..image_pages`. After the
 //! image come, in this order (see [`hypercall_abi::layout`] for the picture):
-//! the start-info page, the console ring, the frame list, the page tables,
+//! the start-info page, the console ring, the shared-info page, the frame list, the page tables,
 //! an unmapped guard page, the stack, and the free memory the guest's
 //! allocator gets. The builder, `cargo xtask` (to reject an image before
 //! QEMU starts) and the tests all use [`initial_layout`], so they cannot
@@ -27,6 +27,8 @@ pub struct InitialLayout {
     pub start_info: u64,
     /// The console ring page.
     pub console_ring: u64,
+    /// The shared-info page (events and time).
+    pub shared_info: u64,
     /// The frame list (pfn -> mfn, 8 bytes each).
     pub frame_list: Range<u64>,
     /// The page tables: PML4 first, then one PDPT, then the PDs, then the PTs.
@@ -50,6 +52,8 @@ pub enum Region {
     StartInfo,
     /// The [`ConsoleRing`](hypercall_abi::ConsoleRing) page.
     ConsoleRing,
+    /// The [`SharedInfo`](hypercall_abi::SharedInfo) page.
+    SharedInfo,
     /// The frame list.
     FrameList,
     /// The domain's page tables (mapped read-only).
@@ -112,7 +116,8 @@ pub fn initial_layout(image_pages: u64, nr_pages: u64) -> Result<InitialLayout, 
     let (table_pages, page_directories) = page_table_pages(nr_pages);
     let start_info = image_pages;
     let console_ring = start_info + 1;
-    let frame_list = console_ring + 1..console_ring + 1 + (nr_pages * 8).div_ceil(PAGE_SIZE);
+    let shared_info = console_ring + 1;
+    let frame_list = shared_info + 1..shared_info + 1 + (nr_pages * 8).div_ceil(PAGE_SIZE);
     let page_tables = frame_list.end..frame_list.end + table_pages;
     let guard = page_tables.end;
     let stack = guard + 1..guard + 1 + GUEST_STACK_PAGES;
@@ -125,6 +130,7 @@ pub fn initial_layout(image_pages: u64, nr_pages: u64) -> Result<InitialLayout, 
         image: 0..image_pages,
         start_info,
         console_ring,
+        shared_info,
         frame_list,
         page_tables,
         page_directories,
@@ -147,6 +153,7 @@ impl InitialLayout {
             p if self.image.contains(&p) => Region::Image,
             p if p == self.start_info => Region::StartInfo,
             p if p == self.console_ring => Region::ConsoleRing,
+            p if p == self.shared_info => Region::SharedInfo,
             p if self.frame_list.contains(&p) => Region::FrameList,
             p if self.page_tables.contains(&p) => Region::PageTables,
             p if p == self.guard => Region::Guard,
@@ -190,16 +197,18 @@ mod tests {
         let l = initial_layout(10, 512).unwrap();
         assert_eq!(l.start_info, 10);
         assert_eq!(l.console_ring, 11);
-        assert_eq!(l.frame_list, 12..13);
+        assert_eq!(l.shared_info, 12);
+        assert_eq!(l.frame_list, 13..14);
         // 0x40_0000 is pfn 1024 of the VA space: PT 2 only, PD 0 only.
-        assert_eq!(l.page_tables, 13..13 + 4);
-        assert_eq!(l.guard, 17);
-        assert_eq!(l.stack, 18..34);
-        assert_eq!(l.free, 34..512);
-        assert_eq!(l.region(17), Some(Region::Guard));
+        assert_eq!(l.page_tables, 14..14 + 4);
+        assert_eq!(l.guard, 18);
+        assert_eq!(l.stack, 19..35);
+        assert_eq!(l.free, 35..512);
+        assert_eq!(l.region(18), Some(Region::Guard));
+        assert_eq!(l.region(12), Some(Region::SharedInfo));
         assert_eq!(l.region(9), Some(Region::Image));
         assert_eq!(l.region(512), None);
-        assert_eq!((l.pml4(), l.pdpt(), l.pd_for(l.virt(0)), l.pt_for(l.virt(511))), (13, 14, 15, 16));
+        assert_eq!((l.pml4(), l.pdpt(), l.pd_for(l.virt(0)), l.pt_for(l.virt(511))), (14, 15, 16, 17));
     }
 
     #[test]
@@ -213,8 +222,8 @@ mod tests {
 
     #[test]
     fn too_small_and_too_large() {
-        assert_eq!(initial_layout(10, 30), Err(LayoutError::TooSmall { needed: 35, have: 30 }));
+        assert_eq!(initial_layout(10, 30), Err(LayoutError::TooSmall { needed: 36, have: 30 }));
         assert!(initial_layout(1, 1 << 28).is_err());
-        assert!(initial_layout(0, 35).is_ok());
+        assert!(initial_layout(0, 36).is_ok());
     }
 }

@@ -20,6 +20,7 @@ pub mod builder;
 pub mod bundle;
 pub mod console;
 pub mod domain;
+pub mod event_channel;
 pub mod fault;
 pub mod frame_table;
 pub mod guest_memory;

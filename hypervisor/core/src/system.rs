@@ -18,7 +18,12 @@ use hypercall_abi::trap::VECTOR_SYSCALL;
 use crate::machine_memory::MachineMemory;
 use alloc::string::ToString;
 use crate::scheduler::{Scheduler, SLICE_NS};
-use crate::time::TscClock;
+use crate::event_channel::{self, Port, Wait};
+use crate::time::TimeBase;
+use crate::trap_bounce::BounceError;
+use hypercall_abi::event::{virq, UPCALL_MASK_OFFSET, UPCALL_PENDING_OFFSET};
+use hypercall_abi::trap::VECTOR_EVENT;
+use hypercall_abi::HypercallError;
 use crate::vcpu::{FpuState, GuestRegs};
 use alloc::format;
 use alloc::string::String;
@@ -27,6 +32,8 @@ use hypercall_abi::encode_result;
 
 /// Vector of the page fault, whose CR2 the guest kernel gets.
 const PAGE_FAULT: u64 = 14;
+/// Vector of the breakpoint (`int3`) that ends a floor measurement.
+const BREAKPOINT: u64 = 3;
 
 /// What the kernel does after an entry has been handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,10 +51,16 @@ pub enum Next {
         root: u64,
         /// Whether the guest runs in its kernel mode (else its user mode).
         kernel_mode: bool,
+        /// Whether the guest is measuring the `syscall` floor (see
+        /// [`Hypercall::BenchFloor`](hypercall_abi::Hypercall::BenchFloor)).
+        bench_floor: bool,
     },
     /// Return to the same guest, with `syscall` pointed at the bare
     /// `sysretq` floor path until the guest's next exception.
     ResumeOnFloorPath,
+    /// No domain can run now, but one will when a timer expires: halt
+    /// until the platform timer fires, then call [`System::on_timer`].
+    Idle,
     /// Every domain has ended.
     Finished {
         /// Whether each ended as its manifest expected.
@@ -79,9 +92,9 @@ pub struct System {
     pub domains: Vec<Domain>,
     /// The hypervisor's half of every top-level table.
     pub hypervisor_half: [u64; ENTRIES / 2],
+    /// System time: the TSC at boot and how it turns into nanoseconds.
+    pub time: TimeBase,
     scheduler: Scheduler,
-    /// How TSC ticks turn into nanoseconds.
-    pub clock: TscClock,
     current: Option<DomainId>,
     /// TSC when the current domain was given the CPU.
     dispatched_at: u64,
@@ -95,8 +108,8 @@ impl System {
             frames,
             domains: Vec::new(),
             hypervisor_half,
+            time: TimeBase::default(),
             scheduler: Scheduler::default(),
-            clock: TscClock::new(1_000_000_000),
             current: None,
             dispatched_at: 0,
         }
@@ -104,7 +117,6 @@ impl System {
 
     /// Adds a built domain (its id must be the next index) and makes it runnable.
     pub fn add_domain(&mut self, domain: Domain) {
-        assert_eq!(usize::from(domain.id.0), self.domains.len(), "domains are added in id order");
         self.scheduler.add(domain.id, domain.weight);
         self.domains.push(domain);
     }
@@ -114,39 +126,57 @@ impl System {
         self.current.map(|id| &self.domains[usize::from(id.0)])
     }
 
+    fn domain(&mut self, id: DomainId) -> &mut Domain {
+        &mut self.domains[usize::from(id.0)]
+    }
+
     /// Picks the first domain to run and loads its state into `frame`/`fpu`.
-    /// `tsc` is the time stamp counter now.
-    pub fn start(&mut self, frame: &mut GuestRegs, fpu: &mut FpuState, tsc: u64) -> Next {
-        self.dispatch_next(frame, fpu, tsc)
+    pub fn start<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>, frame: &mut GuestRegs, fpu: &mut FpuState) -> Next {
+        self.dispatch_next(p, frame, fpu)
     }
 
     /// The TSC value at which the hypervisor must next get the CPU back:
-    /// the end of the current domain's slice when others wait, or when its
-    /// CPU time limit runs out. `None`: no deadline.
+    /// the end of the current domain's slice when others wait, when its
+    /// CPU time limit runs out, or the earliest guest timer or poll
+    /// timeout. `None`: no deadline.
     pub fn next_deadline(&self) -> Option<u64> {
-        let id = self.current?;
-        let d = &self.domains[usize::from(id.0)];
-        let slice_end = self
-            .scheduler
-            .others_runnable(id)
-            .then(|| self.dispatched_at + self.clock.ticks(SLICE_NS));
-        let limit_end = d.time_limit_ns.map(|limit| self.dispatched_at + self.clock.ticks(limit.saturating_sub(d.stats.cpu_ns)));
-        match (slice_end, limit_end) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let mut deadline: Option<u64> = None;
+        let mut consider = |t: u64| deadline = Some(deadline.map_or(t, |d| d.min(t)));
+        if let Some(id) = self.current {
+            let d = &self.domains[usize::from(id.0)];
+            if self.scheduler.others_runnable(id) {
+                consider(self.dispatched_at + self.time.clock.ticks(SLICE_NS));
+            }
+            if let Some(limit) = d.time_limit_ns {
+                consider(self.dispatched_at + self.time.clock.ticks(limit.saturating_sub(d.stats.cpu_ns)));
+            }
         }
+        for d in self.domains.iter().filter(|d| d.is_alive()) {
+            if let Some(t) = d.events.timer_deadline_ns {
+                consider(self.time.tsc_at(t));
+            }
+            if let Wait::Poll { deadline_ns: Some(t), .. } = d.events.wait {
+                consider(self.time.tsc_at(t));
+            }
+        }
+        deadline
     }
 
-    /// Handles the platform timer: stops a domain that used up its CPU
-    /// time limit, preempts one whose slice is over when others wait.
+    /// Handles the platform timer (while a guest ran, or while idle):
+    /// fires guest timers and poll timeouts, stops a domain that used up
+    /// its CPU time limit, preempts one whose slice is over when others
+    /// wait, and delivers upcalls the timers caused.
     pub fn on_timer<M: MachineMemory, C: ConsoleSink>(
         &mut self,
         p: &mut Platform<'_, M, C>,
         frame: &mut GuestRegs,
         fpu: &mut FpuState,
     ) -> Next {
-        let Some(id) = self.current else { return Next::RESUME };
-        let ran = self.clock.ns(p.tsc.saturating_sub(self.dispatched_at));
+        self.fire_timers(p);
+        let Some(id) = self.current else {
+            return self.dispatch_next(p, frame, fpu);
+        };
+        let ran = self.time.clock.ns(p.tsc.saturating_sub(self.dispatched_at));
         let d = &self.domains[usize::from(id.0)];
         if let Some(limit) = d.time_limit_ns.filter(|limit| d.stats.cpu_ns + ran >= *limit) {
             self.leave_cpu(id, p.tsc, 0);
@@ -154,22 +184,61 @@ impl System {
             let d = &self.domains[usize::from(id.0)];
             log::error!("{} used its CPU time limit of {} ms at rip={:#x}", d.label(), limit / 1_000_000, frame.rip);
             self.end(p, id, Ending::TimeLimit);
-            return self.dispatch_next(frame, fpu, p.tsc);
+            return self.dispatch_next(p, frame, fpu);
         }
         if ran >= SLICE_NS && self.scheduler.others_runnable(id) {
-            self.domains[usize::from(id.0)].stats.preemptions += 1;
+            self.domain(id).stats.preemptions += 1;
             self.leave_cpu(id, p.tsc, 0);
             self.save_current(frame, fpu);
-            return self.dispatch_next(frame, fpu, p.tsc);
+            return self.dispatch_next(p, frame, fpu);
         }
-        Next::RESUME
+        let d = &self.domains[usize::from(id.0)];
+        let (root, mode) = (d.root(), d.vcpu.kernel_mode);
+        self.resume_current(p, frame, fpu, root, mode, TlbFlush::None)
+    }
+
+    /// Raises the timer events and poll timeouts that are due.
+    fn fire_timers<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>) {
+        let now = self.time.now_ns(p.tsc);
+        for i in 0..self.domains.len() {
+            let d = &mut self.domains[i];
+            if !d.is_alive() {
+                continue;
+            }
+            if d.events.timer_deadline_ns.is_some_and(|t| t <= now) {
+                d.events.timer_deadline_ns = None;
+                if let Some(port) = d.events.virq_port(virq::TIMER) {
+                    if event_channel::raise(p.mem, d.shared_info, &mut d.events, port) {
+                        self.wake(d_id(i), Some(port));
+                    }
+                }
+            }
+            let d = &mut self.domains[i];
+            if matches!(d.events.wait, Wait::Poll { deadline_ns: Some(t), .. } if t <= now) {
+                d.vcpu.regs.rax = encode_result(Err(HypercallError::TimedOut));
+                d.events.wait = Wait::None;
+                self.scheduler.set_runnable(d_id(i), true);
+            }
+        }
+    }
+
+    /// Makes a waiting domain runnable, with the result its `sched_op` returns.
+    fn wake(&mut self, id: DomainId, port: Option<u32>) {
+        let d = self.domain(id);
+        let result = match core::mem::take(&mut d.events.wait) {
+            Wait::None => return,
+            Wait::Block => 0,
+            Wait::Poll { .. } => u64::from(port.unwrap_or(0)),
+        };
+        d.vcpu.regs.rax = result;
+        self.scheduler.set_runnable(id, true);
     }
 
     /// Accounts the CPU time the current domain used since its dispatch,
     /// charging the scheduler at least `min_charge_ns`.
     fn leave_cpu(&mut self, id: DomainId, tsc: u64, min_charge_ns: u64) {
-        let ran = self.clock.ns(tsc.saturating_sub(self.dispatched_at));
-        self.domains[usize::from(id.0)].stats.cpu_ns += ran;
+        let ran = self.time.clock.ns(tsc.saturating_sub(self.dispatched_at));
+        self.domain(id).stats.cpu_ns += ran;
         self.scheduler.charge(id, ran.max(min_charge_ns));
         self.dispatched_at = tsc;
     }
@@ -198,14 +267,20 @@ impl System {
             caller,
             hypervisor_half: &self.hypervisor_half,
             tlb: TlbFlush::None,
+            tsc: p.tsc,
+            time: &self.time,
+            woke: None,
         };
         let outcome = hypercall::dispatch(&mut ctx, frame);
-        let tlb = ctx.tlb;
+        let (tlb, woke) = (ctx.tlb, ctx.woke);
+        if let Some((id, port)) = woke {
+            self.wake(id, port);
+        }
         match outcome {
             // The common case, kept short: a result for the same mode and table.
             Outcome::Return(result) => {
                 frame.rax = encode_result(result);
-                self.continue_current(root_before, true, tlb)
+                self.resume_current(p, frame, fpu, root_before, true, tlb)
             }
             other => self.after_hypercall(p, frame, fpu, other, root_before, tlb),
         }
@@ -226,26 +301,35 @@ impl System {
         let caller = self.current.expect("running");
         match outcome {
             Outcome::Return(_) => unreachable!("handled by on_hypercall"),
-            Outcome::Resumed => self.continue_current(root_before, true, tlb),
+            Outcome::Resumed => self.resume_current(p, frame, fpu, root_before, true, tlb),
             Outcome::BenchFloor => {
                 frame.rax = 0;
+                self.domain(caller).vcpu.bench_floor = true;
                 Next::ResumeOnFloorPath
             }
             Outcome::Yield => {
                 frame.rax = 0;
                 if !self.scheduler.others_runnable(caller) {
-                    return self.continue_current(root_before, true, tlb);
+                    return self.resume_current(p, frame, fpu, root_before, true, tlb);
                 }
                 self.drain_console(p, caller);
                 // A yield is charged a whole slice, so that the others really run.
                 self.leave_cpu(caller, p.tsc, SLICE_NS);
                 self.save_current(frame, fpu);
-                self.dispatch_next(frame, fpu, p.tsc)
+                self.dispatch_next(p, frame, fpu)
+            }
+            Outcome::Block => {
+                frame.rax = 0;
+                self.drain_console(p, caller);
+                self.leave_cpu(caller, p.tsc, 0);
+                self.scheduler.set_runnable(caller, false);
+                self.save_current(frame, fpu);
+                self.dispatch_next(p, frame, fpu)
             }
             Outcome::Exit(status) => {
                 self.leave_cpu(caller, p.tsc, 0);
                 self.end(p, caller, Ending::Exited(status));
-                self.dispatch_next(frame, fpu, p.tsc)
+                self.dispatch_next(p, frame, fpu)
             }
         }
     }
@@ -263,22 +347,76 @@ impl System {
         let d = &mut self.domains[usize::from(self.current.expect("running").0)];
         let root_before = d.root();
         match bounce(p.mem, &self.frames, d, frame, VECTOR_SYSCALL, 0, 0) {
-            Ok(()) => self.continue_current(root_before, false, TlbFlush::None),
+            Ok(()) => self.resume_current(p, frame, fpu, root_before, false, TlbFlush::None),
             Err(e) => self.crash(p, frame, fpu, &format!("system call from guest user mode, but {e}"), 0),
         }
     }
 
-    /// After an entry that keeps the current domain running: a new address
-    /// space if its table or mode changed, else the flush the entry needs.
+    /// Returns to the current domain: delivers a due upcall first, then a
+    /// new address space if its table or mode changed, else the flush the
+    /// entry needs.
     #[inline]
-    fn continue_current(&self, root_before: u64, kernel_mode_before: bool, tlb: TlbFlush) -> Next {
-        let vcpu = &self.domains[usize::from(self.current.expect("running").0)].vcpu;
+    fn resume_current<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        frame: &mut GuestRegs,
+        fpu: &mut FpuState,
+        root_before: u64,
+        kernel_mode_before: bool,
+        tlb: TlbFlush,
+    ) -> Next {
+        let id = self.current.expect("running");
+        if self.domains[usize::from(id.0)].events.upcall_due {
+            if let Some(crashed) = self.upcall_before_resume(p, id, frame, fpu) {
+                return crashed;
+            }
+        }
+        let vcpu = &self.domains[usize::from(id.0)].vcpu;
         let root = vcpu.current_root();
         if root != root_before || vcpu.kernel_mode != kernel_mode_before {
-            Next::Switch { root, kernel_mode: vcpu.kernel_mode }
+            Next::Switch { root, kernel_mode: vcpu.kernel_mode, bench_floor: false }
         } else {
             Next::Resume { tlb }
         }
+    }
+
+    /// The rare part of [`Self::resume_current`]: an upcall may be due.
+    /// Returns what to do instead of resuming if the domain had to be stopped.
+    #[cold]
+    #[inline(never)]
+    fn upcall_before_resume<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        id: DomainId,
+        frame: &mut GuestRegs,
+        fpu: &mut FpuState,
+    ) -> Option<Next> {
+        let e = self.deliver_upcall(p, id, frame).err()?;
+        Some(self.crash(p, frame, fpu, &format!("an event upcall was due, but {e}"), 0))
+    }
+
+    /// Delivers an event upcall to domain `id` (whose registers are in
+    /// `frame`) if one is pending and not masked.
+    fn deliver_upcall<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        id: DomainId,
+        frame: &mut GuestRegs,
+    ) -> Result<(), BounceError> {
+        let d = &mut self.domains[usize::from(id.0)];
+        let mut flags = [0u8; 2];
+        p.mem.read(d.shared_info + UPCALL_PENDING_OFFSET as u64, &mut flags);
+        let (pending, masked) = (flags[0] != 0, flags[1] != 0);
+        if !pending || d.vcpu.event_callback == 0 {
+            d.events.upcall_due = false;
+            return Ok(());
+        }
+        if masked {
+            return Ok(()); // stays due until the guest unmasks and asks
+        }
+        d.events.upcall_due = false;
+        p.mem.write(d.shared_info + UPCALL_MASK_OFFSET as u64, &[1]);
+        bounce(p.mem, &self.frames, d, frame, VECTOR_EVENT, 0, 0)
     }
 
     /// Handles an exception raised by the current domain: delivered to its
@@ -293,10 +431,14 @@ impl System {
     ) -> Next {
         let culprit = self.current.expect("a guest exception comes from a running domain");
         let d = &mut self.domains[usize::from(culprit.0)];
+        if core::mem::take(&mut d.vcpu.bench_floor) && frame.vector == BREAKPOINT {
+            // The `int3` that ends a floor measurement: back to the real door.
+            return Next::Switch { root: d.root(), kernel_mode: d.vcpu.kernel_mode, bench_floor: false };
+        }
         let (root_before, mode_before) = (d.root(), d.vcpu.kernel_mode);
         let cr2 = if frame.vector == PAGE_FAULT { cr2 } else { 0 };
         match bounce(p.mem, &self.frames, d, frame, frame.vector, frame.error_code, cr2) {
-            Ok(()) => self.continue_current(root_before, mode_before, TlbFlush::None),
+            Ok(()) => self.resume_current(p, frame, fpu, root_before, mode_before, TlbFlush::None),
             Err(e) => {
                 let (mnemonic, _) = fault::exception_name(frame.vector);
                 let why = format!("{mnemonic} in guest {} mode, and {e}", if d.vcpu.kernel_mode { "kernel" } else { "user" });
@@ -315,7 +457,9 @@ impl System {
         cr2: u64,
     ) -> Next {
         let culprit = self.current.expect("running");
-        self.drain_console(p, culprit); // its last words come before the report
+        // Its last words, even an unfinished line, come before the report.
+        self.drain_console(p, culprit);
+        hypercall::flush_console(self.domain(culprit), p.console);
         let domain = &self.domains[usize::from(culprit.0)];
         for line in fault::report(&format!("{} crashed", domain.label()), frame, cr2) {
             log::error!("{}", line);
@@ -328,7 +472,7 @@ impl System {
         };
         self.leave_cpu(culprit, p.tsc, 0);
         self.end(p, culprit, Ending::Crashed(what));
-        self.dispatch_next(frame, fpu, p.tsc)
+        self.dispatch_next(p, frame, fpu)
     }
 
     fn drain_console<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>, id: DomainId) {
@@ -336,7 +480,8 @@ impl System {
         drain_ring(p.mem, d.console_ring, &mut d.console, &d.name, p.console);
     }
 
-    /// Records how a domain ended, prints its last output and frees its memory.
+    /// Records how a domain ended, prints its last output, closes its
+    /// ports, tells the others if it did not end by itself, and frees its memory.
     fn end<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>, id: DomainId, ending: Ending) {
         self.drain_console(p, id);
         let d = &mut self.domains[usize::from(id.0)];
@@ -346,38 +491,82 @@ impl System {
             Ending::Crashed(what) => log::info!("{} stopped after {}; the other domains run on", d.label(), what),
             Ending::TimeLimit => log::info!("{} stopped at its CPU time limit; the other domains run on", d.label()),
         }
+        let abnormal = !matches!(ending, Ending::Exited(_));
         d.ending = Some(ending);
+        d.events.wait = Wait::None;
+        d.events.timer_deadline_ns = None;
+        let peers = d.events.close_all();
+        for (remote, remote_port) in peers {
+            self.domain(remote).events.set(remote_port, Port::Unbound { remote: id });
+        }
         // The frames are freed while this domain's tables may still be loaded:
         // nothing allocates before the kernel loads the next address space.
-        for mfn in core::mem::take(&mut d.frames) {
+        for mfn in core::mem::take(&mut self.domain(id).frames) {
             self.frames.free(mfn, Owner::Domain(id)).expect("a domain's frame list holds only its own frames");
         }
         self.scheduler.set_runnable(id, false);
         if self.current == Some(id) {
             self.current = None;
         }
+        if abnormal {
+            for i in 0..self.domains.len() {
+                let other = &mut self.domains[i];
+                if let (true, Some(port)) = (other.is_alive(), other.events.virq_port(virq::DOM_EXC)) {
+                    if event_channel::raise(p.mem, other.shared_info, &mut other.events, port) {
+                        self.wake(d_id(i), Some(port));
+                    }
+                }
+            }
+        }
     }
 
     fn save_current(&mut self, frame: &GuestRegs, fpu: &FpuState) {
         if let Some(id) = self.current.take() {
-            let vcpu = &mut self.domains[usize::from(id.0)].vcpu;
+            let vcpu = &mut self.domain(id).vcpu;
             vcpu.regs = *frame;
             vcpu.fpu = *fpu;
         }
     }
 
-    /// Loads the next runnable domain into the frame, or reports the end.
-    fn dispatch_next(&mut self, frame: &mut GuestRegs, fpu: &mut FpuState, tsc: u64) -> Next {
-        self.dispatched_at = tsc;
+    /// Loads the next runnable domain into the frame; or idles until a
+    /// timer; or reports the end (or that the remaining domains can never
+    /// run again).
+    fn dispatch_next<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        frame: &mut GuestRegs,
+        fpu: &mut FpuState,
+    ) -> Next {
+        self.dispatched_at = p.tsc;
         let Some(next) = self.scheduler.pick() else {
+            if !self.domains.iter().any(Domain::is_alive) {
+                return Next::Finished { all_as_expected: self.domains.iter().all(Domain::ended_as_expected) };
+            }
+            if self.next_deadline().is_some() {
+                return Next::Idle;
+            }
+            // Everyone left waits for an event nobody can send.
+            for i in 0..self.domains.len() {
+                if self.domains[i].is_alive() {
+                    log::error!("{} waits for an event that nothing can send any more", self.domains[i].label());
+                    self.end(p, d_id(i), Ending::Crashed(String::from("blocked forever")));
+                }
+            }
             return Next::Finished { all_as_expected: self.domains.iter().all(Domain::ended_as_expected) };
         };
         let d = &mut self.domains[usize::from(next.0)];
         d.stats.dispatches += 1;
         *frame = d.vcpu.regs;
         *fpu = d.vcpu.fpu;
+        let upcall_due = d.events.upcall_due;
         self.current = Some(next);
-        Next::Switch { root: d.root(), kernel_mode: d.vcpu.kernel_mode }
+        if upcall_due {
+            if let Err(e) = self.deliver_upcall(p, next, frame) {
+                return self.crash(p, frame, fpu, &format!("an event upcall was due, but {e}"), 0);
+            }
+        }
+        let d = &self.domains[usize::from(next.0)];
+        Next::Switch { root: d.root(), kernel_mode: d.vcpu.kernel_mode, bench_floor: d.vcpu.bench_floor }
     }
 
     /// The final report: one line per domain, then the verdict.
@@ -410,6 +599,10 @@ impl System {
     }
 }
 
+fn d_id(index: usize) -> DomainId {
+    DomainId(index as u16)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,7 +623,7 @@ mod tests {
     fn console_write_prints_whole_lines_with_the_domain_name() {
         let (mut sys, mut mem) = system_with(1, Expect::Exit(0));
         let (mut frame, mut fpu) = (GuestRegs::default(), FpuState::initial());
-        assert!(matches!(sys.start(&mut frame, &mut fpu, 0), Next::Switch { .. }));
+        assert!(matches!(sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame, &mut fpu), Next::Switch { .. }));
         let mut out = String::new();
         let mut p = Platform { mem: &mut mem, console: &mut out, tsc: 0 };
         frame = call(Hypercall::ConsoleWrite, &[DATA, 5]);
@@ -447,7 +640,7 @@ mod tests {
     fn every_rejection_is_a_typed_error() {
         let (mut sys, mut mem) = system_with(1, Expect::Exit(0));
         let (mut frame, mut fpu) = (GuestRegs::default(), FpuState::initial());
-        sys.start(&mut frame, &mut fpu, 0);
+        sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame, &mut fpu);
         let mut out = String::new();
         let mut p = Platform { mem: &mut mem, console: &mut out, tsc: 0 };
         let start_info = frame.rdi;
@@ -476,7 +669,7 @@ mod tests {
     fn domain_info_fills_the_callers_buffer() {
         let (mut sys, mut mem) = system_with(2, Expect::Exit(0));
         let (mut frame, mut fpu) = (GuestRegs::default(), FpuState::initial());
-        sys.start(&mut frame, &mut fpu, 0);
+        sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame, &mut fpu);
         let mut out = String::new();
         let mut p = Platform { mem: &mut mem, console: &mut out, tsc: 0 };
         frame = call(Hypercall::DomainInfo, &[hypercall_abi::domain_info::DOMID_SELF, DATA]);
@@ -494,7 +687,7 @@ mod tests {
     fn yield_round_robin_and_isolated_crash() {
         let (mut sys, mut mem) = system_with(3, Expect::Exit(0));
         let (mut frame, mut fpu) = (GuestRegs::default(), FpuState::initial());
-        sys.start(&mut frame, &mut fpu, 0);
+        sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame, &mut fpu);
         let mut out = String::new();
         let mut p = Platform { mem: &mut mem, console: &mut out, tsc: 0 };
         let running = |sys: &System| sys.current().map(|d| d.id.0);
@@ -529,7 +722,7 @@ mod tests {
         sys.domains[0].time_limit_ns = Some(25_000_000);
         sys.domains[1].expect = Expect::Exit(0);
         let (mut frame, mut fpu) = (GuestRegs::default(), FpuState::initial());
-        sys.start(&mut frame, &mut fpu, 0);
+        sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame, &mut fpu);
         let mut out = String::new();
         // 1 GHz test clock: ticks are nanoseconds.
         assert_eq!(sys.next_deadline(), Some(SLICE_NS), "slice end: another domain waits");

@@ -6,6 +6,36 @@
 //! negative), exact enough and without a division. The same two numbers go
 //! to guests, so they can read the time without a hypercall.
 
+/// Where system time starts: the TSC at boot, its rate and the wall clock then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeBase {
+    /// TSC ticks to nanoseconds.
+    pub clock: TscClock,
+    /// TSC value at system time 0.
+    pub boot_tsc: u64,
+    /// Seconds since the Unix epoch at system time 0 (0 if unknown).
+    pub wall_clock_sec: u64,
+}
+
+impl TimeBase {
+    /// System time (nanoseconds since boot) at TSC value `tsc`.
+    pub fn now_ns(&self, tsc: u64) -> u64 {
+        self.clock.ns(tsc.saturating_sub(self.boot_tsc))
+    }
+
+    /// The TSC value at system time `ns`.
+    pub fn tsc_at(&self, ns: u64) -> u64 {
+        self.boot_tsc.saturating_add(self.clock.ticks(ns))
+    }
+}
+
+impl Default for TimeBase {
+    /// A 1 GHz clock from TSC 0 (tests).
+    fn default() -> Self {
+        TimeBase { clock: TscClock::new(1_000_000_000), boot_tsc: 0, wall_clock_sec: 0 }
+    }
+}
+
 /// Converts TSC ticks to nanoseconds and back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TscClock {

@@ -11,7 +11,7 @@ use crate::frame_table::FrameTable;
 use crate::guest_memory::{GuestSlice, GuestView};
 use crate::machine_memory::MachineMemory;
 use crate::vcpu::GuestRegs;
-use hypercall_abi::trap::{frame_flags, TrapFrame, RED_ZONE, VECTOR_SYSCALL};
+use hypercall_abi::trap::{frame_flags, TrapFrame, RED_ZONE, VECTOR_EVENT, VECTOR_SYSCALL};
 use hypercall_abi::HypercallError;
 use zerocopy::IntoBytes;
 
@@ -33,7 +33,7 @@ impl core::fmt::Display for BounceError {
     }
 }
 
-/// Delivers trap `vector` (or [`VECTOR_SYSCALL`]) of `domain`, whose
+/// Delivers trap `vector` (or [`VECTOR_SYSCALL`], or [`VECTOR_EVENT`]) of `domain`, whose
 /// registers are in `regs`, to its kernel: on success `regs` and the vCPU's
 /// mode say where it continues.
 pub fn bounce(
@@ -45,15 +45,16 @@ pub fn bounce(
     error_code: u64,
     cr2: u64,
 ) -> Result<(), BounceError> {
-    let vcpu = &mut domain.vcpu;
-    let handler = if vector == VECTOR_SYSCALL {
-        vcpu.syscall_callback
-    } else {
-        vcpu.traps.get(vector as usize).copied().unwrap_or(0)
+    let vcpu = &domain.vcpu;
+    let handler = match vector {
+        VECTOR_SYSCALL => vcpu.syscall_callback,
+        VECTOR_EVENT => vcpu.event_callback,
+        _ => vcpu.traps.get(vector as usize).copied().unwrap_or(0),
     };
     if handler == 0 {
         return Err(BounceError::NoHandler);
     }
+    let vcpu = &mut domain.vcpu;
     let from_user = !vcpu.kernel_mode;
     let stack = if from_user { vcpu.kernel_sp } else { regs.rsp.wrapping_sub(RED_ZONE) };
     let size = core::mem::size_of::<TrapFrame>() as u64;

@@ -141,6 +141,8 @@ pub struct Vcpu {
     pub event_callback: u64,
     /// Kernel stack for traps from user mode.
     pub kernel_sp: u64,
+    /// Measuring the bare `syscall` floor until the next exception.
+    pub bench_floor: bool,
 }
 
 impl Vcpu {
@@ -157,6 +159,7 @@ impl Vcpu {
             syscall_callback: 0,
             event_callback: 0,
             kernel_sp: 0,
+            bench_floor: false,
         }
     }
 

@@ -35,11 +35,4 @@ impl<T> Exclusive<T> {
         self.busy.set(false);
         result
     }
-
-    /// A shared look at the value if nobody holds it (for fault reports).
-    pub fn peek(&self) -> Option<&T> {
-        // SAFETY: when not busy there is no mutable reference; the report
-        // path that calls this never returns to one.
-        (!self.busy.get()).then(|| unsafe { &*self.value.get() })
-    }
 }

@@ -1,6 +1,6 @@
 //! [`MachineMemory`] over the physical map: how the logic reaches RAM.
 
-use crate::arch::x86_64::paging::{PHYSMAP_BASE, PHYSMAP_LIMIT};
+use crate::arch::x86_64::paging::{physmap_end, PHYSMAP_BASE};
 use parvus_core::machine_memory::MachineMemory;
 
 /// All machine memory, through the hypervisor's physical map.
@@ -8,14 +8,14 @@ pub struct PhysMap;
 
 fn checked(maddr: u64, len: usize) -> *mut u8 {
     let end = maddr.checked_add(len as u64).expect("machine range wraps");
-    assert!(end <= PHYSMAP_LIMIT, "machine address {maddr:#x} beyond the physical map");
+    assert!(end <= physmap_end(), "machine address {maddr:#x} beyond the physical map");
     (PHYSMAP_BASE + maddr) as *mut u8
 }
 
 impl MachineMemory for PhysMap {
     fn read(&self, maddr: u64, buf: &mut [u8]) {
         let src = checked(maddr, buf.len());
-        // SAFETY: (1) the physical map covers [0, PHYSMAP_LIMIT) read-write,
+        // SAFETY: (1) the physical map covers [0, physmap_end()) read-write,
         // checked above; (2) callers in parvus-core only name frames they have
         // checked (a domain's or the hypervisor's), never the hypervisor image
         // in use by Rust references, so no reference is aliased.

@@ -26,15 +26,15 @@ mod machine_memory;
 mod trap;
 
 use arch::x86_64::power::{exit_qemu, ExitCode};
-use arch::x86_64::{cpu, entry, gdt, idt, lapic, paging, percpu, pic, serial::Serial};
+use arch::x86_64::{cpu, entry, gdt, idt, lapic, paging, percpu, pic, rtc, serial::Serial};
 use hypercall_abi::PAGE_SIZE;
 use machine_memory::PhysMap;
 use parvus_core::builder::{build_domain, DomainPlan};
 use parvus_core::bundle::check_bundle;
 use parvus_core::domain::DomainId;
 use parvus_core::frame_table::FrameTable;
-use parvus_core::system::{Next, System};
-use parvus_core::time::TscClock;
+use parvus_core::system::{Next, Platform, System};
+use parvus_core::time::{TimeBase, TscClock};
 use parvus_core::vcpu::GuestRegs;
 
 /// Machine memory below this address is never handed out (firmware, boot data).
@@ -93,10 +93,13 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
 
     let upper = paging::hypervisor_pml4_entries();
     let mut system = System::new(frames, upper);
-    system.clock = TscClock::new(tsc_hz);
+    let wall_clock_sec = rtc::unix_time().unwrap_or(0);
+    system.time = TimeBase { clock: TscClock::new(tsc_hz), boot_tsc: cpu::rdtsc(), wall_clock_sec };
+    log::info!("wall clock at boot: {} s since 1970", wall_clock_sec);
     for (i, d) in checked.domains.iter().enumerate() {
         let id = DomainId(i as u16);
-        let plan = DomainPlan::from_checked(id, d);
+        let mut plan = DomainPlan::from_checked(id, d);
+        plan.time = system.time;
         match build_domain(&plan, &mut system.frames, &mut PhysMap, &upper) {
             Ok(domain) => {
                 log::info!(
@@ -115,11 +118,13 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
     log::info!("{} frames free after building the domains", system.frames.free_count());
 
     let mut regs = GuestRegs::default();
-    let next = system.start(&mut regs, &mut percpu::this_cpu().guest_fpu, cpu::rdtsc());
+    let mut platform = Platform { mem: &mut PhysMap, console: &mut trap::SerialConsole, tsc: cpu::rdtsc() };
+    let next = system.start(&mut platform, &mut regs, &mut percpu::this_cpu().guest_fpu);
     let Next::Switch { root, .. } = next else {
         fail_boot(format_args!("the bundle has no domain to run"));
     };
     trap::arm_timer(&system);
+    percpu::this_cpu().current_domain = system.current().map(|d| u32::from(d.id.0));
     trap::SYSTEM.with(|s| *s = Some(system));
     // SAFETY: the root was built by build_domain with the hypervisor's upper half.
     unsafe { paging::switch_address_space(root) };

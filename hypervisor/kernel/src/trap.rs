@@ -34,7 +34,7 @@ pub extern "C" fn hypercall(frame: &mut GuestRegs) {
         let system = system.as_mut().expect("guests run only after the system is built");
         let mut platform = Platform { mem: &mut PhysMap, console: &mut SerialConsole, tsc: cpu::rdtsc() };
         let next = system.on_hypercall(&mut platform, frame, &mut this_cpu().guest_fpu);
-        apply(next, system);
+        apply(next, system, frame);
     })
 }
 
@@ -48,7 +48,7 @@ pub extern "C" fn guest_interrupt(frame: &mut GuestRegs) {
         let system = system.as_mut().expect("guests run only after the system is built");
         let mut platform = Platform { mem: &mut PhysMap, console: &mut SerialConsole, tsc: cpu::rdtsc() };
         let next = system.on_timer(&mut platform, frame, &mut this_cpu().guest_fpu);
-        apply(next, system);
+        apply(next, system, frame);
         arm_timer(system);
     })
 }
@@ -66,7 +66,7 @@ pub fn arm_timer(system: &System) {
         None => 0,
         Some(deadline) => {
             let tsc_ticks = deadline.saturating_sub(cpu::rdtsc()).max(1);
-            let apic = u128::from(tsc_ticks) * u128::from(timer_rate::apic_hz()) / u128::from(system.clock.tsc_hz);
+            let apic = u128::from(tsc_ticks) * u128::from(timer_rate::apic_hz()) / u128::from(system.time.clock.tsc_hz);
             apic.clamp(1, u128::from(u32::MAX)) as u32
         }
     };
@@ -89,40 +89,30 @@ pub mod timer_rate {
     }
 }
 
-/// Vector of the breakpoint (`int3`) that ends a floor measurement.
-const BREAKPOINT: u64 = 3;
-
 /// Called by the exception stubs for a fault raised in ring 3.
 pub extern "C" fn guest_exception(frame: &mut GuestRegs) {
     let cr2 = cpu::cr2();
-    if this_cpu().syscall_path == SyscallPath::Floor {
-        entry::set_syscall_path(SyscallPath::Kernel);
-        if frame.vector == BREAKPOINT {
-            return; // the end of a floor measurement: resume after the int3
-        }
-    }
     SYSTEM.with(|system| {
         let system = system.as_mut().expect("guests run only after the system is built");
         let mut platform = Platform { mem: &mut PhysMap, console: &mut SerialConsole, tsc: cpu::rdtsc() };
         let next = system.on_guest_exception(&mut platform, frame, &mut this_cpu().guest_fpu, cr2);
-        apply(next, system);
+        apply(next, system, frame);
     })
 }
 
 /// Called by the exception stubs for a fault in ring 0: a hypervisor bug.
 pub extern "C" fn hypervisor_fault(frame: &GuestRegs) -> ! {
     let cr2 = cpu::cr2();
-    let running = SYSTEM.peek().and_then(|s| s.as_ref().and_then(|s| s.current().map(|d| d.label())));
     for line in fault::report("the hypervisor itself faulted", frame, cr2) {
         logger::emergency(format_args!("FATAL {line}"));
     }
-    if let Some(label) = running {
-        logger::emergency(format_args!("FATAL while serving {label}"));
+    if let Some(id) = this_cpu().current_domain {
+        logger::emergency(format_args!("FATAL while serving domain {id}"));
     }
     exit_qemu(ExitCode::HypervisorFailure)
 }
 
-fn apply(next: Next, system: &System) {
+fn apply(next: Next, system: &mut System, frame: &mut GuestRegs) {
     match next {
         Next::Resume { tlb: TlbFlush::None } => {}
         Next::Resume { tlb: TlbFlush::Page(va) } => {
@@ -130,19 +120,47 @@ fn apply(next: Next, system: &System) {
         }
         Next::Resume { tlb: TlbFlush::All } => x86_64::instructions::tlb::flush_all(),
         Next::ResumeOnFloorPath => entry::set_syscall_path(SyscallPath::Floor),
-        Next::Switch { root, kernel_mode } => {
+        Next::Switch { root, kernel_mode, bench_floor } => {
             // SAFETY: every top-level table a guest can load was validated,
             // which writes the hypervisor's upper half into it (parvus_core::page_type).
             unsafe { switch_address_space(root) };
-            entry::set_syscall_path(if kernel_mode { SyscallPath::Kernel } else { SyscallPath::User });
+            entry::set_syscall_path(match (bench_floor, kernel_mode) {
+                (true, _) => SyscallPath::Floor,
+                (false, true) => SyscallPath::Kernel,
+                (false, false) => SyscallPath::User,
+            });
+            this_cpu().current_domain = system.current().map(|d| u32::from(d.id.0));
             arm_timer(system);
         }
+        Next::Idle => idle(system, frame),
         Next::Finished { all_as_expected } => finish(system, all_as_expected),
+    }
+}
+
+/// No domain can run: halt with interrupts on until the timer brings the
+/// next deadline, then let the logic decide. Returns once a domain's
+/// registers are in the frame at the top of the stack (the caller then
+/// returns to the entry code, which resumes it).
+fn idle(system: &mut System, frame: &mut GuestRegs) {
+    loop {
+        arm_timer(system);
+        // SAFETY: `sti; hlt` enables interrupts only for the halt (the
+        // instruction after `sti` runs before any interrupt); the timer
+        // interrupt in ring 0 is served by the idle path of the entry code,
+        // which only sends the EOI, on this stack below `rsp` (no red zone
+        // is in use here); `cli` closes the window again.
+        unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+        let mut platform = Platform { mem: &mut PhysMap, console: &mut SerialConsole, tsc: cpu::rdtsc() };
+        let next = system.on_timer(&mut platform, frame, &mut this_cpu().guest_fpu);
+        if next != Next::Idle {
+            return apply(next, system, frame);
+        }
     }
 }
 
 /// Prints the summary and stops the machine.
 pub fn finish(system: &System, all_as_expected: bool) -> ! {
+    lapic::arm(0);
     // SAFETY: the hypervisor's own tables map the hypervisor exactly as
     // every domain's do.
     unsafe { switch_address_space(hypervisor_root()) };

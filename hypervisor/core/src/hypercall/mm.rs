@@ -66,8 +66,18 @@ fn finish_batch<M: MachineMemory, C: ConsoleSink>(
     outcome.map(|()| count).map_err(|(_, e)| e)
 }
 
+/// Checks the caller's `done` counter before any request is applied, so
+/// that a bad counter address cannot hide updates that went in.
+fn check_done<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, done_ptr: u64) -> Result<(), HypercallError> {
+    if done_ptr != 0 {
+        ctx.view().write(GuestSlice::new(done_ptr, 8), &0u64.to_le_bytes())?;
+    }
+    Ok(())
+}
+
 /// `mmu_update(reqs, count, done)`.
 pub fn mmu_update<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, reqs: u64, count: u64, done: u64) -> Result<u64, HypercallError> {
+    check_done(ctx, done)?;
     let outcome = for_each_record(ctx, reqs, count, |ctx, ptr, val| {
         if ctx.tables().update_entry(ptr, val)? {
             // A present entry changed: stale translations must go.
@@ -97,6 +107,7 @@ pub fn update_va_mapping<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_,
 
 /// `mmuext_op(ops, count, done)`.
 pub fn mmuext_op<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, ops: u64, count: u64, done: u64) -> Result<u64, HypercallError> {
+    check_done(ctx, done)?;
     let outcome = for_each_record(ctx, ops, count, |ctx, word0, arg| {
         let (cmd, reserved) = (word0 as u32, (word0 >> 32) as u32);
         if reserved != 0 {

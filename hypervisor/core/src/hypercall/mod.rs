@@ -11,6 +11,7 @@
 //! and [`page_type`](crate::page_type), and each rejection has a test.
 
 pub mod console;
+pub mod events;
 pub mod mm;
 pub mod multicall;
 pub mod traps;
@@ -42,6 +43,8 @@ pub enum Outcome {
     /// Return 0 and switch the caller's `syscall` path to the bare floor
     /// path until its next exception (see [`Hypercall::BenchFloor`]).
     BenchFloor,
+    /// The caller waits (its `events.wait` says for what): run someone else.
+    Block,
 }
 
 /// Which TLB entries must go before the guest runs again.
@@ -83,6 +86,12 @@ pub struct Context<'a, M: MachineMemory, C: ConsoleSink> {
     pub hypervisor_half: &'a [u64; ENTRIES / 2],
     /// TLB flushing the hypercall made necessary.
     pub tlb: TlbFlush,
+    /// The TSC when the entry began.
+    pub tsc: u64,
+    /// How TSC values become system time.
+    pub time: &'a crate::time::TimeBase,
+    /// A domain the hypercall woke (and the port that woke it, for `poll`).
+    pub woke: Option<(DomainId, Option<u32>)>,
 }
 
 impl<M: MachineMemory, C: ConsoleSink> Context<'_, M, C> {
@@ -98,6 +107,12 @@ impl<M: MachineMemory, C: ConsoleSink> Context<'_, M, C> {
         GuestView { mem: self.mem, frames: self.frames, domain: self.caller, root }
     }
 
+    /// System time now (nanoseconds since boot); computed only by the
+    /// hypercalls that need it.
+    pub fn now_ns(&self) -> u64 {
+        self.time.now_ns(self.tsc)
+    }
+
     /// The caller's page tables under the typing rules.
     pub fn tables(&mut self) -> PageTables<'_, M> {
         PageTables { frames: self.frames, mem: self.mem, domain: self.caller, hypervisor_half: self.hypervisor_half }
@@ -110,7 +125,7 @@ pub fn dispatch<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, r
         Ok(call) => call,
         Err(e) => return Outcome::Return(Err(e)),
     };
-    let [a0, a1, a2, ..] = regs.hypercall_args();
+    let [a0, a1, a2, a3, ..] = regs.hypercall_args();
     let result = match call {
         Hypercall::Null => Ok(0),
         Hypercall::AbiVersion => Ok(u64::from(ABI_VERSION)),
@@ -127,6 +142,9 @@ pub fn dispatch<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, r
         Hypercall::SetTrapTable => traps::set_trap_table(ctx, a0, a1),
         Hypercall::SetCallbacks => traps::set_callbacks(ctx, a0, a1),
         Hypercall::StackSwitch => traps::stack_switch(ctx, a0),
+        Hypercall::EventChannelOp => events::event_channel_op(ctx, a0, a1, a2),
+        Hypercall::SchedOp => return events::sched_op(ctx, a0, a1, a2, a3),
+        Hypercall::SetTimer => events::set_timer(ctx, a0),
         Hypercall::Iret => {
             return match traps::iret(ctx, regs) {
                 Ok(()) => Outcome::Resumed,

@@ -22,7 +22,14 @@ pub fn multicall<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, 
         let entry = MulticallEntry::read_from_bytes(&bytes).expect("sizes match");
         let result = match Hypercall::try_from(entry.op) {
             // Calls that leave the caller or change its registers cannot be batched.
-            Ok(Hypercall::Multicall | Hypercall::Yield | Hypercall::Exit | Hypercall::Iret | Hypercall::BenchFloor) => {
+            Ok(
+                Hypercall::Multicall
+                | Hypercall::Yield
+                | Hypercall::Exit
+                | Hypercall::Iret
+                | Hypercall::BenchFloor
+                | Hypercall::SchedOp,
+            ) => {
                 Err(HypercallError::BadArgument)
             }
             _ => {

@@ -24,9 +24,9 @@ struct Guest {
 
 impl Guest {
     fn new() -> Guest {
-        let (mut sys, mem) = system_with(1, Expect::Exit(0));
+        let (mut sys, mut mem) = system_with(1, Expect::Exit(0));
         let (mut regs, mut fpu) = (GuestRegs::default(), FpuState::initial());
-        sys.start(&mut regs, &mut fpu, 0);
+        sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut regs, &mut fpu);
         let mut g = Guest { sys, mem, out: String::new(), regs, fpu, si: zerocopy::FromZeros::new_zeroed() };
         let mut bytes = [0u8; core::mem::size_of::<StartInfo>()];
         let at = g.regs.rdi;

@@ -13,4 +13,5 @@ pub mod percpu;
 pub mod pic;
 pub mod pit;
 pub mod power;
+pub mod rtc;
 pub mod serial;

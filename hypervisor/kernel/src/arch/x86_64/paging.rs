@@ -22,8 +22,16 @@ use x86_64::PhysAddr;
 pub const PHYSMAP_BASE: u64 = 0xffff_8000_0000_0000;
 /// Where the hypervisor image is linked, minus its physical load address.
 pub const KERNEL_VIRT_OFFSET: u64 = 0xffff_ffff_8000_0000;
-/// Largest machine address the physical map covers.
+/// Largest machine address the physical map can cover.
 pub const PHYSMAP_LIMIT: u64 = PHYSMAP_GIB as u64 * GIB;
+
+/// End of what the physical map covers on this machine (set by [`init`]).
+static MAPPED_END: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// End of the machine memory the physical map covers.
+pub fn physmap_end() -> u64 {
+    MAPPED_END.load(core::sync::atomic::Ordering::Relaxed)
+}
 
 const GIB: u64 = 1 << 30;
 const PHYSMAP_GIB: usize = 16;
@@ -90,7 +98,9 @@ pub fn init(ram_end: u64) {
         for (gib, pd) in phys_pds.iter_mut().enumerate().take(physmap_gib) {
             for (i, e) in pd.0.iter_mut().enumerate() {
                 let addr = gib as u64 * GIB + ((i as u64) << 21);
-                *e = addr | flags::PRESENT | flags::WRITABLE | flags::HUGE | flags::GLOBAL | flags::NO_EXECUTE;
+                // Past RAM is device memory (the local APIC among it): uncached.
+                let caching = if addr >= ram_end { flags::NO_CACHE | flags::WRITE_THROUGH } else { 0 };
+                *e = addr | flags::PRESENT | flags::WRITABLE | flags::HUGE | flags::GLOBAL | flags::NO_EXECUTE | caching;
             }
             phys_pdpt.0[gib] = image_phys(pd) | table;
         }
@@ -114,6 +124,7 @@ pub fn init(ram_end: u64) {
         let frame = PhysFrame::from_start_address(PhysAddr::new(image_phys(pml4))).expect("PML4 is page-aligned");
         Cr3::write(frame, Cr3Flags::empty());
     }
+    MAPPED_END.store(physmap_gib as u64 * GIB, core::sync::atomic::Ordering::Relaxed);
 }
 
 fn pml4_index(va: u64) -> usize {

@@ -28,6 +28,8 @@ pub struct PerCpu {
     pub guest_fpu: FpuState,
     /// Where `syscall` currently goes.
     pub syscall_path: super::entry::SyscallPath,
+    /// The domain running on this CPU (for fault reports).
+    pub current_domain: Option<u32>,
 }
 
 /// Offset of [`PerCpu::self_ptr`].
@@ -45,7 +47,7 @@ struct Stack([u8; STACK_SIZE]);
 
 static mut BSP_STACK: Stack = Stack([0; STACK_SIZE]);
 
-static mut BSP: PerCpu = PerCpu { self_ptr: 0, scratch_rsp: 0, stack_top: 0, guest_fpu: FpuState([0; 512]), syscall_path: super::entry::SyscallPath::Kernel };
+static mut BSP: PerCpu = PerCpu { self_ptr: 0, scratch_rsp: 0, stack_top: 0, guest_fpu: FpuState([0; 512]), syscall_path: super::entry::SyscallPath::Kernel, current_domain: None };
 
 /// Sets up the boot CPU's data and points GS at it. Returns its stack top.
 pub fn init_bsp() -> u64 {

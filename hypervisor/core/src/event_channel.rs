@@ -1,0 +1,244 @@
+//! Event channels: one domain's ports, and raising an event on one.
+//!
+//! A port is free, *unbound* (allocated for a named remote domain to bind
+//! to), *interdomain* (connected to a port of another domain) or bound to
+//! a virtual IRQ. Raising an event sets the port's pending bit in the
+//! domain's shared-info page; unless the port is masked it also sets the
+//! selector bit and `upcall_pending`, and marks the domain so that the
+//! hypervisor delivers an upcall before it next returns to it (see
+//! [`hypercall_abi::event`] for the guest's side). Port 0 is never
+//! allocated, so that 0 can mean "no port".
+
+use crate::machine_memory::MachineMemory;
+use alloc::vec::Vec;
+use hypercall_abi::event::{
+    port_state, virq, EventChannelStatus, BITS_PER_WORD, MASK_OFFSET, NR_PORTS, PENDING_OFFSET, PENDING_SEL_OFFSET,
+    UPCALL_PENDING_OFFSET,
+};
+use hypercall_abi::HypercallError;
+
+use crate::domain::DomainId;
+
+/// The state of one port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Port {
+    /// Not allocated.
+    Free,
+    /// Allocated for `remote` to bind to.
+    Unbound {
+        /// The domain allowed to bind.
+        remote: DomainId,
+    },
+    /// Connected to `remote_port` of `remote`.
+    Interdomain {
+        /// The peer domain.
+        remote: DomainId,
+        /// The peer's port.
+        remote_port: u32,
+    },
+    /// Bound to a virtual IRQ.
+    Virq(u64),
+}
+
+/// What a domain waits for, when it is not runnable.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Wait {
+    /// It is not waiting.
+    #[default]
+    None,
+    /// `sched_op(Block)`: any event that produces an upcall.
+    Block,
+    /// `sched_op(Poll)`: one of these ports pending (masked or not), or the deadline.
+    Poll {
+        /// The ports.
+        ports: Vec<u32>,
+        /// System time at which the poll times out.
+        deadline_ns: Option<u64>,
+    },
+}
+
+/// One domain's ports and timer.
+#[derive(Clone, Debug, Default)]
+pub struct EventChannels {
+    ports: Vec<Port>,
+    virqs: [Option<u32>; virq::COUNT as usize],
+    /// The one-shot timer's deadline (system time), if set.
+    pub timer_deadline_ns: Option<u64>,
+    /// An event was raised since the last upcall check.
+    pub upcall_due: bool,
+    /// What the domain is waiting for.
+    pub wait: Wait,
+}
+
+impl EventChannels {
+    /// The state of `port` (`NoSuchPort` if it is free or out of range).
+    pub fn get(&self, port: u64) -> Result<Port, HypercallError> {
+        match usize::try_from(port).ok().and_then(|p| self.ports.get(p)) {
+            Some(Port::Free) | None => Err(HypercallError::NoSuchPort),
+            Some(p) => Ok(*p),
+        }
+    }
+
+    /// Allocates a port in state `state`; returns its number.
+    pub fn alloc(&mut self, state: Port) -> Result<u32, HypercallError> {
+        if self.ports.is_empty() {
+            self.ports.push(Port::Free); // port 0: never used
+        }
+        let port = match self.ports.iter().skip(1).position(|p| *p == Port::Free) {
+            Some(i) => i + 1,
+            None if self.ports.len() < NR_PORTS => {
+                self.ports.push(Port::Free);
+                self.ports.len() - 1
+            }
+            None => return Err(HypercallError::PortInUse),
+        };
+        self.ports[port] = state;
+        if let Port::Virq(v) = state {
+            self.virqs[v as usize] = Some(port as u32);
+        }
+        Ok(port as u32)
+    }
+
+    /// Sets the state of an allocated port.
+    pub fn set(&mut self, port: u32, state: Port) {
+        if let Port::Virq(v) = self.ports[port as usize] {
+            self.virqs[v as usize] = None;
+        }
+        if let Port::Virq(v) = state {
+            self.virqs[v as usize] = Some(port);
+        }
+        self.ports[port as usize] = state;
+    }
+
+    /// Frees every port; returns the interdomain peers (domain, port) to
+    /// set back to unbound.
+    pub fn close_all(&mut self) -> Vec<(DomainId, u32)> {
+        let peers = self
+            .ports
+            .iter()
+            .filter_map(|p| match p {
+                Port::Interdomain { remote, remote_port } => Some((*remote, *remote_port)),
+                _ => None,
+            })
+            .collect();
+        self.ports.clear();
+        self.virqs = [None; virq::COUNT as usize];
+        peers
+    }
+
+    /// The port bound to virtual IRQ `v`, if any.
+    pub fn virq_port(&self, v: u64) -> Option<u32> {
+        self.virqs.get(v as usize).copied().flatten()
+    }
+
+    /// What `Status` reports.
+    pub fn status(&self, port: u64) -> Result<EventChannelStatus, HypercallError> {
+        let mut s = EventChannelStatus::default();
+        match self.get(port)? {
+            Port::Free => unreachable!("get refuses free ports"),
+            Port::Unbound { remote } => {
+                s.state = port_state::UNBOUND;
+                s.remote_domain = u32::from(remote.0);
+            }
+            Port::Interdomain { remote, remote_port } => {
+                s.state = port_state::INTERDOMAIN;
+                s.remote_domain = u32::from(remote.0);
+                s.remote_port = remote_port;
+            }
+            Port::Virq(v) => {
+                s.state = port_state::VIRQ;
+                s.virq = v as u32;
+            }
+        }
+        Ok(s)
+    }
+}
+
+fn word_and_bit(port: u32) -> (u64, u64) {
+    let word = port as usize / BITS_PER_WORD;
+    (word as u64 * 8, 1u64 << (port as usize % BITS_PER_WORD))
+}
+
+/// Raises an event on `port` of the domain whose shared-info page is at
+/// machine address `shared`. Returns whether the domain should be woken
+/// (a pending, unmasked event, or a port it polls).
+pub fn raise(mem: &mut impl MachineMemory, shared: u64, events: &mut EventChannels, port: u32) -> bool {
+    let (offset, bit) = word_and_bit(port);
+    let pending = shared + PENDING_OFFSET as u64 + offset;
+    let was = mem.read_u64(pending);
+    mem.write_u64(pending, was | bit);
+    let masked = mem.read_u64(shared + MASK_OFFSET as u64 + offset) & bit != 0;
+    if !masked {
+        let sel = shared + PENDING_SEL_OFFSET as u64;
+        mem.write_u64(sel, mem.read_u64(sel) | (1 << (offset / 8)));
+        mem.write(shared + UPCALL_PENDING_OFFSET as u64, &[1]);
+        events.upcall_due = true;
+    }
+    match &events.wait {
+        Wait::Block => !masked,
+        Wait::Poll { ports, .. } => ports.contains(&port),
+        Wait::None => false,
+    }
+}
+
+/// Clears `port`'s mask bit; if it is pending, re-raises it (so that an
+/// event that came while it was masked is delivered). Returns whether the
+/// domain should be woken.
+pub fn unmask(mem: &mut impl MachineMemory, shared: u64, events: &mut EventChannels, port: u32) -> bool {
+    let (offset, bit) = word_and_bit(port);
+    let mask = shared + MASK_OFFSET as u64 + offset;
+    mem.write_u64(mask, mem.read_u64(mask) & !bit);
+    if mem.read_u64(shared + PENDING_OFFSET as u64 + offset) & bit != 0 {
+        return raise(mem, shared, events, port);
+    }
+    false
+}
+
+/// Whether `port` is pending (masked or not).
+pub fn is_pending(mem: &impl MachineMemory, shared: u64, port: u32) -> bool {
+    let (offset, bit) = word_and_bit(port);
+    mem.read_u64(shared + PENDING_OFFSET as u64 + offset) & bit != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine_memory::TestMemory;
+
+    #[test]
+    fn ports_allocate_from_one_and_are_reused() {
+        let mut e = EventChannels::default();
+        assert_eq!(e.alloc(Port::Unbound { remote: DomainId(1) }), Ok(1));
+        assert_eq!(e.alloc(Port::Virq(virq::TIMER)), Ok(2));
+        assert_eq!(e.virq_port(virq::TIMER), Some(2));
+        e.set(1, Port::Free);
+        assert_eq!(e.get(1), Err(HypercallError::NoSuchPort));
+        assert_eq!(e.get(0), Err(HypercallError::NoSuchPort));
+        assert_eq!(e.get(99_999), Err(HypercallError::NoSuchPort));
+        assert_eq!(e.alloc(Port::Unbound { remote: DomainId(2) }), Ok(1));
+        e.set(2, Port::Free);
+        assert_eq!(e.virq_port(virq::TIMER), None);
+    }
+
+    #[test]
+    fn raising_sets_the_bits_a_guest_reads_and_respects_masks() {
+        let mut mem = TestMemory::new(1);
+        let mut e = EventChannels { wait: Wait::Block, ..Default::default() };
+        // Port 70: word 1, bit 6.
+        mem.write_u64(MASK_OFFSET as u64 + 8, 1 << 6);
+        assert!(!raise(&mut mem, 0, &mut e, 70), "masked: pending, but no wake-up");
+        assert_eq!(mem.read_u64(PENDING_OFFSET as u64 + 8), 1 << 6);
+        assert_eq!(mem.read_u64(PENDING_SEL_OFFSET as u64), 0);
+        assert!(!e.upcall_due);
+        assert!(unmask(&mut mem, 0, &mut e, 70), "unmasking a pending port delivers it");
+        assert_eq!(mem.read_u64(PENDING_SEL_OFFSET as u64), 1 << 1);
+        let mut flag = [0u8];
+        mem.read(UPCALL_PENDING_OFFSET as u64, &mut flag);
+        assert_eq!(flag, [1]);
+        assert!(e.upcall_due);
+        e.wait = Wait::Poll { ports: alloc::vec![5], deadline_ns: None };
+        mem.write_u64(MASK_OFFSET as u64, 1 << 5);
+        assert!(raise(&mut mem, 0, &mut e, 5), "a poll wakes even for a masked port");
+        assert!(is_pending(&mem, 0, 5));
+    }
+}
