@@ -355,7 +355,7 @@ impl System {
     /// Returns to the current domain: delivers a due upcall first, then a
     /// new address space if its table or mode changed, else the flush the
     /// entry needs.
-    #[inline]
+    #[inline(always)]
     fn resume_current<M: MachineMemory, C: ConsoleSink>(
         &mut self,
         p: &mut Platform<'_, M, C>,

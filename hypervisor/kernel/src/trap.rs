@@ -112,7 +112,16 @@ pub extern "C" fn hypervisor_fault(frame: &GuestRegs) -> ! {
     exit_qemu(ExitCode::HypervisorFailure)
 }
 
+#[inline(always)]
 fn apply(next: Next, system: &mut System, frame: &mut GuestRegs) {
+    // The common case first and inline: back to the same guest, nothing to do.
+    if next != Next::RESUME {
+        apply_slow(next, system, frame);
+    }
+}
+
+#[inline(never)]
+fn apply_slow(next: Next, system: &mut System, frame: &mut GuestRegs) {
     match next {
         Next::Resume { tlb: TlbFlush::None } => {}
         Next::Resume { tlb: TlbFlush::Page(va) } => {
