@@ -46,8 +46,9 @@ pub enum Hypercall {
     /// request is validated (see [`mm`](crate::mm)). Returns `count` when all
     /// succeed; on the first failure stops and returns that request's error.
     /// Either way, if `done` is not 0, the number of requests that went in
-    /// is written to `*done` (a `done` the caller cannot write is refused
-    /// with `BadAddress` before any request is applied).
+    /// is written to `*done` (8-byte aligned; a `done` the caller cannot
+    /// write is refused with `BadAddress` or `Misaligned` before any
+    /// request is applied).
     MmuUpdate = 7,
     /// `mmuext_op(ops: *const MmuextOp, count: u64, done: *mut u64)`:
     /// pins and unpins page tables, loads new base pointers, flushes the

@@ -40,6 +40,9 @@ impl From<WalkError> for HypercallError {
     }
 }
 
+/// Pages a range may span and still be translated only once.
+pub const PIECES: usize = 4;
+
 /// One domain's address space, seen from the hypervisor.
 pub struct GuestView<'a, M: MachineMemory> {
     /// Machine memory.
@@ -61,7 +64,10 @@ impl<M: MachineMemory> GuestView<'_, M> {
     }
 
     /// Checks that the whole range is accessible, then calls `each(maddr,
-    /// offset, len)` for its pieces, page by page.
+    /// offset, len)` for its pieces, page by page. Nothing is touched unless
+    /// every page passes. Each page is translated once (ranges of up to
+    /// [`PIECES`] pages, which is every structure the ABI passes; longer
+    /// ones are checked in a first pass and translated again to copy).
     fn for_each_piece(
         &mut self,
         slice: GuestSlice,
@@ -73,19 +79,31 @@ impl<M: MachineMemory> GuestView<'_, M> {
         }
         let start = slice.addr.0;
         let end = start.checked_add(slice.len).ok_or(HypercallError::BadAddress)?;
-        // Pass 1: every page must translate. Pass 2: copy. Nothing is
-        // touched unless the whole range is good.
-        let mut page = start & !(PAGE_SIZE - 1);
-        while page < end {
-            self.translate(page.max(start), access)?;
-            page += PAGE_SIZE;
+        let pages = (end - 1) / PAGE_SIZE - start / PAGE_SIZE + 1;
+        let mut pieces = [(0u64, 0u64, 0u64); PIECES];
+        let mut va = start;
+        let mut n = 0;
+        while va < end {
+            let len = (PAGE_SIZE - (va & (PAGE_SIZE - 1))).min(end - va);
+            let maddr = self.translate(va, access)?;
+            if pages as usize <= PIECES {
+                pieces[n] = (maddr, va - start, len);
+                n += 1;
+            }
+            va += len;
+        }
+        if pages as usize <= PIECES {
+            for &(maddr, offset, len) in &pieces[..n] {
+                each(self.mem, maddr, offset as usize, len as usize);
+            }
+            return Ok(());
         }
         let mut va = start;
         while va < end {
-            let piece = (PAGE_SIZE - (va & (PAGE_SIZE - 1))).min(end - va);
+            let len = (PAGE_SIZE - (va & (PAGE_SIZE - 1))).min(end - va);
             let maddr = self.translate(va, access)?;
-            each(self.mem, maddr, (va - start) as usize, piece as usize);
-            va += piece;
+            each(self.mem, maddr, (va - start) as usize, len as usize);
+            va += len;
         }
         Ok(())
     }

@@ -79,9 +79,10 @@ pub enum WalkError {
 /// Translates guest-virtual `va` in the address space rooted at machine
 /// address `root` for a ring-3 `access`, returning the machine address.
 ///
-/// `owns(mfn)` must say whether the domain owns a frame; every table on the
-/// way and the final frame must be owned (a second line of defence: the
-/// tables are built or validated so that this always holds).
+/// `owns(mfn)` must say whether the domain owns a frame; the final frame
+/// must be owned. (The tables on the way are not checked: `root` is a
+/// validated top-level table, and validation guarantees that every table
+/// it reaches is the domain's. The final check is a second line of defence.)
 pub fn translate(
     mem: &impl MachineMemory,
     root: u64,
@@ -94,9 +95,6 @@ pub fn translate(
     }
     let mut table = root;
     for level in (1..=4u8).rev() {
-        if !owns(table >> 12) {
-            return Err(WalkError::ForeignFrame);
-        }
         let entry = mem.read_u64(table + table_index(va, level) as u64 * 8);
         if entry & flags::PRESENT == 0 {
             return Err(WalkError::NotPresent { level });

@@ -95,6 +95,8 @@ pub struct System {
     /// System time: the TSC at boot and how it turns into nanoseconds.
     pub time: TimeBase,
     scheduler: Scheduler,
+    /// A deadline may have changed since the platform timer was last armed.
+    pub timer_dirty: bool,
     current: Option<DomainId>,
     /// TSC when the current domain was given the CPU.
     dispatched_at: u64,
@@ -110,6 +112,7 @@ impl System {
             hypervisor_half,
             time: TimeBase::default(),
             scheduler: Scheduler::default(),
+            timer_dirty: true,
             current: None,
             dispatched_at: 0,
         }
@@ -199,6 +202,7 @@ impl System {
 
     /// Raises the timer events and poll timeouts that are due.
     fn fire_timers<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>) {
+        self.timer_dirty = true;
         let now = self.time.now_ns(p.tsc);
         for i in 0..self.domains.len() {
             let d = &mut self.domains[i];
@@ -224,6 +228,7 @@ impl System {
 
     /// Makes a waiting domain runnable, with the result its `sched_op` returns.
     fn wake(&mut self, id: DomainId, port: Option<u32>) {
+        self.timer_dirty = true;
         let d = self.domain(id);
         let result = match core::mem::take(&mut d.events.wait) {
             Wait::None => return,
@@ -270,9 +275,11 @@ impl System {
             tsc: p.tsc,
             time: &self.time,
             woke: None,
+            timer_changed: false,
         };
         let outcome = hypercall::dispatch(&mut ctx, frame);
-        let (tlb, woke) = (ctx.tlb, ctx.woke);
+        let (tlb, woke, timer_changed) = (ctx.tlb, ctx.woke, ctx.timer_changed);
+        self.timer_dirty |= timer_changed;
         if let Some((id, port)) = woke {
             self.wake(id, port);
         }
@@ -538,6 +545,7 @@ impl System {
         fpu: &mut FpuState,
     ) -> Next {
         self.dispatched_at = p.tsc;
+        self.timer_dirty = true;
         let Some(next) = self.scheduler.pick() else {
             if !self.domains.iter().any(Domain::is_alive) {
                 return Next::Finished { all_as_expected: self.domains.iter().all(Domain::ended_as_expected) };
@@ -725,7 +733,7 @@ mod tests {
         sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame, &mut fpu);
         let mut out = String::new();
         // 1 GHz test clock: ticks are nanoseconds.
-        assert_eq!(sys.next_deadline(), Some(SLICE_NS), "slice end: another domain waits");
+        assert_eq!(sys.next_deadline(), Some(SLICE_NS + 1), "slice end (rounded up a tick): another domain waits");
         let mut p = Platform { mem: &mut mem, console: &mut out, tsc: SLICE_NS / 2 };
         assert_eq!(sys.on_timer(&mut p, &mut frame, &mut fpu), Next::RESUME, "slice not over");
         p.tsc = SLICE_NS;
@@ -736,7 +744,7 @@ mod tests {
         frame.rax = Hypercall::Yield as u64;
         sys.on_hypercall(&mut p, &mut frame, &mut fpu);
         assert_eq!(sys.current().map(|d| d.id.0), Some(0));
-        assert_eq!(sys.next_deadline(), Some(p.tsc + SLICE_NS), "the slice ends before the limit");
+        assert_eq!(sys.next_deadline(), Some(p.tsc + SLICE_NS + 1), "the slice ends before the limit");
         p.tsc += 15_000_000;
         assert!(matches!(sys.on_timer(&mut p, &mut frame, &mut fpu), Next::Switch { .. }), "limit reached: stopped");
         assert_eq!(sys.domains[0].ending, Some(Ending::TimeLimit));

@@ -13,10 +13,15 @@ use core::arch::asm;
 /// `src` is valid for `n` reads and `dst` for `n` writes, and they do not overlap.
 #[no_mangle]
 pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-    // SAFETY: the caller guarantees both ranges; `rep movsb` touches exactly
-    // `n` bytes of each, forwards (DF is clear in all Parvus code).
+    // Whole quadwords first, then the rest bytewise. (Under QEMU's -icount
+    // every iteration of a `rep` counts as an instruction, so this also
+    // keeps the benchmark figures honest about the work done.)
+    // SAFETY: the caller guarantees both ranges; the two `rep` moves touch
+    // exactly `n` bytes of each, forwards (DF is clear in all Parvus code).
     unsafe {
-        asm!("rep movsb", inout("rdi") dst => _, inout("rsi") src => _, inout("rcx") n => _,
+        asm!("rep movsq", "mov rcx, {rest}", "rep movsb",
+             rest = in(reg) n % 8,
+             inout("rdi") dst => _, inout("rsi") src => _, inout("rcx") n / 8 => _,
              options(nostack, preserves_flags));
     }
     dst
@@ -49,9 +54,13 @@ pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut
 /// `dst` is valid for `n` writes.
 #[no_mangle]
 pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
-    // SAFETY: the caller guarantees the range; `rep stosb` writes exactly `n` bytes.
+    let byte = u64::from(c as u8);
+    // SAFETY: the caller guarantees the range; `rep stosq` then `rep stosb`
+    // write exactly `n` bytes, forwards.
     unsafe {
-        asm!("rep stosb", inout("rdi") dst => _, inout("rcx") n => _, in("al") c as u8,
+        asm!("rep stosq", "mov rcx, {rest}", "rep stosb",
+             rest = in(reg) n % 8,
+             inout("rdi") dst => _, inout("rcx") n / 8 => _, in("rax") byte * 0x0101_0101_0101_0101,
              options(nostack, preserves_flags));
     }
     dst

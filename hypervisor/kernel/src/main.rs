@@ -75,7 +75,7 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
     idt::init();
     lapic::init();
     let (tsc_hz, apic_hz) = lapic::calibrate();
-    trap::timer_rate::set_apic_hz(apic_hz);
+    trap::timer_rate::set(apic_hz, tsc_hz);
     log::info!("timer: TSC {} MHz, APIC timer {} MHz (measured against the PIT)", tsc_hz / 1_000_000, apic_hz / 1_000_000);
 
     let frames = frame_table(&boot, ram_end.min(paging::PHYSMAP_LIMIT));
@@ -123,7 +123,7 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
     let Next::Switch { root, .. } = next else {
         fail_boot(format_args!("the bundle has no domain to run"));
     };
-    trap::arm_timer(&system);
+    trap::arm_timer(&mut system);
     percpu::this_cpu().current_domain = system.current().map(|d| u32::from(d.id.0));
     trap::SYSTEM.with(|s| *s = Some(system));
     // SAFETY: the root was built by build_domain with the hypervisor's upper half.

@@ -49,7 +49,6 @@ pub extern "C" fn guest_interrupt(frame: &mut GuestRegs) {
         let mut platform = Platform { mem: &mut PhysMap, console: &mut SerialConsole, tsc: cpu::rdtsc() };
         let next = system.on_timer(&mut platform, frame, &mut this_cpu().guest_fpu);
         apply(next, system, frame);
-        arm_timer(system);
     })
 }
 
@@ -61,31 +60,36 @@ pub extern "C" fn idle_interrupt(vector: u64) {
 }
 
 /// Arms the APIC timer for the system's next deadline (or stops it).
-pub fn arm_timer(system: &System) {
+pub fn arm_timer(system: &mut System) {
+    system.timer_dirty = false;
     let ticks = match system.next_deadline() {
         None => 0,
         Some(deadline) => {
             let tsc_ticks = deadline.saturating_sub(cpu::rdtsc()).max(1);
-            let apic = u128::from(tsc_ticks) * u128::from(timer_rate::apic_hz()) / u128::from(system.time.clock.tsc_hz);
-            apic.clamp(1, u128::from(u32::MAX)) as u32
+            timer_rate::tsc_to_apic(tsc_ticks).clamp(1, u64::from(u32::MAX)) as u32
         }
     };
     lapic::arm(ticks);
 }
 
-/// The APIC timer's measured rate, set once at boot.
+/// The ratio of the APIC timer's rate to the TSC's, measured once at boot.
 pub mod timer_rate {
     use core::sync::atomic::{AtomicU64, Ordering};
-    static APIC_HZ: AtomicU64 = AtomicU64::new(1);
+    use parvus_core::time::Scale;
 
-    /// Records the APIC timer's rate.
-    pub fn set_apic_hz(hz: u64) {
-        APIC_HZ.store(hz.max(1), Ordering::Relaxed);
+    /// `Scale::mul` in the low 32 bits, `Scale::shift` above.
+    static TSC_TO_APIC: AtomicU64 = AtomicU64::new(1 << 32);
+
+    /// Records the two rates.
+    pub fn set(apic_hz: u64, tsc_hz: u64) {
+        let s = Scale::new(apic_hz, tsc_hz);
+        TSC_TO_APIC.store(u64::from(s.mul) | (u64::from(s.shift as u8) << 32), Ordering::Relaxed);
     }
 
-    /// The APIC timer's rate.
-    pub fn apic_hz() -> u64 {
-        APIC_HZ.load(Ordering::Relaxed)
+    /// APIC timer ticks in `tsc_ticks` TSC ticks.
+    pub fn tsc_to_apic(tsc_ticks: u64) -> u64 {
+        let packed = TSC_TO_APIC.load(Ordering::Relaxed);
+        Scale { mul: packed as u32, shift: (packed >> 32) as u8 as i8 }.apply(tsc_ticks)
     }
 }
 
@@ -115,7 +119,7 @@ pub extern "C" fn hypervisor_fault(frame: &GuestRegs) -> ! {
 #[inline(always)]
 fn apply(next: Next, system: &mut System, frame: &mut GuestRegs) {
     // The common case first and inline: back to the same guest, nothing to do.
-    if next != Next::RESUME {
+    if next != Next::RESUME || system.timer_dirty {
         apply_slow(next, system, frame);
     }
 }
@@ -139,10 +143,12 @@ fn apply_slow(next: Next, system: &mut System, frame: &mut GuestRegs) {
                 (false, false) => SyscallPath::User,
             });
             this_cpu().current_domain = system.current().map(|d| u32::from(d.id.0));
-            arm_timer(system);
         }
-        Next::Idle => idle(system, frame),
+        Next::Idle => return idle(system, frame),
         Next::Finished { all_as_expected } => finish(system, all_as_expected),
+    }
+    if system.timer_dirty {
+        arm_timer(system);
     }
 }
 

@@ -142,12 +142,14 @@ fn poll<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, at: u64, 
         return Err(HypercallError::TimedOut);
     }
     d.events.wait = Wait::Poll { ports, deadline_ns: (deadline != 0).then_some(deadline) };
+    ctx.timer_changed = true;
     Ok(None)
 }
 
 /// `set_timer(deadline)`.
 pub fn set_timer<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, deadline: u64) -> Result<u64, HypercallError> {
     let caller = ctx.caller;
+    ctx.timer_changed = true;
     if deadline == 0 {
         ctx.caller().events.timer_deadline_ns = None;
     } else if deadline <= ctx.now_ns() {

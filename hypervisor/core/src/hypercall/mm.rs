@@ -53,31 +53,35 @@ fn for_each_record<M: MachineMemory, C: ConsoleSink>(
 fn finish_batch<M: MachineMemory, C: ConsoleSink>(
     ctx: &mut Context<'_, M, C>,
     count: u64,
-    done_ptr: u64,
+    done_maddr: u64,
     outcome: Result<(), (u64, HypercallError)>,
 ) -> Result<u64, HypercallError> {
     let done = match outcome {
         Ok(()) => count,
         Err((n, _)) => n,
     };
-    if done_ptr != 0 {
-        ctx.view().write(GuestSlice::new(done_ptr, 8), &done.to_le_bytes())?;
+    if done_maddr != 0 {
+        ctx.mem.write_u64(done_maddr, done);
     }
     outcome.map(|()| count).map_err(|(_, e)| e)
 }
 
-/// Checks the caller's `done` counter before any request is applied, so
-/// that a bad counter address cannot hide updates that went in.
-fn check_done<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, done_ptr: u64) -> Result<(), HypercallError> {
-    if done_ptr != 0 {
-        ctx.view().write(GuestSlice::new(done_ptr, 8), &0u64.to_le_bytes())?;
+/// Checks the caller's `done` counter (8-byte aligned, writable) before
+/// any request is applied, so that a bad counter address cannot hide
+/// updates that went in. Returns its machine address (0: no counter).
+fn check_done<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, done_ptr: u64) -> Result<u64, HypercallError> {
+    if done_ptr == 0 {
+        return Ok(0);
     }
-    Ok(())
+    if !done_ptr.is_multiple_of(8) {
+        return Err(HypercallError::Misaligned);
+    }
+    Ok(ctx.view().translate(done_ptr, Access::Write)?)
 }
 
 /// `mmu_update(reqs, count, done)`.
 pub fn mmu_update<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, reqs: u64, count: u64, done: u64) -> Result<u64, HypercallError> {
-    check_done(ctx, done)?;
+    let done = check_done(ctx, done)?;
     let outcome = for_each_record(ctx, reqs, count, |ctx, ptr, val| {
         if ctx.tables().update_entry(ptr, val)? {
             // A present entry changed: stale translations must go.
@@ -107,7 +111,7 @@ pub fn update_va_mapping<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_,
 
 /// `mmuext_op(ops, count, done)`.
 pub fn mmuext_op<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, ops: u64, count: u64, done: u64) -> Result<u64, HypercallError> {
-    check_done(ctx, done)?;
+    let done = check_done(ctx, done)?;
     let outcome = for_each_record(ctx, ops, count, |ctx, word0, arg| {
         let (cmd, reserved) = (word0 as u32, (word0 >> 32) as u32);
         if reserved != 0 {

@@ -92,6 +92,8 @@ pub struct Context<'a, M: MachineMemory, C: ConsoleSink> {
     pub time: &'a crate::time::TimeBase,
     /// A domain the hypercall woke (and the port that woke it, for `poll`).
     pub woke: Option<(DomainId, Option<u32>)>,
+    /// The hypercall set or cancelled a timer or a poll deadline.
+    pub timer_changed: bool,
 }
 
 impl<M: MachineMemory, C: ConsoleSink> Context<'_, M, C> {
