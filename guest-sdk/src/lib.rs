@@ -30,27 +30,43 @@
 //! - a panic handler that reports `panicked at <file>:<line>: <message>` and
 //!   exits with [`status::PANIC`];
 //! - [`cmdline`]: `key=value` look-ups in the domain's command line;
+//! - [`frames`]: pfn, mfn and virtual address of the domain's frames, and
+//!   whole zeroed frames from the heap;
+//! - [`paging`]: page tables the guest manages and the hypervisor validates
+//!   (*direct paging*): page-table objects, batched `mmu_update`, and
+//!   address spaces for guest processes;
+//! - [`trap`]: trap-table and system-call registration, with an assembly
+//!   entry layer that calls a Rust handler (*ring compression*);
+//! - [`user`]: a runtime for guest user programs (entry macro, system-call
+//!   stub, formatting without `core::fmt`);
 //! - the ABI-version ELF note and the linker script (`guest-sdk/guest.ld`), so
 //!   the hypervisor can refuse a guest built for another ABI.
 //!
 //! Design rule: `unsafe` lives only in small modules whose names say what
-//! they touch (`hypercall::raw`, `console::ring`, `heap`, `mem`, `entry`),
-//! and each block explains why it is sound.
+//! they touch (`hypercall::raw`, `console::ring`, `heap`, `mem`, `entry`,
+//! `frames`, `paging`, `trap::entry`, `user`), and each block explains why
+//! it is sound.
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+extern crate alloc;
+
 mod abi_note;
 pub mod cmdline;
 pub mod console;
 pub mod entry;
+pub mod frames;
 pub mod heap;
 pub mod hypercall;
 mod mem;
 mod panic;
+pub mod paging;
 mod start_info;
 pub mod status;
+pub mod trap;
+pub mod user;
 
 pub use hypercall_abi::{self, DomainInfo, DomainState, HypercallError, StartInfo, ABI_VERSION};
 pub use start_info::start_info;

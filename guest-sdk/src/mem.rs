@@ -136,3 +136,13 @@ pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 /// called; it only has to exist.
 #[no_mangle]
 extern "C" fn rust_eh_personality() {}
+
+/// The prebuilt `alloc` is compiled for unwinding too: its landing pads
+/// (dropping a half-built collection when a panic passes through) end in a
+/// call to this. Guests use `panic = "abort"`, so no panic ever passes
+/// through and it is never called; if it somehow were, ending the domain is
+/// the only safe thing to do.
+#[no_mangle]
+extern "C" fn _Unwind_Resume() -> ! {
+    crate::hypercall::exit(crate::status::PANIC)
+}

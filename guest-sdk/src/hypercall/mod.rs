@@ -1,11 +1,32 @@
-//! Safe wrappers for every hypercall in [`Hypercall`].
+//! Typed wrappers for every hypercall in [`Hypercall`].
 //!
 //! Each wrapper turns typed Rust arguments into registers, calls
 //! [`raw`], and returns `Result<_, HypercallError>` so a guest handles a
 //! refusal like any other Rust error. The numbers, argument order and error
-//! codes all come from `hypercall-abi`.
+//! codes all come from `hypercall-abi`. The direct-paging and ballooning
+//! calls are in `hypercall/mm.rs`, the ring-compression registrations in
+//! `hypercall/traps.rs` (both re-exported here).
+//!
+//! A wrapper is safe unless the call can break the calling guest's *own*
+//! Rust invariants, which the hypervisor does not protect: changing what
+//! the running kernel's address space maps (`mmu_update`,
+//! `update_va_mapping`, `mmuext_op`'s `NewBaseptr`, `multicall`) or
+//! registering code the hypervisor will jump to (`set_trap_table`,
+//! `set_callbacks`, `stack_switch`). Those are `unsafe fn` with their
+//! contract spelled out; [`paging`](crate::paging) and [`trap`](crate::trap)
+//! build safe interfaces on top of them. `iret` only makes sense at the end
+//! of an assembly trap stub and has no Rust wrapper.
 
+mod mm;
 pub mod raw;
+mod traps;
+
+pub use mm::{
+    current_reservation, decrease_reservation, increase_reservation, invlpg_local, maximum_reservation, mmu_update,
+    mmuext, mmuext_op, multicall, new_baseptr, new_user_baseptr, pin_table, tlb_flush_local, unpin_table,
+    update_va_mapping, Aligned, BatchError,
+};
+pub use traps::{set_callbacks, set_trap_table, stack_switch};
 
 use hypercall_abi::console::CONSOLE_WRITE_MAX;
 use hypercall_abi::domain_info::DOMID_SELF;
