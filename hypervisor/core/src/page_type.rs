@@ -68,19 +68,42 @@ impl<M: MachineMemory> PageTables<'_, M> {
 
     /// Takes a reference needing type `ty` on `mfn`, validating it first if
     /// it becomes a page table now.
+    #[inline]
     pub fn get_type(&mut self, mfn: Mfn, ty: PageType) -> Result<(), HypercallError> {
-        self.check_owner(mfn)?;
-        let info = self.frames.info_mut(mfn).expect("owned frames are in the table");
-        if info.type_count > 0 {
-            if info.ty != ty {
-                return Err(match (info.ty, ty) {
-                    (_, PageType::Writable) => HypercallError::FrameIsPageTable,
-                    (PageType::Writable, _) => HypercallError::FrameMappedWritable,
-                    _ => HypercallError::PageTypeConflict,
-                });
-            }
+        let info = self.owned_info(mfn)?;
+        // The common case, kept short: one more reference of the type it has.
+        if info.type_count > 0 && info.ty == ty {
             info.type_count = info.type_count.checked_add(1).ok_or(HypercallError::TypeCountInUse)?;
             return Ok(());
+        }
+        self.get_type_slow(mfn, ty)
+    }
+
+    /// The frame's record if the domain owns it, else the ownership error.
+    #[inline]
+    fn owned_info(&mut self, mfn: Mfn) -> Result<&mut crate::frame_table::FrameInfo, HypercallError> {
+        let domain = self.domain;
+        // Addresses beyond RAM (device memory), the hypervisor's frames,
+        // reserved and free memory all count as "not a guest's".
+        let info = self.frames.info_mut(mfn).ok_or(HypercallError::HypervisorMemory)?;
+        match info.owner {
+            Owner::Domain(d) if d == domain => Ok(info),
+            Owner::Domain(_) => Err(HypercallError::FrameNotOwned),
+            _ => Err(HypercallError::HypervisorMemory),
+        }
+    }
+
+    /// A type conflict, or the first reference (which validates a table).
+    #[cold]
+    #[inline(never)]
+    fn get_type_slow(&mut self, mfn: Mfn, ty: PageType) -> Result<(), HypercallError> {
+        let info = self.owned_info(mfn)?;
+        if info.type_count > 0 {
+            return Err(match (info.ty, ty) {
+                (_, PageType::Writable) => HypercallError::FrameIsPageTable,
+                (PageType::Writable, _) => HypercallError::FrameMappedWritable,
+                _ => HypercallError::PageTypeConflict,
+            });
         }
         // First reference: take the type provisionally (so that an entry
         // pointing back at this frame sees it), then validate.
@@ -99,6 +122,7 @@ impl<M: MachineMemory> PageTables<'_, M> {
 
     /// Drops a type reference on `mfn`; the last one of a page table
     /// devalidates it.
+    #[inline]
     pub fn put_type(&mut self, mfn: Mfn) {
         let info = self.frames.info_mut(mfn).expect("a referenced frame is in the table");
         assert!(info.type_count > 0, "type count underflow on frame {mfn:#x}: a reference was dropped twice");
@@ -113,6 +137,7 @@ impl<M: MachineMemory> PageTables<'_, M> {
 
     /// Checks one present entry of a level-`level` table and takes the
     /// references it needs.
+    #[inline]
     fn get_entry(&mut self, level: u8, entry: u64) -> Result<(), HypercallError> {
         if entry & !GUEST_ENTRY_ALLOWED != 0 {
             return Err(HypercallError::UnsupportedEntryBits);
@@ -124,9 +149,14 @@ impl<M: MachineMemory> PageTables<'_, M> {
         if level > 1 {
             return self.get_type(target, PageType::table(level - 1));
         }
-        self.check_owner(target)?;
-        if entry & flags::WRITABLE != 0 {
-            self.get_type(target, PageType::Writable)?;
+        let writable = entry & flags::WRITABLE != 0;
+        let info = self.owned_info(target)?;
+        if writable {
+            if info.type_count > 0 && info.ty == PageType::Writable {
+                info.type_count = info.type_count.checked_add(1).ok_or(HypercallError::TypeCountInUse)?;
+            } else {
+                self.get_type_slow(target, PageType::Writable)?;
+            }
         }
         let info = self.frames.info_mut(target).expect("owned");
         info.map_count = info.map_count.checked_add(1).ok_or(HypercallError::TypeCountInUse)?;
@@ -134,6 +164,7 @@ impl<M: MachineMemory> PageTables<'_, M> {
     }
 
     /// Drops what a present entry (checked by `get_entry`) holds.
+    #[inline]
     fn put_entry(&mut self, level: u8, entry: u64) {
         let target = entry_target(entry);
         if level > 1 {
@@ -191,16 +222,10 @@ impl<M: MachineMemory> PageTables<'_, M> {
         if !ptr.is_multiple_of(8) {
             return Err(HypercallError::Misaligned);
         }
-        let table = ptr / PAGE_SIZE;
-        match self.frames.owner(table) {
-            Some(Owner::Domain(d)) if d == self.domain => {}
-            Some(Owner::Domain(_)) => return Err(HypercallError::FrameNotOwned),
-            _ => return Err(HypercallError::NotAPageTable),
-        }
-        let info = self.frames.info(table).expect("owned");
-        let level = match info.ty.level() {
-            Some(level) if info.type_count > 0 => level,
-            _ => return Err(HypercallError::NotAPageTable),
+        let level = match self.owned_info(ptr / PAGE_SIZE) {
+            Ok(info) if info.type_count > 0 => info.ty.level().ok_or(HypercallError::NotAPageTable)?,
+            Ok(_) | Err(HypercallError::HypervisorMemory) => return Err(HypercallError::NotAPageTable),
+            Err(e) => return Err(e),
         };
         if !guest_slots(level).contains(&((ptr % PAGE_SIZE / 8) as usize)) {
             return Err(HypercallError::HypervisorMemory);
