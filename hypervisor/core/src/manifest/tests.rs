@@ -1,0 +1,260 @@
+//! Host tests of [`super`].
+use super::*;
+
+const GOOD: &str = r#"
+[machine]
+memory = "64M"
+
+[[domain]]
+name = "hello"
+image = "hello"
+memory = "2M"
+cmdline = "x=1"
+
+[[domain]]
+name = "crash"
+image = "../guests/crash.elf"
+memory = 1048576
+expect = "crash"
+
+[[domain]]
+name = "status"
+image = "status"
+memory = "512K"
+expect = 3
+"#;
+
+fn err(text: &str) -> String {
+    Manifest::parse(text).unwrap_err().to_string()
+}
+
+fn domain(name: &str, memory: &str) -> String {
+    format!("[[domain]]\nname = \"{name}\"\nimage = \"x\"\nmemory = \"{memory}\"\n")
+}
+
+#[test]
+fn parses_a_good_manifest() {
+    let m = Manifest::parse(GOOD).unwrap();
+    assert_eq!(m.machine.memory, MemorySize(64 * MIB));
+    assert_eq!(m.domains.len(), 3);
+    assert_eq!(m.domains[0].name, "hello");
+    assert_eq!(m.domains[0].memory.pages(), 512);
+    assert_eq!(m.domains[0].cmdline, "x=1");
+    assert!(m.domains[0].expect.met_by_exit(0));
+    assert!(!m.domains[0].expect.met_by_crash());
+    assert_eq!(m.domains[1].memory, MemorySize(MIB));
+    assert!(m.domains[1].expect.met_by_crash());
+    assert_eq!(m.domains[2].expect, Expect::Exit(3));
+    assert!(!m.domains[2].expect.met_by_exit(0));
+    assert_eq!(m.domain("status").unwrap().memory, MemorySize(512 * KIB));
+    assert_eq!(m.total_domain_memory(), 3 * MIB + 512 * KIB);
+}
+
+#[test]
+fn machine_is_optional() {
+    let m = Manifest::parse(&domain("a", "1M")).unwrap();
+    assert_eq!(m.machine.memory, DEFAULT_MACHINE_MEMORY);
+    assert_eq!(m.domains[0].expect.to_string(), "exit 0");
+    assert_eq!(m.domains[0].cmdline, "");
+}
+
+#[test]
+fn memory_sizes() {
+    assert_eq!(MemorySize::parse("2M"), Ok(MemorySize(2 * MIB)));
+    assert_eq!(MemorySize::parse("512K"), Ok(MemorySize(512 * KIB)));
+    assert_eq!(MemorySize::parse("1G"), Ok(MemorySize(GIB)));
+    assert_eq!(MemorySize::parse("3MiB"), Ok(MemorySize(3 * MIB)));
+    assert_eq!(MemorySize::parse("4k"), Ok(MemorySize(4 * KIB)));
+    assert_eq!(MemorySize::parse("4096"), Ok(MemorySize(4096)));
+    assert_eq!(MemorySize::parse("2X"), Err(MemorySizeError::BadSuffix));
+    assert_eq!(MemorySize::parse("M"), Err(MemorySizeError::NotANumber));
+    assert_eq!(MemorySize::parse("-1M"), Err(MemorySizeError::NotANumber));
+    assert_eq!(MemorySize::parse("99999999999999999999"), Err(MemorySizeError::TooLarge));
+    assert_eq!(MemorySize::parse("99999999999G"), Err(MemorySizeError::TooLarge));
+    for s in ["2M", "512K", "1G", "4097", "0", "1536K"] {
+        assert_eq!(MemorySize::parse(s).unwrap().to_string(), s);
+    }
+    assert_eq!(MemorySize(2048 * KIB).to_string(), "2M");
+}
+
+#[test]
+fn round_trips_through_serde() {
+    let m = Manifest::parse(GOOD).unwrap();
+    let value = toml::Value::try_from(&m).unwrap();
+    let back = Manifest::deserialize(value).unwrap();
+    assert_eq!(back, m);
+}
+
+#[test]
+fn unknown_key_names_line_domain_and_key() {
+    let text = format!("{}\n{}colour = 3\n", domain("a", "1M"), domain("b", "1M"));
+    let e = Manifest::parse(&text).unwrap_err();
+    assert_eq!(e.line(), Some(10));
+    assert_eq!(
+        e.to_string(),
+        "line 10: domain \"b\": unknown field `colour`, expected one of `name`, `image`, `memory`, `max_memory`, `cmdline`, `expect`, `weight`, `time_limit`"
+    );
+    assert_eq!(
+        e.in_file("m.toml").to_string(),
+        "m.toml:10: domain \"b\": unknown field `colour`, expected one of `name`, `image`, `memory`, `max_memory`, `cmdline`, `expect`, `weight`, `time_limit`"
+    );
+}
+
+#[test]
+fn unknown_key_outside_domains() {
+    let e = err(&format!("{}[machine]\nmemory = \"64M\"\ncpus = 2\n", domain("a", "1M")));
+    assert_eq!(e, "line 7: unknown field `cpus`, expected `memory`");
+    let e = err(&format!("{}[machin]\n", domain("a", "1M")));
+    assert_eq!(e, "line 5: unknown field `machin`, expected `machine` or `domain`");
+}
+
+#[test]
+fn bad_values_name_the_field() {
+    let e = err("[[domain]]\nname = \"a\"\nimage = \"x\"\nmemory = \"2X\"\n");
+    assert!(
+        e.starts_with(
+            "line 4: domain \"a\", field `memory`: invalid memory size \"2X\": the suffix is not K, M or G"
+        ),
+        "{e}"
+    );
+    let e = err("[[domain]]\nname = \"a\"\nimage = \"x\"\nmemory = \"1M\"\nexpect = \"boom\"\n");
+    assert_eq!(
+        e,
+        "line 5: domain \"a\", field `expect`: \"boom\" is not an expectation: expected an exit status, \"crash\" or \"time-limit\""
+    );
+    let e = err("[[domain]]\nname = \"a\"\nimage = \"x\"\nmemory = \"1M\"\nexpect = -1\n");
+    assert!(e.contains("field `expect`: exit status -1 is negative"), "{e}");
+    let e = err("[[domain]]\nname = 7\nimage = \"x\"\nmemory = \"1M\"\n");
+    assert!(e.starts_with("line 2: domain #1, field `name`: invalid type: integer `7`, expected a string"), "{e}");
+    let e = err("[machine]\nmemory = true\n");
+    assert!(e.starts_with("line 2: field `memory`: invalid type: boolean `true`"), "{e}");
+}
+
+#[test]
+fn missing_key() {
+    let e = err("[[domain]]\nname = \"a\"\nimage = \"x\"\n");
+    assert_eq!(e, "line 1: domain \"a\": missing field `memory`");
+}
+
+#[test]
+fn inline_domains_work_too() {
+    let e = err("domain = [{ name = \"a\", image = \"x\", memory = \"1M\", bad = 1 }]\n");
+    assert!(e.starts_with("line 1: domain \"a\": unknown field `bad`"), "{e}");
+    let e = err("domain = [{ name = \"a\", image = \"x\", memory = \"1Q\" }]\n");
+    assert!(e.starts_with("line 1: domain \"a\", field `memory`: invalid memory size"), "{e}");
+}
+
+#[test]
+fn syntax_error_has_line() {
+    let e = err("[[domain]]\nname = \"a\" oops\n");
+    assert!(e.starts_with("line 2: "), "{e}");
+    assert!(!e.contains('\n'));
+}
+
+#[test]
+fn no_domains() {
+    assert_eq!(
+        err("[machine]\nmemory = \"64M\"\n"),
+        "no [[domain]] table: a manifest must start at least one domain"
+    );
+    assert_eq!(err(""), "no [[domain]] table: a manifest must start at least one domain");
+}
+
+#[test]
+fn names() {
+    assert_eq!(check_name("a-b_9"), Ok(()));
+    assert_eq!(check_name(""), Err(NameProblem::Empty));
+    assert_eq!(check_name("Hello"), Err(NameProblem::BadChar('H')));
+    assert_eq!(check_name(&"a".repeat(33)), Err(NameProblem::TooLong(33)));
+    assert_eq!(check_name(&"a".repeat(32)), Ok(()));
+    assert_eq!(
+        err(&domain("has space", "1M")),
+        "domain \"has space\", field `name`: the name has ' ': use only lower-case letters, digits, '-' and '_'"
+    );
+    assert_eq!(err(&domain("", "1M")), "domain #1, field `name`: the name is empty");
+    assert_eq!(
+        err(&domain(&"x".repeat(40), "1M")),
+        format!("domain \"{}\", field `name`: the name is 40 bytes long, at most 32 are allowed", "x".repeat(40))
+    );
+    let e =
+        err(&format!("{}{}", domain("a", "1M"), "[[domain]]\nname = \"a\\nb\"\nimage = \"x\"\nmemory = \"1M\"\n"));
+    assert!(!e.contains('\n'), "{e}");
+}
+
+#[test]
+fn duplicate_name() {
+    let text = format!("{}{}{}", domain("a", "1M"), domain("b", "1M"), domain("a", "1M"));
+    assert_eq!(err(&text), "domain \"a\", field `name`: domains #1 and #3 are both named \"a\"");
+}
+
+#[test]
+fn cmdline_too_long() {
+    let text = format!("{}cmdline = \"{}\"\n", domain("a", "1M"), "x".repeat(CMDLINE_MAX + 1));
+    assert_eq!(
+        err(&text),
+        "domain \"a\", field `cmdline`: the command line is 1025 bytes long, at most 1024 are allowed"
+    );
+    let text = format!("{}cmdline = \"{}\"\n", domain("a", "1M"), "x".repeat(CMDLINE_MAX));
+    assert!(Manifest::parse(&text).is_ok());
+}
+
+#[test]
+fn empty_image() {
+    let text = "[[domain]]\nname = \"a\"\nimage = \"\"\nmemory = \"1M\"\n";
+    assert_eq!(err(text), "domain \"a\", field `image`: the image is empty");
+}
+
+#[test]
+fn memory_must_be_pages() {
+    assert_eq!(
+        err(&domain("a", "1025K")),
+        "domain \"a\", field `memory`: 1025K (1049600 bytes) is not a multiple of 4 KiB"
+    );
+}
+
+#[test]
+fn memory_minimum() {
+    let min = min_domain_memory();
+    assert!(crate::initial_layout::initial_layout(1, min.pages()).is_ok());
+    assert!(crate::initial_layout::initial_layout(1, min.pages() - 1).is_err());
+    let text = domain("a", &(min.bytes() - PAGE_SIZE).to_string());
+    let e = err(&text);
+    assert!(e.starts_with("domain \"a\", field `memory`: "), "{e}");
+    assert!(e.contains(&format!("is too small, a domain needs at least {min}")), "{e}");
+    assert!(Manifest::parse(&domain("a", &min.bytes().to_string())).is_ok());
+}
+
+#[test]
+fn machine_memory_must_be_mib() {
+    let text = format!("[machine]\nmemory = \"1500K\"\n{}", domain("a", "1M"));
+    assert_eq!(
+        err(&text),
+        "[machine], field `memory`: 1500K is not a whole number of MiB (QEMU -m would round it)"
+    );
+}
+
+#[test]
+fn too_much_memory_names_the_domain_that_crosses() {
+    let text =
+        format!("[machine]\nmemory = \"32M\"\n{}{}{}", domain("a", "8M"), domain("b", "8M"), domain("c", "1M"));
+    assert_eq!(
+        err(&text),
+        "domain \"c\", field `memory`: 1M brings the domains' total to 17M, more than the 16M \
+         the machine's 32M leaves after the hypervisor's 16M (raise [machine] memory)"
+    );
+    // Exactly full is fine.
+    let text = format!("[machine]\nmemory = \"32M\"\n{}{}", domain("a", "8M"), domain("b", "8M"));
+    assert!(Manifest::parse(&text).is_ok());
+    assert!(
+        err(&domain("big", "1G")).starts_with("domain \"big\", field `memory`: 1G brings the domains' total to 1G")
+    );
+}
+
+#[test]
+fn expect_display_and_serde() {
+    assert_eq!(Expect::Crash.to_string(), "crash");
+    assert_eq!(Expect::Exit(4).to_string(), "exit 4");
+    assert_eq!(Expect::default(), Expect::Exit(0));
+    assert!(Expect::default().met_by_exit(0));
+}
+
