@@ -334,7 +334,7 @@ impl TimeSpan {
 
 impl fmt::Display for TimeSpan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1_000_000_000 == 0 {
+        if self.0.is_multiple_of(1_000_000_000) {
             write!(f, "{}s", self.0 / 1_000_000_000)
         } else {
             write!(f, "{}ms", self.0 / 1_000_000)
