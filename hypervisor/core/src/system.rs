@@ -613,3 +613,5 @@ fn d_id(index: usize) -> DomainId {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod event_tests;

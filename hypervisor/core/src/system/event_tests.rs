@@ -1,0 +1,208 @@
+//! Host tests of event channels, blocking, timers and upcalls through
+//! [`System`], two domains at a time.
+
+use crate::domain::Ending;
+use crate::machine_memory::{MachineMemory, TestMemory};
+use crate::manifest::Expect;
+use crate::system::{Next, Platform, System};
+use crate::testing::system_with;
+use crate::vcpu::{FpuState, GuestRegs};
+use hypercall_abi::event::{virq, EventChannelCmd, SchedCmd, MASK_OFFSET, PENDING_OFFSET, UPCALL_MASK_OFFSET, UPCALL_PENDING_OFFSET};
+use hypercall_abi::trap::VECTOR_EVENT;
+use hypercall_abi::{decode_result, Hypercall, HypercallError};
+
+struct World {
+    sys: System,
+    mem: TestMemory,
+    regs: GuestRegs,
+    fpu: FpuState,
+    tsc: u64,
+}
+
+impl World {
+    fn new(n: u16) -> World {
+        let (mut sys, mut mem) = system_with(n, Expect::Exit(0));
+        let (mut regs, mut fpu) = (GuestRegs::default(), FpuState::initial());
+        sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut regs, &mut fpu);
+        World { sys, mem, regs, fpu, tsc: 0 }
+    }
+
+    fn running(&self) -> Option<u16> {
+        self.sys.current().map(|d| d.id.0)
+    }
+
+    fn call(&mut self, h: Hypercall, args: &[u64]) -> (Next, Result<u64, HypercallError>) {
+        self.regs.rax = h as u64;
+        let slots = [&mut self.regs.rdi, &mut self.regs.rsi, &mut self.regs.rdx, &mut self.regs.r10];
+        for (slot, a) in slots.into_iter().zip(args) {
+            *slot = *a;
+        }
+        let mut out = String::new();
+        let mut p = Platform { mem: &mut self.mem, console: &mut out, tsc: self.tsc };
+        let next = self.sys.on_hypercall(&mut p, &mut self.regs, &mut self.fpu);
+        (next, decode_result(self.regs.rax))
+    }
+
+    fn evtchn(&mut self, cmd: EventChannelCmd, a: u64, b: u64) -> Result<u64, HypercallError> {
+        self.call(Hypercall::EventChannelOp, &[cmd as u64, a, b]).1
+    }
+
+    fn timer(&mut self) -> Next {
+        let mut out = String::new();
+        let mut p = Platform { mem: &mut self.mem, console: &mut out, tsc: self.tsc };
+        self.sys.on_timer(&mut p, &mut self.regs, &mut self.fpu)
+    }
+
+    fn shared(&self, d: usize) -> u64 {
+        self.sys.domains[d].shared_info
+    }
+
+    fn byte(&self, addr: u64) -> u8 {
+        let mut b = [0u8];
+        self.mem.read(addr, &mut b);
+        b[0]
+    }
+}
+
+#[test]
+fn interdomain_ports_connect_only_whom_they_were_offered_to() {
+    let mut w = World::new(3);
+    // d0 offers a port to d1.
+    let offered = w.evtchn(EventChannelCmd::AllocUnbound, 1, 0).unwrap();
+    assert_eq!(offered, 1, "ports start at 1");
+    assert_eq!(w.evtchn(EventChannelCmd::AllocUnbound, 9, 0), Err(HypercallError::NoSuchDomain));
+    assert_eq!(w.evtchn(EventChannelCmd::Send, offered, 0), Err(HypercallError::WrongPortState), "not connected yet");
+    assert_eq!(w.evtchn(EventChannelCmd::Send, 77, 0), Err(HypercallError::NoSuchPort));
+    w.call(Hypercall::Yield, &[]);
+    assert_eq!(w.running(), Some(1));
+    let mine = w.evtchn(EventChannelCmd::BindInterdomain, 0, offered).unwrap();
+    assert_eq!(w.evtchn(EventChannelCmd::BindInterdomain, 0, offered), Err(HypercallError::WrongPortState), "already connected");
+    w.call(Hypercall::Yield, &[]);
+    assert_eq!(w.running(), Some(2));
+    // d2 was not offered anything: a fresh offer to d1 cannot be taken by d2.
+    assert_eq!(w.evtchn(EventChannelCmd::BindInterdomain, 0, offered), Err(HypercallError::WrongPortState));
+    w.call(Hypercall::Yield, &[]);
+    assert_eq!(w.running(), Some(0));
+    let for_d1 = w.evtchn(EventChannelCmd::AllocUnbound, 1, 0).unwrap();
+    w.call(Hypercall::Yield, &[]);
+    w.call(Hypercall::Yield, &[]);
+    assert_eq!(w.running(), Some(2));
+    assert_eq!(w.evtchn(EventChannelCmd::BindInterdomain, 0, for_d1), Err(HypercallError::PermissionDenied));
+    // Close twice.
+    let p = w.evtchn(EventChannelCmd::BindVirq, virq::TIMER, 0).unwrap();
+    assert_eq!(w.evtchn(EventChannelCmd::BindVirq, virq::TIMER, 0), Err(HypercallError::PortInUse));
+    assert_eq!(w.evtchn(EventChannelCmd::BindVirq, virq::COUNT, 0), Err(HypercallError::BadArgument));
+    assert_eq!(w.evtchn(EventChannelCmd::Close, p, 0), Ok(0));
+    assert_eq!(w.evtchn(EventChannelCmd::Close, p, 0), Err(HypercallError::NoSuchPort));
+    let _ = mine;
+}
+
+#[test]
+fn a_send_wakes_a_blocked_peer_and_an_upcall_is_delivered() {
+    let mut w = World::new(2);
+    w.sys.domains[1].vcpu.event_callback = 0x40_0100;
+    let offered = w.evtchn(EventChannelCmd::AllocUnbound, 1, 0).unwrap();
+    w.call(Hypercall::Yield, &[]);
+    let d1_port = w.evtchn(EventChannelCmd::BindInterdomain, 0, offered).unwrap();
+    // d1 blocks: upcalls are unmasked by Block, d0 runs.
+    let rsp_before = w.regs.rsp;
+    let (next, _) = w.call(Hypercall::SchedOp, &[SchedCmd::Block as u64]);
+    assert!(matches!(next, Next::Switch { .. }));
+    assert_eq!(w.running(), Some(0));
+    assert_eq!(w.byte(w.shared(1) + UPCALL_MASK_OFFSET as u64), 0);
+    // d0 sends: d1's bit is pending and d1 is runnable again.
+    assert_eq!(w.evtchn(EventChannelCmd::Send, offered, 0), Ok(0));
+    assert_eq!(w.mem.read_u64(w.shared(1) + PENDING_OFFSET as u64), 1 << d1_port);
+    assert_eq!(w.byte(w.shared(1) + UPCALL_PENDING_OFFSET as u64), 1);
+    // d0 yields: d1 resumes inside its event handler, with upcalls masked.
+    w.call(Hypercall::Yield, &[]);
+    assert_eq!(w.running(), Some(1));
+    assert_eq!(w.regs.rip, 0x40_0100);
+    assert!(w.regs.rsp < rsp_before - 128, "frame below the red zone");
+    assert_eq!(w.byte(w.shared(1) + UPCALL_MASK_OFFSET as u64), 1);
+    let vector = w.mem.read_u64(crate::guest_memory::GuestView {
+        mem: &mut w.mem.clone(),
+        frames: &w.sys.frames,
+        domain: crate::domain::DomainId(1),
+        root: w.sys.domains[1].vcpu.kernel_root,
+    }
+    .translate(w.regs.rsp + 24, crate::paging::Access::Read)
+    .unwrap());
+    assert_eq!(vector, VECTOR_EVENT);
+}
+
+#[test]
+fn masked_ports_stay_pending_and_unmask_delivers() {
+    let mut w = World::new(1);
+    w.sys.domains[0].vcpu.event_callback = 0x40_0100;
+    let p = w.evtchn(EventChannelCmd::BindVirq, virq::DOM_EXC, 0).unwrap();
+    w.mem.write(w.shared(0) + UPCALL_MASK_OFFSET as u64, &[0]);
+    w.mem.write_u64(w.shared(0) + MASK_OFFSET as u64, 1 << p);
+    assert_eq!(w.evtchn(EventChannelCmd::Send, p, 0), Ok(0), "a virq port raises itself");
+    assert_eq!(w.byte(w.shared(0) + UPCALL_PENDING_OFFSET as u64), 0, "masked");
+    let rip = w.regs.rip;
+    assert_eq!(w.evtchn(EventChannelCmd::Unmask, p, 0), Ok(0));
+    assert_eq!(w.regs.rip, 0x40_0100, "the upcall comes on the way out of unmask");
+    assert_ne!(rip, w.regs.rip);
+}
+
+#[test]
+fn timers_fire_and_polls_time_out() {
+    let mut w = World::new(2);
+    let tp = w.evtchn(EventChannelCmd::BindVirq, virq::TIMER, 0).unwrap();
+    assert_eq!(w.call(Hypercall::SetTimer, &[5_000_000]).1, Ok(0));
+    // Poll the timer port with a deadline after the timer: the timer wins.
+    let ports = w.sys.domains[0].vcpu.regs.rsp; // any writable place: use the stack
+    let at = w.regs.rsp - 256;
+    let mut view = crate::guest_memory::GuestView {
+        mem: &mut w.mem,
+        frames: &w.sys.frames,
+        domain: crate::domain::DomainId(0),
+        root: w.sys.domains[0].vcpu.kernel_root,
+    };
+    view.write(crate::guest_memory::GuestSlice::new(at, 4), &(tp as u32).to_le_bytes()).unwrap();
+    let _ = ports;
+    let (next, _) = w.call(Hypercall::SchedOp, &[SchedCmd::Poll as u64, at, 1, 50_000_000]);
+    assert!(matches!(next, Next::Switch { .. }));
+    assert_eq!(w.running(), Some(1));
+    assert_eq!(w.sys.next_deadline(), Some(w.sys.time.tsc_at(5_000_000)), "the timer is the earliest deadline");
+    w.call(Hypercall::Exit, &[0]);
+    assert_eq!(w.running(), None);
+    w.tsc = 5_000_001;
+    // Nobody runnable until the timer: idle, then the poll returns the port.
+    assert!(matches!(w.timer(), Next::Switch { .. }));
+    assert_eq!(w.running(), Some(0));
+    assert_eq!(decode_result(w.regs.rax), Ok(tp));
+    // The timer's pending bit stays set until the guest clears it: a poll returns at once.
+    let (next, r) = w.call(Hypercall::SchedOp, &[SchedCmd::Poll as u64, at, 1, 9_000_000]);
+    assert_eq!((next, r), (Next::RESUME, Ok(tp)));
+    w.mem.write_u64(w.shared(0) + PENDING_OFFSET as u64, 0);
+    // A poll whose deadline has passed returns TimedOut.
+    let (_, r) = w.call(Hypercall::SchedOp, &[SchedCmd::Poll as u64, at, 1, 1]);
+    assert_eq!(r, Err(HypercallError::TimedOut), "deadline already past");
+    let (next, _) = w.call(Hypercall::SchedOp, &[SchedCmd::Poll as u64, at, 1, 9_000_000]);
+    assert_eq!(next, Next::Idle, "alone and waiting for a deadline");
+    w.tsc = 9_000_001;
+    assert!(matches!(w.timer(), Next::Switch { .. }));
+    assert_eq!(decode_result(w.regs.rax), Err(HypercallError::TimedOut));
+}
+
+#[test]
+fn a_crash_is_announced_and_a_wait_nobody_can_end_is_reported() {
+    let mut w = World::new(2);
+    let p = w.evtchn(EventChannelCmd::BindVirq, virq::DOM_EXC, 0).unwrap();
+    w.call(Hypercall::SchedOp, &[SchedCmd::Block as u64]);
+    assert_eq!(w.running(), Some(1));
+    w.regs.vector = 14;
+    let mut out = String::new();
+    let mut plat = Platform { mem: &mut w.mem, console: &mut out, tsc: 0 };
+    let next = w.sys.on_guest_exception(&mut plat, &mut w.regs, &mut w.fpu, 0);
+    assert!(matches!(next, Next::Switch { .. }), "d0 woken by the crash notice");
+    assert_eq!(w.running(), Some(0));
+    assert_eq!(w.mem.read_u64(w.shared(0) + PENDING_OFFSET as u64), 1 << p);
+    // d0 blocks again: nothing can ever wake it.
+    w.mem.write(w.shared(0) + UPCALL_PENDING_OFFSET as u64, &[0]);
+    let (next, _) = w.call(Hypercall::SchedOp, &[SchedCmd::Block as u64]);
+    assert_eq!(next, Next::Finished { all_as_expected: false });
+    assert_eq!(w.sys.domains[0].ending, Some(Ending::Crashed(String::from("blocked forever"))));
+}
