@@ -73,19 +73,19 @@ fn interdomain_ports_connect_only_whom_they_were_offered_to() {
     assert_eq!(w.evtchn(EventChannelCmd::AllocUnbound, 9, 0), Err(HypercallError::NoSuchDomain));
     assert_eq!(w.evtchn(EventChannelCmd::Send, offered, 0), Err(HypercallError::WrongPortState), "not connected yet");
     assert_eq!(w.evtchn(EventChannelCmd::Send, 77, 0), Err(HypercallError::NoSuchPort));
-    w.call(Hypercall::Yield, &[]);
+    let _ = w.call(Hypercall::Yield, &[]);
     assert_eq!(w.running(), Some(1));
     let mine = w.evtchn(EventChannelCmd::BindInterdomain, 0, offered).unwrap();
     assert_eq!(w.evtchn(EventChannelCmd::BindInterdomain, 0, offered), Err(HypercallError::WrongPortState), "already connected");
-    w.call(Hypercall::Yield, &[]);
+    let _ = w.call(Hypercall::Yield, &[]);
     assert_eq!(w.running(), Some(2));
     // d2 was not offered anything: a fresh offer to d1 cannot be taken by d2.
     assert_eq!(w.evtchn(EventChannelCmd::BindInterdomain, 0, offered), Err(HypercallError::WrongPortState));
-    w.call(Hypercall::Yield, &[]);
+    let _ = w.call(Hypercall::Yield, &[]);
     assert_eq!(w.running(), Some(0));
     let for_d1 = w.evtchn(EventChannelCmd::AllocUnbound, 1, 0).unwrap();
-    w.call(Hypercall::Yield, &[]);
-    w.call(Hypercall::Yield, &[]);
+    let _ = w.call(Hypercall::Yield, &[]);
+    let _ = w.call(Hypercall::Yield, &[]);
     assert_eq!(w.running(), Some(2));
     assert_eq!(w.evtchn(EventChannelCmd::BindInterdomain, 0, for_d1), Err(HypercallError::PermissionDenied));
     // Close twice.
@@ -102,7 +102,7 @@ fn a_send_wakes_a_blocked_peer_and_an_upcall_is_delivered() {
     let mut w = World::new(2);
     w.sys.domains[1].vcpu.event_callback = 0x40_0100;
     let offered = w.evtchn(EventChannelCmd::AllocUnbound, 1, 0).unwrap();
-    w.call(Hypercall::Yield, &[]);
+    let _ = w.call(Hypercall::Yield, &[]);
     let d1_port = w.evtchn(EventChannelCmd::BindInterdomain, 0, offered).unwrap();
     // d1 blocks: upcalls are unmasked by Block, d0 runs.
     let rsp_before = w.regs.rsp;
@@ -115,7 +115,7 @@ fn a_send_wakes_a_blocked_peer_and_an_upcall_is_delivered() {
     assert_eq!(w.mem.read_u64(w.shared(1) + PENDING_OFFSET as u64), 1 << d1_port);
     assert_eq!(w.byte(w.shared(1) + UPCALL_PENDING_OFFSET as u64), 1);
     // d0 yields: d1 resumes inside its event handler, with upcalls masked.
-    w.call(Hypercall::Yield, &[]);
+    let _ = w.call(Hypercall::Yield, &[]);
     assert_eq!(w.running(), Some(1));
     assert_eq!(w.regs.rip, 0x40_0100);
     assert!(w.regs.rsp < rsp_before - 128, "frame below the red zone");
@@ -166,7 +166,7 @@ fn timers_fire_and_polls_time_out() {
     assert!(matches!(next, Next::Switch { .. }));
     assert_eq!(w.running(), Some(1));
     assert_eq!(w.sys.next_deadline(), Some(w.sys.time.tsc_at(5_000_000)), "the timer is the earliest deadline");
-    w.call(Hypercall::Exit, &[0]);
+    let _ = w.call(Hypercall::Exit, &[0]);
     assert_eq!(w.running(), None);
     w.tsc = 5_000_001;
     // Nobody runnable until the timer: idle, then the poll returns the port.
@@ -191,7 +191,7 @@ fn timers_fire_and_polls_time_out() {
 fn a_crash_is_announced_and_a_wait_nobody_can_end_is_reported() {
     let mut w = World::new(2);
     let p = w.evtchn(EventChannelCmd::BindVirq, virq::DOM_EXC, 0).unwrap();
-    w.call(Hypercall::SchedOp, &[SchedCmd::Block as u64]);
+    let _ = w.call(Hypercall::SchedOp, &[SchedCmd::Block as u64]);
     assert_eq!(w.running(), Some(1));
     w.regs.vector = 14;
     let mut out = String::new();
