@@ -19,6 +19,7 @@ extern crate alloc;
 pub mod builder;
 pub mod bundle;
 pub mod console;
+pub mod decode;
 pub mod domain;
 pub mod event_channel;
 pub mod fault;

@@ -1,0 +1,480 @@
+//! An x86-64 decoder for the instructions a deprivileged kernel traps on.
+//!
+//! Trap-and-emulate runs an unmodified kernel in ring 3: every privileged
+//! or sensitive instruction it executes faults (#GP, #UD), and the
+//! hypervisor must find out which instruction it was, with which operands,
+//! before it can emulate it against the virtual CPU. This module does the
+//! first half: bytes in, a [`Decoded`] instruction out. It knows exactly the
+//! instructions in [`SUPPORTED`] (a table the documentation shows) and
+//! refuses anything else with [`DecodeError::Unsupported`], so the
+//! emulator can stop a guest with a report that prints the bytes.
+//!
+//! Encoding facts used here (Intel SDM vol. 2, chapter 2): legacy prefixes,
+//! then an optional REX prefix (0x40-0x4f: W = 64-bit operand, R/X/B =
+//! extend ModRM.reg / SIB.index / ModRM.rm or SIB.base), the opcode (one
+//! byte, or 0x0f and a second), a ModRM byte (mod, reg, rm), an optional
+//! SIB byte (rm = 100 with mod != 11), and an 8- or 32-bit displacement;
+//! mod = 00 with rm = 101 is RIP-relative in 64-bit mode.
+
+/// A general-purpose register, by its 4-bit number (0 = rax ... 15 = r15).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reg(pub u8);
+
+/// A memory operand: `base + index * scale + disp`, or RIP-relative.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mem {
+    /// Base register, if any.
+    pub base: Option<Reg>,
+    /// Index register and scale (1, 2, 4 or 8), if any.
+    pub index: Option<(Reg, u8)>,
+    /// Displacement (sign-extended).
+    pub disp: i64,
+    /// Relative to the address of the next instruction.
+    pub rip_relative: bool,
+    /// An FS or GS segment override (the only ones that matter in 64-bit mode).
+    pub segment: Option<Segment>,
+}
+
+impl Mem {
+    /// The effective address, given a register reader and the address of
+    /// the next instruction (segment bases not included).
+    pub fn address(&self, reg: impl Fn(Reg) -> u64, next_rip: u64) -> u64 {
+        let mut a = self.disp as u64;
+        if self.rip_relative {
+            a = a.wrapping_add(next_rip);
+        }
+        if let Some(b) = self.base {
+            a = a.wrapping_add(reg(b));
+        }
+        if let Some((i, scale)) = self.index {
+            a = a.wrapping_add(reg(i).wrapping_mul(u64::from(scale)));
+        }
+        a
+    }
+}
+
+/// A segment override that changes the address in 64-bit mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Segment {
+    /// 0x64.
+    Fs,
+    /// 0x65.
+    Gs,
+}
+
+/// A register or memory operand (ModRM.rm).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operand {
+    /// A register.
+    Reg(Reg),
+    /// Memory.
+    Mem(Mem),
+}
+
+/// Where an `in`/`out` gets its port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortOperand {
+    /// An immediate byte.
+    Imm(u8),
+    /// The `dx` register.
+    Dx,
+}
+
+/// Operand size in bytes.
+pub type Size = u8;
+
+/// A decoded instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `lgdt m`.
+    Lgdt(Mem),
+    /// `lidt m`.
+    Lidt(Mem),
+    /// `sgdt m`.
+    Sgdt(Mem),
+    /// `sidt m`.
+    Sidt(Mem),
+    /// `smsw r/m`.
+    Smsw(Operand),
+    /// `lmsw r/m`.
+    Lmsw(Operand),
+    /// `invlpg m`.
+    Invlpg(Mem),
+    /// `swapgs`.
+    Swapgs,
+    /// `rdtscp`.
+    Rdtscp,
+    /// `sldt r/m`.
+    Sldt(Operand),
+    /// `str r/m`.
+    Str(Operand),
+    /// `lldt r/m`.
+    Lldt(Operand),
+    /// `ltr r/m`.
+    Ltr(Operand),
+    /// `verr r/m`.
+    Verr(Operand),
+    /// `verw r/m`.
+    Verw(Operand),
+    /// `lar r, r/m`.
+    Lar(Reg, Operand),
+    /// `lsl r, r/m`.
+    Lsl(Reg, Operand),
+    /// `mov r64, crN`.
+    MovFromCr(Reg, u8),
+    /// `mov crN, r64`.
+    MovToCr(u8, Reg),
+    /// `mov r64, drN`.
+    MovFromDr(Reg, u8),
+    /// `mov drN, r64`.
+    MovToDr(u8, Reg),
+    /// `wrmsr`.
+    Wrmsr,
+    /// `rdmsr`.
+    Rdmsr,
+    /// `rdtsc`.
+    Rdtsc,
+    /// `rdpmc`.
+    Rdpmc,
+    /// `cpuid`.
+    Cpuid,
+    /// `syscall`.
+    Syscall,
+    /// `sysret` (`true`: `sysretq`, to 64-bit code).
+    Sysret(bool),
+    /// `clts`.
+    Clts,
+    /// `invd`.
+    Invd,
+    /// `wbinvd`.
+    Wbinvd,
+    /// `cli`.
+    Cli,
+    /// `sti`.
+    Sti,
+    /// `hlt`.
+    Hlt,
+    /// `pushf` (operand size 8 or 2).
+    Pushf(Size),
+    /// `popf` (operand size 8 or 2).
+    Popf(Size),
+    /// `iret` (operand size 8: `iretq`, 4: `iretd`, 2).
+    Iret(Size),
+    /// `in al/ax/eax, port`.
+    In(Size, PortOperand),
+    /// `out port, al/ax/eax`.
+    Out(Size, PortOperand),
+    /// `ins`/`outs` and other string I/O (refused by the emulator, named in reports).
+    StringIo,
+    /// `mov r/m, sreg` (sreg 0 es, 1 cs, 2 ss, 3 ds, 4 fs, 5 gs).
+    MovFromSreg(Operand, u8),
+    /// `mov sreg, r/m`.
+    MovToSreg(u8, Operand),
+    /// `int n`.
+    Int(u8),
+    /// `int3`.
+    Int3,
+}
+
+/// A decoded instruction and its length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decoded {
+    /// The instruction.
+    pub op: Op,
+    /// Its length in bytes (the emulator advances `rip` by it).
+    pub len: usize,
+}
+
+/// Why bytes could not be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The bytes end inside the instruction (x86 instructions are at most 15 bytes).
+    Truncated,
+    /// Not an instruction this decoder knows (the emulator's report prints the bytes).
+    Unsupported,
+}
+
+impl core::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            DecodeError::Truncated => "the instruction bytes end early",
+            DecodeError::Unsupported => "not an instruction the emulator supports",
+        })
+    }
+}
+
+/// Every instruction the decoder knows: mnemonic and encoding, for the docs.
+pub const SUPPORTED: &[(&str, &str)] = &[
+    ("lgdt m", "0F 01 /2"),
+    ("lidt m", "0F 01 /3"),
+    ("sgdt m", "0F 01 /0"),
+    ("sidt m", "0F 01 /1"),
+    ("smsw r/m16", "0F 01 /4"),
+    ("lmsw r/m16", "0F 01 /6"),
+    ("invlpg m", "0F 01 /7 (memory)"),
+    ("swapgs", "0F 01 F8"),
+    ("rdtscp", "0F 01 F9"),
+    ("sldt r/m16", "0F 00 /0"),
+    ("str r/m16", "0F 00 /1"),
+    ("lldt r/m16", "0F 00 /2"),
+    ("ltr r/m16", "0F 00 /3"),
+    ("verr r/m16", "0F 00 /4"),
+    ("verw r/m16", "0F 00 /5"),
+    ("lar r, r/m16", "0F 02 /r"),
+    ("lsl r, r/m16", "0F 03 /r"),
+    ("mov r64, crN", "0F 20 /r"),
+    ("mov crN, r64", "0F 22 /r"),
+    ("mov r64, drN", "0F 21 /r"),
+    ("mov drN, r64", "0F 23 /r"),
+    ("syscall", "0F 05"),
+    ("clts", "0F 06"),
+    ("sysret / sysretq", "0F 07 / REX.W 0F 07"),
+    ("invd", "0F 08"),
+    ("wbinvd", "0F 09"),
+    ("wrmsr", "0F 30"),
+    ("rdtsc", "0F 31"),
+    ("rdmsr", "0F 32"),
+    ("rdpmc", "0F 33"),
+    ("cpuid", "0F A2"),
+    ("cli", "FA"),
+    ("sti", "FB"),
+    ("hlt", "F4"),
+    ("pushf / pushfq", "9C"),
+    ("popf / popfq", "9D"),
+    ("iret / iretd / iretq", "CF"),
+    ("in al|ax|eax, imm8", "E4 ib / E5 ib"),
+    ("out imm8, al|ax|eax", "E6 ib / E7 ib"),
+    ("in al|ax|eax, dx", "EC / ED"),
+    ("out dx, al|ax|eax", "EE / EF"),
+    ("ins / outs", "6C-6F"),
+    ("mov r/m, sreg", "8C /r"),
+    ("mov sreg, r/m", "8E /r"),
+    ("int imm8", "CD ib"),
+    ("int3", "CC"),
+];
+
+/// The longest x86 instruction.
+pub const MAX_LEN: usize = 15;
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn next(&mut self) -> Result<u8, DecodeError> {
+        if self.at >= MAX_LEN {
+            return Err(DecodeError::Unsupported);
+        }
+        let b = *self.bytes.get(self.at).ok_or(DecodeError::Truncated)?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn imm32(&mut self) -> Result<i64, DecodeError> {
+        let mut v = [0u8; 4];
+        for b in &mut v {
+            *b = self.next()?;
+        }
+        Ok(i64::from(i32::from_le_bytes(v)))
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Prefixes {
+    opsize16: bool,
+    rex_w: bool,
+    rex_r: bool,
+    rex_x: bool,
+    rex_b: bool,
+    segment: Option<Segment>,
+}
+
+struct ModRm {
+    md: u8,
+    reg: u8,
+    rm: Operand,
+}
+
+fn modrm(c: &mut Cursor<'_>, p: &Prefixes) -> Result<ModRm, DecodeError> {
+    let b = c.next()?;
+    let (md, reg, rm) = (b >> 6, (b >> 3) & 7, b & 7);
+    let reg = reg | if p.rex_r { 8 } else { 0 };
+    if md == 3 {
+        return Ok(ModRm { md, reg, rm: Operand::Reg(Reg(rm | if p.rex_b { 8 } else { 0 })) });
+    }
+    let mut mem = Mem { base: None, index: None, disp: 0, rip_relative: false, segment: p.segment };
+    if rm == 4 {
+        let sib = c.next()?;
+        let (scale, index, base) = (1u8 << (sib >> 6), ((sib >> 3) & 7) | if p.rex_x { 8 } else { 0 }, sib & 7);
+        if index != 4 {
+            mem.index = Some((Reg(index), scale));
+        }
+        if base == 5 && md == 0 {
+            mem.disp = c.imm32()?;
+        } else {
+            mem.base = Some(Reg(base | if p.rex_b { 8 } else { 0 }));
+        }
+    } else if rm == 5 && md == 0 {
+        mem.rip_relative = true;
+        mem.disp = c.imm32()?;
+    } else {
+        mem.base = Some(Reg(rm | if p.rex_b { 8 } else { 0 }));
+    }
+    match md {
+        1 => mem.disp += i64::from(c.next()? as i8),
+        2 => mem.disp += c.imm32()?,
+        _ => {}
+    }
+    Ok(ModRm { md, reg, rm: Operand::Mem(mem) })
+}
+
+fn mem_only(m: &ModRm) -> Result<Mem, DecodeError> {
+    match m.rm {
+        Operand::Mem(mem) => Ok(mem),
+        Operand::Reg(_) => Err(DecodeError::Unsupported),
+    }
+}
+
+/// Decodes the instruction at the start of `bytes`.
+pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    let mut c = Cursor { bytes, at: 0 };
+    let mut p = Prefixes::default();
+    let mut b = c.next()?;
+    loop {
+        match b {
+            0x66 => p.opsize16 = true,
+            0x2e | 0x36 | 0x3e | 0x26 => {} // ignored in 64-bit mode
+            0x64 => p.segment = Some(Segment::Fs),
+            0x65 => p.segment = Some(Segment::Gs),
+            0x67 | 0xf0 | 0xf2 | 0xf3 => return Err(DecodeError::Unsupported), // address size, lock, rep
+            _ => break,
+        }
+        b = c.next()?;
+    }
+    if (0x40..=0x4f).contains(&b) {
+        p.rex_w = b & 8 != 0;
+        p.rex_r = b & 4 != 0;
+        p.rex_x = b & 2 != 0;
+        p.rex_b = b & 1 != 0;
+        b = c.next()?;
+    }
+    let io_size = if p.opsize16 { 2 } else { 4 };
+    let stack_size = if p.opsize16 { 2 } else { 8 };
+    let op = match b {
+        0x0f => two_byte(&mut c, &p)?,
+        0xfa => Op::Cli,
+        0xfb => Op::Sti,
+        0xf4 => Op::Hlt,
+        0x9c => Op::Pushf(stack_size),
+        0x9d => Op::Popf(stack_size),
+        0xcf => Op::Iret(if p.rex_w { 8 } else if p.opsize16 { 2 } else { 4 }),
+        0xe4 => Op::In(1, PortOperand::Imm(c.next()?)),
+        0xe5 => Op::In(io_size, PortOperand::Imm(c.next()?)),
+        0xe6 => Op::Out(1, PortOperand::Imm(c.next()?)),
+        0xe7 => Op::Out(io_size, PortOperand::Imm(c.next()?)),
+        0xec => Op::In(1, PortOperand::Dx),
+        0xed => Op::In(io_size, PortOperand::Dx),
+        0xee => Op::Out(1, PortOperand::Dx),
+        0xef => Op::Out(io_size, PortOperand::Dx),
+        0x6c..=0x6f => Op::StringIo,
+        0x8c => {
+            let m = modrm(&mut c, &p)?;
+            let sreg = m.reg & 7;
+            if sreg > 5 {
+                return Err(DecodeError::Unsupported);
+            }
+            Op::MovFromSreg(m.rm, sreg)
+        }
+        0x8e => {
+            let m = modrm(&mut c, &p)?;
+            let sreg = m.reg & 7;
+            if sreg > 5 || sreg == 1 {
+                return Err(DecodeError::Unsupported); // mov cs, r/m does not exist
+            }
+            Op::MovToSreg(sreg, m.rm)
+        }
+        0xcd => Op::Int(c.next()?),
+        0xcc => Op::Int3,
+        _ => return Err(DecodeError::Unsupported),
+    };
+    Ok(Decoded { op, len: c.at })
+}
+
+fn two_byte(c: &mut Cursor<'_>, p: &Prefixes) -> Result<Op, DecodeError> {
+    let b = c.next()?;
+    Ok(match b {
+        0x00 => {
+            let m = modrm(c, p)?;
+            match m.reg & 7 {
+                0 => Op::Sldt(m.rm),
+                1 => Op::Str(m.rm),
+                2 => Op::Lldt(m.rm),
+                3 => Op::Ltr(m.rm),
+                4 => Op::Verr(m.rm),
+                5 => Op::Verw(m.rm),
+                _ => return Err(DecodeError::Unsupported),
+            }
+        }
+        0x01 => {
+            // 0F 01 with mod = 11 encodes instructions in the rm field.
+            let peek = *c.bytes.get(c.at).ok_or(DecodeError::Truncated)?;
+            match peek {
+                0xf8 => {
+                    c.at += 1;
+                    return Ok(Op::Swapgs);
+                }
+                0xf9 => {
+                    c.at += 1;
+                    return Ok(Op::Rdtscp);
+                }
+                _ => {}
+            }
+            let m = modrm(c, p)?;
+            match (m.reg & 7, m.md == 3) {
+                (0, false) => Op::Sgdt(mem_only(&m)?),
+                (1, false) => Op::Sidt(mem_only(&m)?),
+                (2, false) => Op::Lgdt(mem_only(&m)?),
+                (3, false) => Op::Lidt(mem_only(&m)?),
+                (4, _) => Op::Smsw(m.rm),
+                (6, _) => Op::Lmsw(m.rm),
+                (7, false) => Op::Invlpg(mem_only(&m)?),
+                _ => return Err(DecodeError::Unsupported),
+            }
+        }
+        0x02 | 0x03 => {
+            let m = modrm(c, p)?;
+            let dst = Reg(m.reg);
+            if b == 0x02 {
+                Op::Lar(dst, m.rm)
+            } else {
+                Op::Lsl(dst, m.rm)
+            }
+        }
+        0x20..=0x23 => {
+            // mov to/from control and debug registers: always register forms.
+            let m = modrm(c, p)?;
+            let Operand::Reg(gpr) = m.rm else { return Err(DecodeError::Unsupported) };
+            match b {
+                0x20 => Op::MovFromCr(gpr, m.reg),
+                0x22 => Op::MovToCr(m.reg, gpr),
+                0x21 => Op::MovFromDr(gpr, m.reg),
+                _ => Op::MovToDr(m.reg, gpr),
+            }
+        }
+        0x05 => Op::Syscall,
+        0x06 => Op::Clts,
+        0x07 => Op::Sysret(p.rex_w),
+        0x08 => Op::Invd,
+        0x09 => Op::Wbinvd,
+        0x30 => Op::Wrmsr,
+        0x31 => Op::Rdtsc,
+        0x32 => Op::Rdmsr,
+        0x33 => Op::Rdpmc,
+        0xa2 => Op::Cpuid,
+        _ => return Err(DecodeError::Unsupported),
+    })
+}
+
+#[cfg(test)]
+mod tests;
