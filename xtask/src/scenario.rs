@@ -10,7 +10,9 @@
 //! - `scenario.toml` (optional): `timeout_seconds` (default 30),
 //!   `qemu_exit` (QEMU's expected status, default 1 = every domain ended as
 //!   expected), `allow` (alarm markers this scenario may print, e.g.
-//!   `["crashed"]`) and `qemu_args` (extra QEMU arguments).
+//!   `["crashed"]`), `qemu_args` (extra QEMU arguments) and `raw_bundle`
+//!   (a file to boot as the bundle as it is, to test the hypervisor's own
+//!   checks).
 //!
 //! A run passes only if every expected line appears in order, no alarm line
 //! (`parvus: PANIC`, `parvus: FATAL`, ` crashed:`) appears unless
@@ -46,6 +48,12 @@ pub struct ScenarioSpec {
     /// Extra QEMU arguments.
     #[serde(default)]
     pub qemu_args: Vec<String>,
+    /// Boot this file (relative to the scenario folder) as the bundle,
+    /// as it is, instead of the one packed from `manifest.toml`: for
+    /// testing that the hypervisor itself refuses a bad bundle (xtask
+    /// would refuse it first). The manifest still sets the machine.
+    #[serde(default)]
+    pub raw_bundle: Option<String>,
 }
 
 fn default_timeout() -> u64 {
@@ -63,6 +71,7 @@ impl Default for ScenarioSpec {
             qemu_exit: default_qemu_exit(),
             allow: Vec::new(),
             qemu_args: Vec::new(),
+            raw_bundle: None,
         }
     }
 }

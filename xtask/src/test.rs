@@ -99,6 +99,13 @@ fn run_scenarios(repo: &Repo, scenarios: Vec<Scenario>, jobs: usize) -> Result<V
                 (Ok(_), Err(e)) => Err(format!("the build failed: {e}")),
                 (Ok(file), Ok(hypervisor)) => pack(repo, file, hypervisor.clone()).map_err(|e| format!("{e:#}")),
             };
+            let prepared = match (&scenario.spec.raw_bundle, prepared) {
+                (Some(raw), Ok(mut p)) => {
+                    p.bundle = scenario.dir.join(raw);
+                    Ok(p)
+                }
+                (_, p) => p,
+            };
             Job { scenario, prepared }
         })
         .collect();
