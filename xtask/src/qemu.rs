@@ -94,7 +94,9 @@ pub struct QemuConfig {
     pub initrd: PathBuf,
     /// Machine memory (`-m`).
     pub memory: MemorySize,
-    /// Count instructions (`-icount shift=0,align=off,sleep=off`), for bench.
+    /// Count instructions (`-icount shift=0,align=off,sleep=off`): RDTSC and
+    /// every timer then follow executed instructions, which makes runs
+    /// deterministic (run and test) and figures exact (bench).
     pub icount: bool,
     /// Wait for gdb on port 1234 (`-s -S`).
     pub gdb: bool,

@@ -65,7 +65,9 @@ pub fn main(args: &RunArgs) -> Result<ExitCode> {
     qemu::ensure_installed()?;
     let hypervisor = build_binaries(&repo)?;
     let prepared = pack(&repo, file, hypervisor)?;
-    let config = prepared.qemu(false, args.gdb, args.qemu_args.clone());
+    // -icount: virtual time follows instructions, so a run prints the same
+    // thing every time (see the scenarios).
+    let config = prepared.qemu(true, args.gdb, args.qemu_args.clone());
 
     if args.gdb {
         eprintln!("xtask: QEMU is waiting for gdb on localhost:1234; in another terminal run:");

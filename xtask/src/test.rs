@@ -140,7 +140,10 @@ fn run_one(repo: &Repo, job: &Job) -> (bool, String) {
         Err(e) => return (false, format!("scenario {name} ... FAILED before QEMU\n    {e}\n")),
     };
     let spec = &job.scenario.spec;
-    let config = prepared.qemu(false, false, spec.qemu_args.clone());
+    // Under -icount the platform timer runs on instructions, not on the
+    // host's clock, so preemption lands at the same place every run and
+    // the serial log is the same whatever else the machine is doing.
+    let config = prepared.qemu(true, false, spec.qemu_args.clone());
     let run = match run_captured(&config, Duration::from_secs(spec.timeout_seconds)) {
         Ok(run) => run,
         Err(e) => return (false, format!("scenario {name} ... FAILED\n    {e:#}\n")),

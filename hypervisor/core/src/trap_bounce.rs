@@ -9,6 +9,9 @@
 use crate::domain::Domain;
 use crate::frame_table::FrameTable;
 use crate::guest_memory::{GuestSlice, GuestView};
+use crate::paging::Access;
+use crate::vcpu::Vcpu;
+use hypercall_abi::PAGE_SIZE;
 use crate::machine_memory::MachineMemory;
 use crate::vcpu::GuestRegs;
 use hypercall_abi::trap::{frame_flags, TrapFrame, RED_ZONE, VECTOR_EVENT, VECTOR_SYSCALL};
@@ -71,10 +74,63 @@ pub fn bounce(
         rflags: regs.rflags,
         rsp: regs.rsp,
     };
-    let mut view = GuestView { mem, frames, domain: domain.id, root: vcpu.kernel_root };
-    view.write(GuestSlice::new(sp, size), frame.as_bytes()).map_err(BounceError::BadKernelStack)?;
+    stack_access(mem, frames, domain.id, vcpu, sp, StackAccess::Write(frame.as_bytes())).map_err(BounceError::BadKernelStack)?;
     vcpu.kernel_mode = true;
     regs.rsp = sp;
     regs.rip = handler;
     Ok(())
+}
+
+/// A read or a write of a trap frame on the guest kernel's stack.
+pub enum StackAccess<'a> {
+    /// Read into the buffer.
+    Read(&'a mut [u8]),
+    /// Write the bytes.
+    Write(&'a [u8]),
+}
+
+/// Reads or writes `bytes` at `va` in the vCPU's kernel address space,
+/// through the one-page translation cache [`Vcpu::stack_page`] when the
+/// range lies in the cached page (a trap frame almost always does), else
+/// through a checked [`GuestView`] (and the cache is refilled).
+pub fn stack_access(
+    mem: &mut impl MachineMemory,
+    frames: &FrameTable,
+    domain: crate::domain::DomainId,
+    vcpu: &mut Vcpu,
+    va: u64,
+    access: StackAccess<'_>,
+) -> Result<(), HypercallError> {
+    let len = match &access {
+        StackAccess::Read(b) => b.len() as u64,
+        StackAccess::Write(b) => b.len() as u64,
+    };
+    let page = va & !(PAGE_SIZE - 1);
+    let in_one_page = va.checked_add(len).is_some_and(|end| end <= page + PAGE_SIZE);
+    if in_one_page {
+        let maddr = match vcpu.stack_page {
+            // A cached page was translated for writing, so reads are fine too.
+            Some((p, m, root)) if p == page && root == vcpu.kernel_root => m,
+            _ => {
+                let view = GuestView { mem: &mut *mem, frames, domain, root: vcpu.kernel_root };
+                let writing = matches!(access, StackAccess::Write(_));
+                let m = view.translate(page, if writing { Access::Write } else { Access::Read })? & !(PAGE_SIZE - 1);
+                if writing {
+                    vcpu.stack_page = Some((page, m, vcpu.kernel_root));
+                }
+                m
+            }
+        };
+        let at = maddr + (va - page);
+        match access {
+            StackAccess::Read(b) => mem.read(at, b),
+            StackAccess::Write(b) => mem.write(at, b),
+        }
+        return Ok(());
+    }
+    let mut view = GuestView { mem, frames, domain, root: vcpu.kernel_root };
+    match access {
+        StackAccess::Read(b) => view.read(GuestSlice::new(va, len), b),
+        StackAccess::Write(b) => view.write(GuestSlice::new(va, len), b),
+    }
 }

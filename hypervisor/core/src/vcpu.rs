@@ -143,6 +143,11 @@ pub struct Vcpu {
     pub kernel_sp: u64,
     /// Measuring the bare `syscall` floor until the next exception.
     pub bench_floor: bool,
+    /// The last kernel-stack page a trap frame went to: (page-aligned
+    /// guest-virtual address, machine address, top-level table). Saves a
+    /// page walk per bounce and per `iret`; forgotten whenever the domain
+    /// changes any page table (every memory hypercall clears it).
+    pub stack_page: Option<(u64, u64, u64)>,
 }
 
 impl Vcpu {
@@ -160,6 +165,7 @@ impl Vcpu {
             event_callback: 0,
             kernel_sp: 0,
             bench_floor: false,
+            stack_page: None,
         }
     }
 

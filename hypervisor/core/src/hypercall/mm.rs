@@ -15,6 +15,16 @@ use crate::paging::Access;
 use hypercall_abi::mm::{uvm_flags, MemoryOpCmd, MmuextCmd, BATCH_MAX};
 use hypercall_abi::{HypercallError, PAGE_SIZE};
 
+/// Runs a hypercall that may change the caller's page tables, forgetting
+/// the vCPU's cached kernel-stack translation first.
+pub fn forget_stack_page<M: MachineMemory, C: ConsoleSink>(
+    ctx: &mut Context<'_, M, C>,
+    call: impl FnOnce(&mut Context<'_, M, C>) -> Result<u64, HypercallError>,
+) -> Result<u64, HypercallError> {
+    ctx.caller().vcpu.stack_page = None;
+    call(ctx)
+}
+
 /// Size of an `MmuUpdate` or `MmuextOp` record.
 const RECORD: u64 = 16;
 

@@ -5,6 +5,7 @@
 use super::{is_guest_address, Context};
 use crate::console::ConsoleSink;
 use crate::guest_memory::GuestSlice;
+use crate::trap_bounce::{stack_access, StackAccess};
 use crate::machine_memory::MachineMemory;
 use crate::vcpu::{GuestRegs, GUEST_RFLAGS_MASK, TRAP_VECTORS};
 use hypercall_abi::trap::{frame_flags, TrapFrame, TrapInfo};
@@ -55,7 +56,9 @@ pub fn stack_switch<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C
 /// `iret()`: pops the [`TrapFrame`] at the caller's `rsp` into its registers.
 pub fn iret<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, regs: &mut GuestRegs) -> Result<(), HypercallError> {
     let mut bytes = [0u8; core::mem::size_of::<TrapFrame>()];
-    ctx.view().read(GuestSlice::new(regs.rsp, bytes.len() as u64), &mut bytes)?;
+    let caller = ctx.caller;
+    let d = &mut ctx.domains[usize::from(caller.0)];
+    stack_access(ctx.mem, ctx.frames, caller, &mut d.vcpu, regs.rsp, StackAccess::Read(&mut bytes))?;
     let frame = TrapFrame::read_from_bytes(&bytes).expect("sizes match");
     if !is_guest_address(frame.rip) || !is_guest_address(frame.rsp) || frame.flags & !frame_flags::FROM_USER != 0 {
         return Err(HypercallError::BadArgument);
