@@ -194,6 +194,15 @@ pub fn unmask(mem: &mut impl MachineMemory, shared: u64, events: &mut EventChann
     false
 }
 
+/// Clears `port`'s pending and mask bits (when it is freed).
+pub fn clear(mem: &mut impl MachineMemory, shared: u64, port: u32) {
+    let (offset, bit) = word_and_bit(port);
+    for base in [PENDING_OFFSET, MASK_OFFSET] {
+        let word = shared + base as u64 + offset;
+        mem.write_u64(word, mem.read_u64(word) & !bit);
+    }
+}
+
 /// Whether `port` is pending (masked or not).
 pub fn is_pending(mem: &impl MachineMemory, shared: u64, port: u32) -> bool {
     let (offset, bit) = word_and_bit(port);

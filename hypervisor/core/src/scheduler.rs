@@ -65,6 +65,17 @@ impl Scheduler {
         self.entries.iter().enumerate().any(|(i, e)| e.runnable && i != usize::from(id.0))
     }
 
+    /// Whether another runnable domain would be picked before `id` once
+    /// `id` is charged `ran_ns` more.
+    pub fn would_preempt(&self, id: DomainId, ran_ns: u64) -> bool {
+        let me = &self.entries[usize::from(id.0)];
+        let my_pass = me.pass + u128::from(ran_ns) * STRIDE_SCALE / u128::from(me.weight);
+        self.entries
+            .iter()
+            .enumerate()
+            .any(|(i, e)| i != usize::from(id.0) && e.runnable && (e.pass, i) < (my_pass, usize::from(id.0)))
+    }
+
     /// Charges `ns` nanoseconds of CPU to `id`.
     pub fn charge(&mut self, id: DomainId, ns: u64) {
         let e = &mut self.entries[usize::from(id.0)];
@@ -137,5 +148,18 @@ mod tests {
         // Domain 1 resumes level with domain 0, not 100 slices behind it.
         s.charge(DomainId(1), SLICE_NS);
         assert_eq!(s.pick(), Some(DomainId(0)));
+    }
+
+    #[test]
+    fn a_woken_domain_preempts_only_when_it_is_owed_the_cpu() {
+        let mut s = Scheduler::default();
+        s.add(DomainId(0), 256);
+        s.add(DomainId(1), 256);
+        s.set_runnable(DomainId(1), false);
+        s.charge(DomainId(0), 5 * SLICE_NS);
+        s.set_runnable(DomainId(1), true); // starts level with 0
+        assert!(s.would_preempt(DomainId(0), 1_000), "0 ran a little more since: 1 goes first");
+        s.charge(DomainId(0), SLICE_NS);
+        assert!(!s.would_preempt(DomainId(1), 0), "1 is owed the CPU: nobody goes before it");
     }
 }

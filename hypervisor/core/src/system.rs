@@ -175,7 +175,7 @@ impl System {
         frame: &mut GuestRegs,
         fpu: &mut FpuState,
     ) -> Next {
-        self.fire_timers(p);
+        let woke = self.fire_timers(p);
         let Some(id) = self.current else {
             return self.dispatch_next(p, frame, fpu);
         };
@@ -189,8 +189,15 @@ impl System {
             self.end(p, id, Ending::TimeLimit);
             return self.dispatch_next(p, frame, fpu);
         }
-        if ran >= SLICE_NS && self.scheduler.others_runnable(id) {
+        // Preempt at the end of the slice, or when a timer woke a domain
+        // that is owed the CPU more than the running one (its pass is lower
+        // once the running one is charged): a timer event is not late by
+        // the rest of somebody else's slice.
+        let preempt = (ran >= SLICE_NS && self.scheduler.others_runnable(id))
+            || (woke && self.scheduler.would_preempt(id, ran));
+        if preempt {
             self.domain(id).stats.preemptions += 1;
+            self.drain_console(p, id);
             self.leave_cpu(id, p.tsc, 0);
             self.save_current(frame, fpu);
             return self.dispatch_next(p, frame, fpu);
@@ -201,8 +208,10 @@ impl System {
     }
 
     /// Raises the timer events and poll timeouts that are due.
-    fn fire_timers<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>) {
+    /// Returns whether it woke anyone.
+    fn fire_timers<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>) -> bool {
         self.timer_dirty = true;
+        let mut woke = false;
         let now = self.time.now_ns(p.tsc);
         for i in 0..self.domains.len() {
             let d = &mut self.domains[i];
@@ -214,6 +223,7 @@ impl System {
                 if let Some(port) = d.events.virq_port(virq::TIMER) {
                     if event_channel::raise(p.mem, d.shared_info, &mut d.events, port) {
                         self.wake(d_id(i), Some(port));
+                        woke = true;
                     }
                 }
             }
@@ -222,8 +232,10 @@ impl System {
                 d.vcpu.regs.rax = encode_result(Err(HypercallError::TimedOut));
                 d.events.wait = Wait::None;
                 self.scheduler.set_runnable(d_id(i), true);
+                woke = true;
             }
         }
+        woke
     }
 
     /// Makes a waiting domain runnable, with the result its `sched_op` returns.

@@ -74,6 +74,10 @@ pub fn event_channel_op<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, 
                 ctx.domains[usize::from(remote.0)].events.set(remote_port, Port::Unbound { remote: caller });
             }
             ctx.caller().events.set(a as u32, Port::Free);
+            // A port number is reused by the next allocation: it must not
+            // come back pending (or masked) from its previous life.
+            let shared = ctx.caller().shared_info;
+            event_channel::clear(ctx.mem, shared, a as u32);
             Ok(0)
         }
         EventChannelCmd::Status => {

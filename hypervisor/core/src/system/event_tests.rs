@@ -92,8 +92,10 @@ fn interdomain_ports_connect_only_whom_they_were_offered_to() {
     let p = w.evtchn(EventChannelCmd::BindVirq, virq::TIMER, 0).unwrap();
     assert_eq!(w.evtchn(EventChannelCmd::BindVirq, virq::TIMER, 0), Err(HypercallError::PortInUse));
     assert_eq!(w.evtchn(EventChannelCmd::BindVirq, virq::COUNT, 0), Err(HypercallError::BadArgument));
+    assert_eq!(w.evtchn(EventChannelCmd::Send, p, 0), Ok(0), "raise the virq port on itself");
     assert_eq!(w.evtchn(EventChannelCmd::Close, p, 0), Ok(0));
     assert_eq!(w.evtchn(EventChannelCmd::Close, p, 0), Err(HypercallError::NoSuchPort));
+    assert_eq!(w.mem.read_u64(w.shared(2) + PENDING_OFFSET as u64) & (1 << p), 0, "a closed port is not left pending");
     let _ = mine;
 }
 
