@@ -57,6 +57,7 @@ mod abi_note;
 pub mod cmdline;
 pub mod console;
 pub mod entry;
+pub mod event;
 pub mod frames;
 pub mod heap;
 pub mod hypercall;
@@ -65,6 +66,7 @@ mod panic;
 pub mod paging;
 mod start_info;
 pub mod status;
+pub mod time;
 pub mod trap;
 pub mod user;
 

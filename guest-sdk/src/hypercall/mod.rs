@@ -17,6 +17,7 @@
 //! build safe interfaces on top of them. `iret` only makes sense at the end
 //! of an assembly trap stub and has no Rust wrapper.
 
+pub mod events;
 mod mm;
 pub mod raw;
 mod traps;
