@@ -90,47 +90,97 @@ pub enum StackAccess<'a> {
 }
 
 /// Reads or writes `bytes` at `va` in the vCPU's kernel address space,
-/// through the one-page translation cache [`Vcpu::stack_page`] when the
-/// range lies in the cached page (a trap frame almost always does), else
-/// through a checked [`GuestView`] (and the cache is refilled).
+/// through the two-page translation cache [`Vcpu::stack_pages`] (a trap
+/// frame lies in one page, or straddles two neighbours), filling it with
+/// checked translations on a miss. Only writable translations are cached.
 pub fn stack_access(
     mem: &mut impl MachineMemory,
     frames: &FrameTable,
     domain: crate::domain::DomainId,
     vcpu: &mut Vcpu,
     va: u64,
-    access: StackAccess<'_>,
+    mut access: StackAccess<'_>,
 ) -> Result<(), HypercallError> {
     let len = match &access {
         StackAccess::Read(b) => b.len() as u64,
         StackAccess::Write(b) => b.len() as u64,
     };
-    let page = va & !(PAGE_SIZE - 1);
-    let in_one_page = va.checked_add(len).is_some_and(|end| end <= page + PAGE_SIZE);
-    if in_one_page {
-        let maddr = match vcpu.stack_page {
+    let end = va.checked_add(len).ok_or(HypercallError::BadAddress)?;
+    if len == 0 {
+        return Ok(());
+    }
+    let first_page = va & !(PAGE_SIZE - 1);
+    let last_page = (end - 1) & !(PAGE_SIZE - 1);
+    if last_page - first_page > PAGE_SIZE {
+        let mut view = GuestView { mem, frames, domain, root: vcpu.kernel_root };
+        return match access {
+            StackAccess::Read(b) => view.read(GuestSlice::new(va, len), b),
+            StackAccess::Write(b) => view.write(GuestSlice::new(va, len), b),
+        };
+    }
+    let writing = matches!(access, StackAccess::Write(_));
+    // Translate both pages before touching either: all or nothing.
+    let mut maddrs = [0u64; 2];
+    for (i, page) in [first_page, last_page].into_iter().enumerate() {
+        let cached = vcpu.stack_pages.iter().find(|(p, _, root)| *p == page && *root == vcpu.kernel_root);
+        maddrs[i] = match cached {
             // A cached page was translated for writing, so reads are fine too.
-            Some((p, m, root)) if p == page && root == vcpu.kernel_root => m,
-            _ => {
+            Some(&(_, m, _)) => m,
+            None => {
                 let view = GuestView { mem: &mut *mem, frames, domain, root: vcpu.kernel_root };
-                let writing = matches!(access, StackAccess::Write(_));
                 let m = view.translate(page, if writing { Access::Write } else { Access::Read })? & !(PAGE_SIZE - 1);
                 if writing {
-                    vcpu.stack_page = Some((page, m, vcpu.kernel_root));
+                    vcpu.stack_pages[usize::from(page != first_page)] = (page, m, vcpu.kernel_root);
                 }
                 m
             }
         };
-        let at = maddr + (va - page);
-        match access {
-            StackAccess::Read(b) => mem.read(at, b),
-            StackAccess::Write(b) => mem.write(at, b),
-        }
-        return Ok(());
     }
-    let mut view = GuestView { mem, frames, domain, root: vcpu.kernel_root };
-    match access {
-        StackAccess::Read(b) => view.read(GuestSlice::new(va, len), b),
-        StackAccess::Write(b) => view.write(GuestSlice::new(va, len), b),
+    let split = (first_page + PAGE_SIZE).min(end) - va;
+    let pieces = [(maddrs[0] + (va - first_page), 0, split), (maddrs[1], split, len - split)];
+    for (at, from, n) in pieces {
+        if n == 0 {
+            continue;
+        }
+        let range = from as usize..(from + n) as usize;
+        match &mut access {
+            StackAccess::Read(b) => mem.read(at, &mut b[range]),
+            StackAccess::Write(b) => mem.write(at, &b[range]),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Expect;
+    use crate::testing::{system_with, DATA};
+
+    #[test]
+    fn a_frame_straddling_two_pages_is_written_whole_and_read_back() {
+        let (mut sys, mut mem) = system_with(1, Expect::Exit(0));
+        let d = &mut sys.domains[0];
+        let top = d.vcpu.regs.rsp; // the initial stack's top, page-aligned
+        let at = top - 0x1000 - 40; // 40 bytes in one stack page, 40 in the next
+        let frame: [u8; 80] = core::array::from_fn(|i| i as u8);
+        stack_access(&mut mem, &sys.frames, d.id, &mut d.vcpu, at, StackAccess::Write(&frame)).unwrap();
+        assert_eq!(d.vcpu.stack_pages[0].0, top - 0x2000);
+        assert_eq!(d.vcpu.stack_pages[1].0, top - 0x1000);
+        let mut back = [0u8; 80];
+        stack_access(&mut mem, &sys.frames, d.id, &mut d.vcpu, at, StackAccess::Read(&mut back)).unwrap();
+        assert_eq!(back, frame);
+        // The data page's neighbour (the start-info page) is read-only: a
+        // frame across them is refused whole, and the data page keeps its bytes.
+        let across = DATA + 0x1000 - 40;
+        let mut before = [0u8; 40];
+        stack_access(&mut mem, &sys.frames, d.id, &mut d.vcpu, across, StackAccess::Read(&mut before)).unwrap();
+        assert_eq!(
+            stack_access(&mut mem, &sys.frames, d.id, &mut d.vcpu, across, StackAccess::Write(&frame)),
+            Err(HypercallError::BadAddress)
+        );
+        let mut after = [0u8; 40];
+        stack_access(&mut mem, &sys.frames, d.id, &mut d.vcpu, across, StackAccess::Read(&mut after)).unwrap();
+        assert_eq!(before, after);
     }
 }

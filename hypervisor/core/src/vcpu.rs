@@ -143,11 +143,12 @@ pub struct Vcpu {
     pub kernel_sp: u64,
     /// Measuring the bare `syscall` floor until the next exception.
     pub bench_floor: bool,
-    /// The last kernel-stack page a trap frame went to: (page-aligned
-    /// guest-virtual address, machine address, top-level table). Saves a
-    /// page walk per bounce and per `iret`; forgotten whenever the domain
+    /// The last kernel-stack pages a trap frame went to: (page-aligned
+    /// guest-virtual address, machine address, top-level table); an
+    /// all-zero entry is empty (page 0 is never a guest page). Saves page
+    /// walks per bounce and per `iret`; forgotten whenever the domain
     /// changes any page table (every memory hypercall clears it).
-    pub stack_page: Option<(u64, u64, u64)>,
+    pub stack_pages: [(u64, u64, u64); 2],
 }
 
 impl Vcpu {
@@ -165,7 +166,7 @@ impl Vcpu {
             event_callback: 0,
             kernel_sp: 0,
             bench_floor: false,
-            stack_page: None,
+            stack_pages: [(0, 0, 0); 2],
         }
     }
 

@@ -21,7 +21,7 @@ pub fn forget_stack_page<M: MachineMemory, C: ConsoleSink>(
     ctx: &mut Context<'_, M, C>,
     call: impl FnOnce(&mut Context<'_, M, C>) -> Result<u64, HypercallError>,
 ) -> Result<u64, HypercallError> {
-    ctx.caller().vcpu.stack_page = None;
+    ctx.caller().vcpu.stack_pages = [(0, 0, 0); 2];
     call(ctx)
 }
 
