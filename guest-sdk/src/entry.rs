@@ -1,4 +1,4 @@
-//! How a guest starts: from the hypervisor's first `sysret` to `main`.
+//! How a guest starts: from the hypervisor's first `iretq` to `main`.
 //!
 //! The hypervisor enters the guest at the ELF entry point `_start` in ring
 //! 3, with `rdi` holding the address of the [`StartInfo`] page, `rsp` at the

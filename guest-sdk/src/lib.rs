@@ -21,8 +21,11 @@
 //!
 //! - [`entry!`] and the `_start` routine ([`entry`](mod@entry)): SSE, bss and stack
 //!   set-up, start-info checks, then your `main`, then [`hypercall::exit`].
-//! - [`hypercall`]: a safe wrapper for every hypercall of
-//!   [`hypercall_abi::Hypercall`], returning `Result<_, HypercallError>`.
+//! - [`hypercall`]: a wrapper for every hypercall of
+//!   [`hypercall_abi::Hypercall`], returning `Result<_, HypercallError>`
+//!   (those that can change the caller's own mappings or register code the
+//!   hypervisor jumps to are `unsafe fn` with a written contract; the
+//!   [`paging`], [`trap`] and [`event`] modules are their safe faces).
 //! - [`print!`]/[`println!`] ([`console`]): formatted output through the
 //!   shared console ring, without a hypercall per line.
 //! - a global allocator over the domain's free memory ([`heap`]), so `alloc`

@@ -6,7 +6,7 @@
 //! (`a round 1`, `b round 1`, `a round 2`, ...), and the order proves the
 //! hypervisor switched domains at each yield. The line printed before a
 //! yield reaches the console first, because the hypervisor drains a domain's
-//! console ring whenever it enters the hypervisor.
+//! console ring whenever the domain gives up the CPU.
 //!
 //! Command line: `rounds=N` (default 3).
 #![no_std]

@@ -70,8 +70,10 @@ pub(crate) fn init(info: &StartInfo) {
     CONSOLE.lock().ring = unsafe { Ring::new(addr) };
 }
 
-/// Asks the hypervisor to print everything in the ring now. Rarely needed:
-/// every hypercall but `null` does it anyway.
+/// Asks the hypervisor to print everything in the ring now. The hypervisor
+/// also drains the ring when the domain gives up the CPU (yield, block,
+/// exit, a fault, preemption) and on every `console_write`; call this
+/// before output of another domain must follow yours.
 pub fn flush() {
     let _ = hypercall::console_write(&[]);
 }
