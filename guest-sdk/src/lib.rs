@@ -57,6 +57,7 @@
 extern crate alloc;
 
 mod abi_note;
+pub mod bench;
 pub mod cmdline;
 pub mod console;
 pub mod entry;

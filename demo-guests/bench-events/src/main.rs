@@ -31,11 +31,11 @@
 #![no_main]
 
 use core::arch::asm;
-use core::arch::x86_64::_rdtsc;
 use core::hint::black_box;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use parvus_guest_sdk::event::{self, Port};
+use parvus_guest_sdk::bench::{empty_loop, ticks};
 use parvus_guest_sdk::hypercall::events as hc;
 use parvus_guest_sdk::hypercall_abi::event::EventChannelCmd;
 use parvus_guest_sdk::hypercall_abi::Hypercall;
@@ -143,22 +143,7 @@ fn measure(name: &str, me: u64, peer: u64) -> Result<(), HypercallError> {
     Ok(())
 }
 
-/// The time-stamp counter (instructions, under `-icount`).
-#[inline(always)]
-fn ticks() -> u64 {
-    // SAFETY: `rdtsc` only reads the counter; CR4.TSD is clear, so it is
-    // allowed in ring 3.
-    unsafe { _rdtsc() }
-}
 
-#[inline(never)]
-fn empty_loop(n: u64) -> u64 {
-    let start = ticks();
-    for i in 0..n {
-        black_box(i);
-    }
-    ticks() - start
-}
 
 #[inline(never)]
 fn round_trip_loop(port: Port) -> u64 {

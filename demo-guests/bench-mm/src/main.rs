@@ -28,10 +28,10 @@
 extern crate alloc;
 
 use alloc::boxed::Box;
-use core::arch::x86_64::_rdtsc;
 use core::hint::black_box;
 
 use parvus_guest_sdk::frames::PageFrame;
+use parvus_guest_sdk::bench::{empty_loop, ticks};
 use parvus_guest_sdk::hypercall::{self, Aligned};
 use parvus_guest_sdk::hypercall_abi::mm::{uvm_flags, MmuUpdate, MmuextCmd};
 use parvus_guest_sdk::hypercall_abi::trap::TrapInfo;
@@ -79,22 +79,7 @@ fn report(name: &str, iterations: u64, total: u64, baseline: u64) {
     console::flush();
 }
 
-/// The time-stamp counter (an instruction count under `-icount`).
-#[inline(always)]
-fn ticks() -> u64 {
-    // SAFETY: `rdtsc` only reads the counter; CR4.TSD is clear, so ring 3 may.
-    unsafe { _rdtsc() }
-}
 
-/// The loop skeleton alone.
-#[inline(never)]
-fn empty_loop(n: u64) -> u64 {
-    let start = ticks();
-    for i in 0..n {
-        black_box(i);
-    }
-    ticks() - start
-}
 
 fn main(_start: &'static StartInfo) -> u64 {
     println!("bench-mm: page tables, process switches and trap bounces; ticks are instructions under -icount");

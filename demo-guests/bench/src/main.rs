@@ -27,10 +27,10 @@
 #![no_main]
 
 use core::arch::asm;
-use core::arch::x86_64::_rdtsc;
 use core::hint::black_box;
 
 use parvus_guest_sdk::{console, hypercall, println, status, StartInfo};
+use parvus_guest_sdk::bench::{empty_loop, ticks};
 
 /// Iterations per loop: enough that the few instructions around the loop
 /// vanish in the average.
@@ -60,25 +60,7 @@ fn main(_start: &'static StartInfo) -> u64 {
     status::SUCCESS
 }
 
-/// The time-stamp counter. Not serialised (no `lfence`): under `-icount`
-/// there is no out-of-order execution to fence, and the fence would itself
-/// be counted.
-#[inline(always)]
-fn ticks() -> u64 {
-    // SAFETY: `rdtsc` only reads the counter; CR4.TSD is clear, so it is
-    // allowed in ring 3.
-    unsafe { _rdtsc() }
-}
 
-/// The loop skeleton alone: the baseline every row subtracts.
-#[inline(never)]
-fn empty_loop(n: u64) -> u64 {
-    let start = ticks();
-    for i in 0..n {
-        black_box(i);
-    }
-    ticks() - start
-}
 
 /// `null` through the SDK's safe wrapper, result included.
 #[inline(never)]
