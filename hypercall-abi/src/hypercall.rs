@@ -48,7 +48,8 @@ pub enum Hypercall {
     /// Either way, if `done` is not 0, the number of requests that went in
     /// is written to `*done` (8-byte aligned; a `done` the caller cannot
     /// write is refused with `BadAddress` or `Misaligned` before any
-    /// request is applied).
+    /// request is applied; if the batch itself made `done` unwritable, the
+    /// requests stay applied and the call returns `BadAddress`).
     MmuUpdate = 7,
     /// `mmuext_op(ops: *const MmuextOp, count: u64, done: *mut u64)`:
     /// pins and unpins page tables, loads new base pointers, flushes the

@@ -191,8 +191,19 @@ pub fn build_domain(
     // which validates the whole tree: the builder is held to the same rules
     // as the guest.
     let root_mfn = pfns[layout.pml4() as usize];
-    let validation = PageTables { frames: &mut *frames, mem: &mut *mem, domain: plan.id, hypervisor_half }
-        .get_type(root_mfn, PageType::L4);
+    // The hypervisor itself writes the console ring and the shared-info
+    // page for the domain's whole life: it holds a writable-type reference
+    // on each, so that the guest can never turn them into page tables (or
+    // give them back) under the hypervisor's writes.
+    let ring_mfn = pfns[layout.console_ring as usize];
+    let shared_mfn = pfns[layout.shared_info as usize];
+    let validation = {
+        let mut tables = PageTables { frames: &mut *frames, mem: &mut *mem, domain: plan.id, hypervisor_half };
+        tables
+            .get_type(root_mfn, PageType::L4)
+            .and_then(|()| tables.get_type(ring_mfn, PageType::Writable))
+            .and_then(|()| tables.get_type(shared_mfn, PageType::Writable))
+    };
     if let Err(e) = validation {
         for &mfn in &pfns {
             let _ = frames.free(mfn, owner);

@@ -148,10 +148,10 @@ impl System {
         if let Some(id) = self.current {
             let d = &self.domains[usize::from(id.0)];
             if self.scheduler.others_runnable(id) {
-                consider(self.dispatched_at + self.time.clock.ticks(SLICE_NS));
+                consider(self.dispatched_at.saturating_add(self.time.clock.ticks(SLICE_NS)));
             }
             if let Some(limit) = d.time_limit_ns {
-                consider(self.dispatched_at + self.time.clock.ticks(limit.saturating_sub(d.stats.cpu_ns)));
+                consider(self.dispatched_at.saturating_add(self.time.clock.ticks(limit.saturating_sub(d.stats.cpu_ns))));
             }
         }
         for d in self.domains.iter().filter(|d| d.is_alive()) {

@@ -71,7 +71,7 @@ impl Scale {
     pub fn apply(self, x: u64) -> u64 {
         let t = u128::from(x);
         let t = if self.shift >= 0 { t << self.shift } else { t >> -self.shift };
-        ((t * u128::from(self.mul)) >> 32) as u64
+        u64::try_from((t * u128::from(self.mul)) >> 32).unwrap_or(u64::MAX)
     }
 }
 
@@ -107,7 +107,7 @@ impl TscClock {
     /// TSC ticks in `ns` nanoseconds (rounded up by one tick).
     #[inline]
     pub fn ticks(&self, ns: u64) -> u64 {
-        self.to_ticks.apply(ns) + 1
+        self.to_ticks.apply(ns).saturating_add(1)
     }
 }
 

@@ -110,7 +110,8 @@ pub extern "C" fn hypervisor_fault(frame: &GuestRegs) -> ! {
     for line in fault::report("the hypervisor itself faulted", frame, cr2) {
         logger::emergency(format_args!("FATAL {line}"));
     }
-    if let Some(id) = this_cpu().current_domain {
+    // Not this_cpu(): GS may hold the guest's base here.
+    if let Some(id) = crate::arch::x86_64::percpu::bsp().current_domain {
         logger::emergency(format_args!("FATAL while serving domain {id}"));
     }
     exit_qemu(ExitCode::HypervisorFailure)
@@ -157,6 +158,10 @@ fn apply_slow(next: Next, system: &mut System, frame: &mut GuestRegs) {
 /// registers are in the frame at the top of the stack (the caller then
 /// returns to the entry code, which resumes it).
 fn idle(system: &mut System, frame: &mut GuestRegs) {
+    // The last domain's tables may just have been freed: idle on our own.
+    // SAFETY: the hypervisor's own top-level table maps the hypervisor as
+    // every domain's does.
+    unsafe { switch_address_space(hypervisor_root()) };
     loop {
         arm_timer(system);
         // SAFETY: `sti; hlt` enables interrupts only for the halt (the

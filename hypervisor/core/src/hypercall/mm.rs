@@ -63,22 +63,25 @@ fn for_each_record<M: MachineMemory, C: ConsoleSink>(
 fn finish_batch<M: MachineMemory, C: ConsoleSink>(
     ctx: &mut Context<'_, M, C>,
     count: u64,
-    done_maddr: u64,
+    done_ptr: u64,
     outcome: Result<(), (u64, HypercallError)>,
 ) -> Result<u64, HypercallError> {
     let done = match outcome {
         Ok(()) => count,
         Err((n, _)) => n,
     };
-    if done_maddr != 0 {
-        ctx.mem.write_u64(done_maddr, done);
+    if done_ptr != 0 {
+        // Translated again: the batch itself may have changed what `done`
+        // maps to (even made its page a page table), and a stale machine
+        // address would write through the typing rules.
+        ctx.view().write(GuestSlice::new(done_ptr, 8), &done.to_le_bytes())?;
     }
     outcome.map(|()| count).map_err(|(_, e)| e)
 }
 
 /// Checks the caller's `done` counter (8-byte aligned, writable) before
 /// any request is applied, so that a bad counter address cannot hide
-/// updates that went in. Returns its machine address (0: no counter).
+/// updates that went in. (It is translated again when written.)
 fn check_done<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, done_ptr: u64) -> Result<u64, HypercallError> {
     if done_ptr == 0 {
         return Ok(0);
@@ -86,7 +89,8 @@ fn check_done<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, don
     if !done_ptr.is_multiple_of(8) {
         return Err(HypercallError::Misaligned);
     }
-    Ok(ctx.view().translate(done_ptr, Access::Write)?)
+    ctx.view().translate(done_ptr, Access::Write)?;
+    Ok(done_ptr)
 }
 
 /// `mmu_update(reqs, count, done)`.
@@ -210,9 +214,10 @@ fn give_back<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, mfn:
         Some(Owner::Domain(_)) => return Err(HypercallError::FrameNotOwned),
         _ => return Err(HypercallError::HypervisorMemory),
     }
+    // (The console ring and shared-info page are never unreferenced: the
+    // hypervisor holds a reference on each for the domain's whole life.)
     let info = ctx.frames.info(mfn).expect("owned");
-    // The console ring is read by the hypervisor for the domain's whole life.
-    if !info.is_unreferenced() || mfn * PAGE_SIZE == ctx.caller().console_ring {
+    if !info.is_unreferenced() {
         return Err(HypercallError::TypeCountInUse);
     }
     ctx.frames.free(mfn, Owner::Domain(caller)).expect("owned and unreferenced");

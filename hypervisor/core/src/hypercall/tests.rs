@@ -212,3 +212,69 @@ fn traps_bounce_to_the_guest_kernel_and_iret_returns_to_user_mode() {
     g.view().read(GuestSlice::new(sp, bytes.len() as u64), &mut bytes).unwrap();
     assert_eq!(TrapFrame::read_from_bytes(&bytes).unwrap().vector, hypercall_abi::trap::VECTOR_SYSCALL);
 }
+
+/// Regression tests for two escapes found in review: pages the hypervisor
+/// writes for the guest must never become page tables, and the `done`
+/// counter must not be written through a stale translation.
+mod escapes {
+    use super::*;
+    use crate::frame_table::PageType;
+    use crate::machine_memory::MachineMemory;
+
+    fn l1_ptr(g: &Guest, va: u64) -> u64 {
+        let mut t = g.sys.domains[0].vcpu.kernel_root;
+        for level in (2..=4u8).rev() {
+            let e = g.mem.read_u64(t + crate::paging::table_index(va, level) as u64 * 8);
+            t = e & crate::paging::ADDRESS_MASK;
+        }
+        t + crate::paging::table_index(va, 1) as u64 * 8
+    }
+
+    fn l2_table(g: &Guest, va: u64) -> u64 {
+        let mut t = g.sys.domains[0].vcpu.kernel_root;
+        for level in (3..=4u8).rev() {
+            let e = g.mem.read_u64(t + crate::paging::table_index(va, level) as u64 * 8);
+            t = e & crate::paging::ADDRESS_MASK;
+        }
+        t
+    }
+
+    #[test]
+    fn the_shared_info_page_and_the_console_ring_cannot_become_page_tables() {
+        let mut g = Guest::new();
+        for va in [g.si.shared_info, g.si.console_ring] {
+            let mfn = g.mfn(g.pfn_of(va));
+            assert_eq!(g.call(Hypercall::UpdateVaMapping, &[va, 0, 0]).1, Ok(0), "the guest may unmap it");
+            g.poke(DATA, &[MmuextCmd::PinL1Table as u64, mfn]);
+            assert_eq!(g.call(Hypercall::MmuextOp, &[DATA, 1, 0]).1, Err(HypercallError::FrameMappedWritable));
+            assert_ne!(g.sys.frames.info(mfn).unwrap().ty, PageType::L1);
+            g.poke(DATA, &mfn);
+            assert_eq!(
+                g.call(Hypercall::MemoryOp, &[MemoryOpCmd::DecreaseReservation as u64, DATA, 1]).1,
+                Err(HypercallError::TypeCountInUse),
+                "nor give it back"
+            );
+        }
+    }
+
+    #[test]
+    fn the_done_counter_is_not_written_into_a_page_that_became_a_table() {
+        let mut g = Guest::new();
+        let dva = g.si.free_start;
+        let d = g.mfn(g.pfn_of(dva));
+        g.poke(dva, &[0u8; 4096]);
+        let l2 = l2_table(&g, dva);
+        // Unmap D, link it as an L1 into a free directory slot, then five no-ops.
+        let mut recs: Vec<u64> = alloc::vec![l1_ptr(&g, dva), 0, l2 + 300 * 8, (d << 12) | 7];
+        for _ in 0..5 {
+            recs.extend([l2 + 301 * 8, 0]);
+        }
+        let reqs = DATA + 0x100;
+        let arr: [u64; 14] = recs.try_into().unwrap();
+        g.poke(reqs, &arr);
+        let (_, r) = g.call(Hypercall::MmuUpdate, &[reqs, 7, dva + 5 * 8]);
+        assert_eq!(r, Err(HypercallError::BadAddress), "the counter's page is gone: reported, not written");
+        assert_eq!(g.sys.frames.info(d).unwrap().ty, PageType::L1);
+        assert_eq!(g.mem.read_u64(d * 4096 + 40), 0, "no entry forged in the new table");
+    }
+}

@@ -133,6 +133,19 @@ return_to_guest_from:
     jmp return_to_guest
 
 exception_common:
+    /* Known flags first: clear DF (the string instructions in memcpy),
+       AC (SMAP), NT (iretq) and TF, whatever the guest left in them; its
+       own RFLAGS are in the frame. */
+    push 2
+    popfq
+    /* NMI, double fault and machine check are the machine's, not the
+       guest's: report them as hypervisor faults, without trusting GS. */
+    cmp qword ptr [rsp], 2
+    je 2f
+    cmp qword ptr [rsp], 8
+    je 2f
+    cmp qword ptr [rsp], 18
+    je 2f
     test byte ptr [rsp + {stub_cs}], 3
     jz 2f
     swapgs
@@ -151,6 +164,8 @@ exception_common:
        ring 3 they enter like an exception; in ring 0 they can only strike
        in the idle loop's `sti; hlt`, and return to it at once. */
 interrupt_common:
+    push 2                                 /* known flags, as above */
+    popfq
     test byte ptr [rsp + {stub_cs}], 3
     jz 3f
     swapgs

@@ -10,7 +10,7 @@
 //! ```
 //! The TSS gives the stack a fault from ring 3 lands on (RSP0: the per-CPU
 //! stack, where the guest frame is built) and a separate known-good stack
-//! (IST1) for double faults, NMIs and machine checks.
+//! (IST1..3) each for double faults, NMIs and machine checks.
 
 use core::mem::size_of;
 use x86_64::registers::model_specific::{LStar, SFMask, Star};
@@ -27,13 +27,18 @@ pub const KERNEL_CS: u16 = 0x08;
 pub const KERNEL_SS: u16 = 0x10;
 const TSS_SELECTOR: u16 = 0x28;
 
-/// IST slot (1-based as in IDT entries) for faults that need a fresh stack.
-pub const IST_CRITICAL: u8 = 1;
+/// IST slots (1-based as in IDT entries) for the faults that need a fresh
+/// stack, one each, so that one cannot overwrite another's frame.
+pub const IST_DOUBLE_FAULT: u8 = 1;
+/// IST slot of the NMI.
+pub const IST_NMI: u8 = 2;
+/// IST slot of the machine check.
+pub const IST_MACHINE_CHECK: u8 = 3;
 const IST_STACK_SIZE: usize = 16 * 1024;
 
 #[repr(C, align(16))]
 struct IstStack([u8; IST_STACK_SIZE]);
-static mut IST_STACK: IstStack = IstStack([0; IST_STACK_SIZE]);
+static mut IST_STACKS: [IstStack; 3] = [const { IstStack([0; IST_STACK_SIZE]) }; 3];
 
 static mut TSS: TaskStateSegment = TaskStateSegment::new();
 
@@ -56,8 +61,10 @@ pub fn init(stack_top: u64, syscall_entry: u64) {
     // GDT or TSS, so these are the only references.
     unsafe {
         (*tss).privilege_stack_table[0] = VirtAddr::new(stack_top);
-        (*tss).interrupt_stack_table[usize::from(IST_CRITICAL - 1)] =
-            VirtAddr::new(core::ptr::addr_of!(IST_STACK) as u64 + IST_STACK_SIZE as u64);
+        for i in 0..3 {
+            let stack = core::ptr::addr_of!(IST_STACKS[i]) as u64;
+            (*tss).interrupt_stack_table[i] = VirtAddr::new(stack + IST_STACK_SIZE as u64);
+        }
         (*tss).iomap_base = size_of::<TaskStateSegment>() as u16; // no I/O bitmap: all ports denied to ring 3
         let base = tss as u64;
         let limit = (size_of::<TaskStateSegment>() - 1) as u64;
@@ -91,5 +98,13 @@ pub fn init(stack_top: u64, syscall_entry: u64) {
     )
     .expect("the GDT layout above satisfies STAR's ordering rules");
     LStar::write(VirtAddr::new(syscall_entry));
-    SFMask::write(RFlags::INTERRUPT_FLAG | RFlags::TRAP_FLAG | RFlags::DIRECTION_FLAG | RFlags::ALIGNMENT_CHECK);
+    // Cleared on `syscall`: interrupts (ring 0 runs with them off), single
+    // step, DF (memcpy), AC (SMAP) and NT (a set NT makes `iretq` fault).
+    SFMask::write(
+        RFlags::INTERRUPT_FLAG
+            | RFlags::TRAP_FLAG
+            | RFlags::DIRECTION_FLAG
+            | RFlags::ALIGNMENT_CHECK
+            | RFlags::NESTED_TASK,
+    );
 }

@@ -8,7 +8,7 @@
 //! they may strike when the ordinary stack cannot be trusted.
 
 use super::entry::exception_stubs;
-use super::gdt::{IST_CRITICAL, KERNEL_CS};
+use super::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI, KERNEL_CS};
 use x86_64::structures::DescriptorTablePointer;
 use x86_64::VirtAddr;
 
@@ -49,7 +49,12 @@ fn gate(handler: u64, ist: u8, attributes: u8) -> Gate {
 pub fn init() {
     let idt = core::ptr::addr_of_mut!(IDT);
     for vector in 0..32u8 {
-        let ist = if matches!(vector, 2 | 8 | 18) { IST_CRITICAL } else { 0 };
+        let ist = match vector {
+            2 => IST_NMI,
+            8 => IST_DOUBLE_FAULT,
+            18 => IST_MACHINE_CHECK,
+            _ => 0,
+        };
         let attributes = if matches!(vector, 3 | 4) { USER_INTERRUPT_GATE } else { INTERRUPT_GATE };
         // SAFETY: exception_stubs is a static table of 32 code addresses
         // emitted by the entry assembly.

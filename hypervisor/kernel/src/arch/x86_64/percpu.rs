@@ -65,6 +65,15 @@ pub fn init_bsp() -> u64 {
     top
 }
 
+/// The boot CPU's data, reached without GS: for the fault path, which may
+/// run with the guest's GS base loaded (an NMI between `syscall` and
+/// `swapgs`, for instance). Read-only use.
+pub fn bsp() -> &'static PerCpu {
+    // SAFETY: BSP is a static; the fatal-fault path only reads it and never
+    // returns to code holding a mutable reference.
+    unsafe { &*core::ptr::addr_of!(BSP) }
+}
+
 /// This CPU's data. Only the code that runs with interrupts off on this CPU
 /// (all of ring 0 in Parvus) may use it.
 pub fn this_cpu() -> &'static mut PerCpu {
