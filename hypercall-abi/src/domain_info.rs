@@ -16,7 +16,8 @@ pub enum DomainState {
     Blocked = 1,
     /// Ended by its own `exit`.
     Exited = 2,
-    /// Stopped by the hypervisor after a fault it could not give back.
+    /// Stopped by the hypervisor: after a fault it could not give back, at
+    /// its CPU time limit, or waiting for an event nothing could send.
     Crashed = 3,
 }
 

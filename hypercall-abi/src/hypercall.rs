@@ -63,9 +63,11 @@ pub enum Hypercall {
     UpdateVaMapping = 9,
     /// `multicall(calls: *mut MulticallEntry, count: u64)`: performs up to
     /// [`MULTICALL_MAX`](crate::mm::MULTICALL_MAX) hypercalls in one entry,
-    /// in order, writing each one's encoded result into its entry. A
-    /// `multicall` inside a multicall, `yield`, `exit` and `iret` are refused
-    /// with `BadArgument` in their entry. Returns the number of entries performed.
+    /// in order, writing each one's encoded result into its entry (more
+    /// entries: `BadArgument`). Calls that leave the caller or replace its
+    /// registers (`multicall` itself, `yield`, `exit`, `iret`,
+    /// `bench_floor`, `sched_op`) are refused with `BadArgument` in their
+    /// entry. Returns the number of entries performed.
     Multicall = 10,
     /// `memory_op(cmd: u64, frames: *mut u64, count: u64)`: balloon
     /// operations; see [`MemoryOpCmd`](crate::mm::MemoryOpCmd).
@@ -91,8 +93,9 @@ pub enum Hypercall {
     /// [`EventChannelCmd`](crate::event::EventChannelCmd) for each command's
     /// arguments and result.
     EventChannelOp = 16,
-    /// `sched_op(cmd: u64, a: u64, b: u64)`: block until an event, or poll
-    /// ports with a timeout; see [`SchedCmd`](crate::event::SchedCmd).
+    /// `sched_op(cmd: u64, a: u64, b: u64, deadline: u64)`: block until an
+    /// event, or poll ports until an absolute deadline (system time, in
+    /// `r10`); see [`SchedCmd`](crate::event::SchedCmd).
     SchedOp = 17,
     /// `set_timer(deadline: u64)`: raise [`VIRQ_TIMER`](crate::event::virq::TIMER)
     /// once the system time (nanoseconds since boot, see

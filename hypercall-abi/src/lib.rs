@@ -22,9 +22,10 @@
 //! | `r11`    | (rflags, written by `syscall`) | clobbered                      |
 //!
 //! Every other register, including `rsp`, `rbp`, the SSE registers and
-//! `mxcsr`, is preserved, and the hypervisor never writes to the guest stack
-//! during a hypercall (the guest's red zone is safe). Arithmetic flags are
-//! restored from `r11`.
+//! `mxcsr`, is preserved. Arithmetic flags are restored from `r11`. The
+//! hypervisor writes to the guest stack only to deliver a trap or an event
+//! upcall (see [`trap`]), and then always 128 bytes below `rsp`, so the
+//! guest's red zone is safe.
 //!
 //! The result in `rax` is a value when it is below `2^64 - 4095` and a
 //! negated [`HypercallError`] code otherwise, the same trick Linux uses for

@@ -145,7 +145,8 @@ pub enum MemoryOpCmd {
     IncreaseReservation = 0,
     /// Give back the frames listed in `frames[0..count]`; each must be
     /// owned and unreferenced (no mapping, not a page table, not the
-    /// console ring). Returns `count`; stops at the first frame that cannot
+    /// console ring or the shared-info page, which the hypervisor holds).
+    /// Returns `count`; stops at the first frame that cannot
     /// be given back and returns its error (the frames before it are gone).
     DecreaseReservation = 1,
     /// Returns the number of frames the domain owns (`frames`, `count` unused).

@@ -286,13 +286,13 @@ impl System {
             tlb: TlbFlush::None,
             tsc: p.tsc,
             time: &self.time,
-            woke: None,
+            woke: alloc::vec::Vec::new(),
             timer_changed: false,
         };
         let outcome = hypercall::dispatch(&mut ctx, frame);
-        let (tlb, woke, timer_changed) = (ctx.tlb, ctx.woke, ctx.timer_changed);
+        let (tlb, woke, timer_changed) = (ctx.tlb, core::mem::take(&mut ctx.woke), ctx.timer_changed);
         self.timer_dirty |= timer_changed;
-        if let Some((id, port)) = woke {
+        for (id, port) in woke {
             self.wake(id, port);
         }
         match outcome {
@@ -502,6 +502,15 @@ impl System {
     /// Records how a domain ended, prints its last output, closes its
     /// ports, tells the others if it did not end by itself, and frees its memory.
     fn end<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>, id: DomainId, ending: Ending) {
+        self.end_with(p, id, ending, true);
+    }
+
+    /// [`Self::end`] without raising VIRQ_DOM_EXC in the others.
+    fn end_quietly<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>, id: DomainId, ending: Ending) {
+        self.end_with(p, id, ending, false);
+    }
+
+    fn end_with<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>, id: DomainId, ending: Ending, announce: bool) {
         self.drain_console(p, id);
         let d = &mut self.domains[usize::from(id.0)];
         hypercall::flush_console(d, p.console);
@@ -510,7 +519,7 @@ impl System {
             Ending::Crashed(what) => log::info!("{} stopped after {}; the other domains run on", d.label(), what),
             Ending::TimeLimit => log::info!("{} stopped at its CPU time limit; the other domains run on", d.label()),
         }
-        let abnormal = !matches!(ending, Ending::Exited(_));
+        let abnormal = announce && !matches!(ending, Ending::Exited(_));
         d.ending = Some(ending);
         d.events.wait = Wait::None;
         d.events.timer_deadline_ns = None;
@@ -565,12 +574,12 @@ impl System {
             if self.next_deadline().is_some() {
                 return Next::Idle;
             }
-            // Everyone left waits for an event nobody can send.
-            for i in 0..self.domains.len() {
-                if self.domains[i].is_alive() {
-                    log::error!("{} waits for an event that nothing can send any more", self.domains[i].label());
-                    self.end(p, d_id(i), Ending::Crashed(String::from("blocked forever")));
-                }
+            // Everyone left waits for an event nobody can send. (Their ends
+            // are not announced to each other: that would wake the next.)
+            let stuck: Vec<DomainId> = self.domains.iter().filter(|d| d.is_alive()).map(|d| d.id).collect();
+            for id in stuck {
+                log::error!("{} waits for an event that nothing can send any more", self.domains[usize::from(id.0)].label());
+                self.end_quietly(p, id, Ending::Crashed(String::from("blocked forever")));
             }
             return Next::Finished { all_as_expected: self.domains.iter().all(Domain::ended_as_expected) };
         };

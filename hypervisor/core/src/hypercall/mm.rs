@@ -114,11 +114,13 @@ pub fn update_va_mapping<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_,
     let root = ctx.caller().vcpu.kernel_root;
     let mut tables = ctx.tables();
     let ptr = tables.l1_entry_for(root, va)?;
-    tables.update_entry(ptr, pte)?;
-    // The entry of `va` always goes, whatever the flags say: a stale
-    // writable translation of a frame that becomes a page table would
-    // break the typing invariant.
-    let flush = if flags & uvm_flags::TLB_FLUSH != 0 { TlbFlush::All } else { TlbFlush::Page(va) };
+    let replaced = tables.update_entry(ptr, pte)?;
+    // A replaced entry may be cached under other addresses too (the same
+    // level-1 table can be linked at several places), and a stale writable
+    // translation of a frame that becomes a page table would break the
+    // typing invariant: then everything goes. Otherwise `va`'s entry, or
+    // all if the guest asks.
+    let flush = if replaced || flags & uvm_flags::TLB_FLUSH != 0 { TlbFlush::All } else { TlbFlush::Page(va) };
     ctx.tlb = ctx.tlb.and(flush);
     Ok(0)
 }

@@ -90,8 +90,9 @@ pub struct Context<'a, M: MachineMemory, C: ConsoleSink> {
     pub tsc: u64,
     /// How TSC values become system time.
     pub time: &'a crate::time::TimeBase,
-    /// A domain the hypercall woke (and the port that woke it, for `poll`).
-    pub woke: Option<(DomainId, Option<u32>)>,
+    /// Domains the hypercall woke (and the port that woke each, for
+    /// `poll`); several in a `multicall`.
+    pub woke: alloc::vec::Vec<(DomainId, Option<u32>)>,
     /// The hypercall set or cancelled a timer or a poll deadline.
     pub timer_changed: bool,
 }

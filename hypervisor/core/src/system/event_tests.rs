@@ -208,3 +208,37 @@ fn a_crash_is_announced_and_a_wait_nobody_can_end_is_reported() {
     assert_eq!(next, Next::Finished { all_as_expected: false });
     assert_eq!(w.sys.domains[0].ending, Some(Ending::Crashed(String::from("blocked forever"))));
 }
+
+#[test]
+fn one_multicall_can_wake_two_domains() {
+    let mut w = World::new(3);
+    let to_d1 = w.evtchn(EventChannelCmd::AllocUnbound, 1, 0).unwrap();
+    let to_d2 = w.evtchn(EventChannelCmd::AllocUnbound, 2, 0).unwrap();
+    let _ = w.call(Hypercall::Yield, &[]);
+    w.evtchn(EventChannelCmd::BindInterdomain, 0, to_d1).unwrap();
+    let _ = w.call(Hypercall::SchedOp, &[SchedCmd::Block as u64]);
+    assert_eq!(w.running(), Some(2));
+    w.evtchn(EventChannelCmd::BindInterdomain, 0, to_d2).unwrap();
+    let _ = w.call(Hypercall::SchedOp, &[SchedCmd::Block as u64]);
+    assert_eq!(w.running(), Some(0));
+    // Two sends in one multicall: both sleepers wake.
+    let entry = |port: u64| hypercall_abi::mm::MulticallEntry {
+        op: Hypercall::EventChannelOp as u64,
+        args: [EventChannelCmd::Send as u64, port, 0, 0, 0, 0],
+        result: 0,
+    };
+    let at = w.regs.rsp - 512;
+    let calls = [entry(to_d1), entry(to_d2)];
+    let mut view = crate::guest_memory::GuestView {
+        mem: &mut w.mem,
+        frames: &w.sys.frames,
+        domain: crate::domain::DomainId(0),
+        root: w.sys.domains[0].vcpu.kernel_root,
+    };
+    view.write(crate::guest_memory::GuestSlice::new(at, 128), zerocopy::IntoBytes::as_bytes(&calls)).unwrap();
+    assert_eq!(w.call(Hypercall::Multicall, &[at, 2]).1, Ok(2));
+    let _ = w.call(Hypercall::Exit, &[0]);
+    assert_eq!(w.running(), Some(1), "d1 woke");
+    let _ = w.call(Hypercall::Exit, &[0]);
+    assert_eq!(w.running(), Some(2), "and d2 too");
+}

@@ -31,8 +31,9 @@ pub fn unix_time() -> Option<u64> {
     let min = decode(read(0x02));
     let hour_raw = read(0x04);
     let mut hour = decode(hour_raw & 0x7f);
-    if !h24 && hour_raw & 0x80 != 0 {
-        hour = (hour % 12) + 12;
+    if !h24 {
+        // 12-hour mode: 12 AM is hour 0, 12 PM is hour 12.
+        hour = hour % 12 + if hour_raw & 0x80 != 0 { 12 } else { 0 };
     }
     let day = decode(read(0x07));
     let month = decode(read(0x08));
