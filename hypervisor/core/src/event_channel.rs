@@ -68,6 +68,10 @@ pub struct EventChannels {
     pub upcall_due: bool,
     /// What the domain is waiting for.
     pub wait: Wait,
+    /// Set by a hypercall that raised an event which must wake this
+    /// domain (the port, for `poll`'s result); the system wakes it after
+    /// the hypercall.
+    pub wake_port: Option<u32>,
 }
 
 impl EventChannels {

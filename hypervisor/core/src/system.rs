@@ -238,6 +238,17 @@ impl System {
         woke
     }
 
+    /// Wakes every domain a hypercall marked with `events.wake_port`.
+    #[cold]
+    #[inline(never)]
+    fn wake_marked(&mut self) {
+        for i in 0..self.domains.len() {
+            if let Some(port) = self.domains[i].events.wake_port.take() {
+                self.wake(d_id(i), Some(port));
+            }
+        }
+    }
+
     /// Makes a waiting domain runnable, with the result its `sched_op` returns.
     fn wake(&mut self, id: DomainId, port: Option<u32>) {
         self.timer_dirty = true;
@@ -286,14 +297,14 @@ impl System {
             tlb: TlbFlush::None,
             tsc: p.tsc,
             time: &self.time,
-            woke: alloc::vec::Vec::new(),
+            woke: false,
             timer_changed: false,
         };
         let outcome = hypercall::dispatch(&mut ctx, frame);
-        let (tlb, woke, timer_changed) = (ctx.tlb, core::mem::take(&mut ctx.woke), ctx.timer_changed);
+        let (tlb, woke, timer_changed) = (ctx.tlb, ctx.woke, ctx.timer_changed);
         self.timer_dirty |= timer_changed;
-        for (id, port) in woke {
-            self.wake(id, port);
+        if woke {
+            self.wake_marked();
         }
         match outcome {
             // The common case, kept short: a result for the same mode and table.

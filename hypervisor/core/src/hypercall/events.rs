@@ -24,7 +24,8 @@ fn live_domain<M: MachineMemory, C: ConsoleSink>(ctx: &Context<'_, M, C>, id: u6
 pub(crate) fn raise_on<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, id: DomainId, port: u32) {
     let d = &mut ctx.domains[usize::from(id.0)];
     if event_channel::raise(ctx.mem, d.shared_info, &mut d.events, port) {
-        ctx.woke.push((id, Some(port)));
+        d.events.wake_port = Some(port);
+        ctx.woke = true;
     }
 }
 

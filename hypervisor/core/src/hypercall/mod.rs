@@ -90,9 +90,10 @@ pub struct Context<'a, M: MachineMemory, C: ConsoleSink> {
     pub tsc: u64,
     /// How TSC values become system time.
     pub time: &'a crate::time::TimeBase,
-    /// Domains the hypercall woke (and the port that woke each, for
-    /// `poll`); several in a `multicall`.
-    pub woke: alloc::vec::Vec<(DomainId, Option<u32>)>,
+    /// The hypercall woke some domain(s): each has `events.wake_port` set
+    /// (several in a `multicall`). A flag, so that the common case costs
+    /// nothing.
+    pub woke: bool,
     /// The hypercall set or cancelled a timer or a poll deadline.
     pub timer_changed: bool,
 }
