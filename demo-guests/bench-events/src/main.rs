@@ -212,7 +212,7 @@ fn find_domain(name: &str) -> Option<u64> {
     (0..u64::from(count)).find(|&id| hypercall::domain_info(id).is_ok_and(|info| info.name() == name))
 }
 
-/// Yields until every domain but `me` and `peer` has ended.
+/// Sleeps until every domain but `me` and `peer` has ended.
 fn wait_for_the_others(me: u64, peer: u64) -> Result<(), HypercallError> {
     let count = u64::from(hypercall::domain_info_self()?.nr_domains);
     for id in (0..count).filter(|&id| id != me && id != peer) {
@@ -221,7 +221,9 @@ fn wait_for_the_others(me: u64, peer: u64) -> Result<(), HypercallError> {
             if !matches!(state, Some(DomainState::Runnable | DomainState::Blocked)) {
                 break;
             }
-            hypercall::yield_now()?;
+            // Sleep rather than yield: a yielding domain is always runnable
+            // and would be scheduled inside the other guests' measured loops.
+            parvus_guest_sdk::time::sleep(core::time::Duration::from_millis(200));
         }
     }
     Ok(())
