@@ -24,7 +24,7 @@ use crate::trap_bounce::BounceError;
 use hypercall_abi::event::{virq, UPCALL_MASK_OFFSET, UPCALL_PENDING_OFFSET};
 use hypercall_abi::trap::VECTOR_EVENT;
 use hypercall_abi::HypercallError;
-use crate::vcpu::{FpuState, GuestRegs};
+use crate::vcpu::GuestRegs;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -129,13 +129,19 @@ impl System {
         self.current.map(|id| &self.domains[usize::from(id.0)])
     }
 
+    /// The running domain, mutably (the kernel points its per-CPU data at
+    /// the vCPU's x87/SSE area).
+    pub fn current_mut(&mut self) -> Option<&mut Domain> {
+        self.current.map(|id| &mut self.domains[usize::from(id.0)])
+    }
+
     fn domain(&mut self, id: DomainId) -> &mut Domain {
         &mut self.domains[usize::from(id.0)]
     }
 
-    /// Picks the first domain to run and loads its state into `frame`/`fpu`.
-    pub fn start<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>, frame: &mut GuestRegs, fpu: &mut FpuState) -> Next {
-        self.dispatch_next(p, frame, fpu)
+    /// Picks the first domain to run and loads its registers into `frame`.
+    pub fn start<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>, frame: &mut GuestRegs) -> Next {
+        self.dispatch_next(p, frame)
     }
 
     /// The TSC value at which the hypervisor must next get the CPU back:
@@ -173,11 +179,10 @@ impl System {
         &mut self,
         p: &mut Platform<'_, M, C>,
         frame: &mut GuestRegs,
-        fpu: &mut FpuState,
     ) -> Next {
         let woke = self.fire_timers(p);
         let Some(id) = self.current else {
-            return self.dispatch_next(p, frame, fpu);
+            return self.dispatch_next(p, frame);
         };
         let ran = self.time.clock.ns(p.tsc.saturating_sub(self.dispatched_at));
         let d = &self.domains[usize::from(id.0)];
@@ -187,7 +192,7 @@ impl System {
             let d = &self.domains[usize::from(id.0)];
             log::error!("{} used its CPU time limit of {} ms at rip={:#x}", d.label(), limit / 1_000_000, frame.rip);
             self.end(p, id, Ending::TimeLimit);
-            return self.dispatch_next(p, frame, fpu);
+            return self.dispatch_next(p, frame);
         }
         // Preempt at the end of the slice, or when a timer woke a domain
         // that is owed the CPU more than the running one (its pass is lower
@@ -199,12 +204,12 @@ impl System {
             self.domain(id).stats.preemptions += 1;
             self.drain_console(p, id);
             self.leave_cpu(id, p.tsc, 0);
-            self.save_current(frame, fpu);
-            return self.dispatch_next(p, frame, fpu);
+            self.save_current(frame);
+            return self.dispatch_next(p, frame);
         }
         let d = &self.domains[usize::from(id.0)];
         let (root, mode) = (d.root(), d.vcpu.kernel_mode);
-        self.resume_current(p, frame, fpu, root, mode, TlbFlush::None)
+        self.resume_current(p, frame, root, mode, TlbFlush::None)
     }
 
     /// Raises the timer events and poll timeouts that are due.
@@ -278,12 +283,11 @@ impl System {
         &mut self,
         p: &mut Platform<'_, M, C>,
         frame: &mut GuestRegs,
-        fpu: &mut FpuState,
     ) -> Next {
         let caller = self.current.expect("a hypercall comes from a running domain");
         let d = &mut self.domains[usize::from(caller.0)];
         if !d.vcpu.kernel_mode {
-            return self.user_syscall(p, frame, fpu);
+            return self.user_syscall(p, frame);
         }
         d.stats.hypercalls += 1;
         let root_before = d.vcpu.kernel_root;
@@ -310,9 +314,9 @@ impl System {
             // The common case, kept short: a result for the same mode and table.
             Outcome::Return(result) => {
                 frame.rax = encode_result(result);
-                self.resume_current(p, frame, fpu, root_before, true, tlb)
+                self.resume_current(p, frame, root_before, true, tlb)
             }
-            other => self.after_hypercall(p, frame, fpu, other, root_before, tlb),
+            other => self.after_hypercall(p, frame, other, root_before, tlb),
         }
     }
 
@@ -323,7 +327,6 @@ impl System {
         &mut self,
         p: &mut Platform<'_, M, C>,
         frame: &mut GuestRegs,
-        fpu: &mut FpuState,
         outcome: Outcome,
         root_before: u64,
         tlb: TlbFlush,
@@ -331,7 +334,7 @@ impl System {
         let caller = self.current.expect("running");
         match outcome {
             Outcome::Return(_) => unreachable!("handled by on_hypercall"),
-            Outcome::Resumed => self.resume_current(p, frame, fpu, root_before, true, tlb),
+            Outcome::Resumed => self.resume_current(p, frame, root_before, true, tlb),
             Outcome::BenchFloor => {
                 frame.rax = 0;
                 self.domain(caller).vcpu.bench_floor = true;
@@ -340,26 +343,26 @@ impl System {
             Outcome::Yield => {
                 frame.rax = 0;
                 if !self.scheduler.others_runnable(caller) {
-                    return self.resume_current(p, frame, fpu, root_before, true, tlb);
+                    return self.resume_current(p, frame, root_before, true, tlb);
                 }
                 self.drain_console(p, caller);
                 // A yield is charged a whole slice, so that the others really run.
                 self.leave_cpu(caller, p.tsc, SLICE_NS);
-                self.save_current(frame, fpu);
-                self.dispatch_next(p, frame, fpu)
+                self.save_current(frame);
+                self.dispatch_next(p, frame)
             }
             Outcome::Block => {
                 frame.rax = 0;
                 self.drain_console(p, caller);
                 self.leave_cpu(caller, p.tsc, 0);
                 self.scheduler.set_runnable(caller, false);
-                self.save_current(frame, fpu);
-                self.dispatch_next(p, frame, fpu)
+                self.save_current(frame);
+                self.dispatch_next(p, frame)
             }
             Outcome::Exit(status) => {
                 self.leave_cpu(caller, p.tsc, 0);
                 self.end(p, caller, Ending::Exited(status));
-                self.dispatch_next(p, frame, fpu)
+                self.dispatch_next(p, frame)
             }
         }
     }
@@ -372,13 +375,12 @@ impl System {
         &mut self,
         p: &mut Platform<'_, M, C>,
         frame: &mut GuestRegs,
-        fpu: &mut FpuState,
     ) -> Next {
         let d = &mut self.domains[usize::from(self.current.expect("running").0)];
         let root_before = d.root();
         match bounce(p.mem, &self.frames, d, frame, VECTOR_SYSCALL, 0, 0) {
-            Ok(()) => self.resume_current(p, frame, fpu, root_before, false, TlbFlush::None),
-            Err(e) => self.crash(p, frame, fpu, &format!("system call from guest user mode, but {e}"), 0),
+            Ok(()) => self.resume_current(p, frame, root_before, false, TlbFlush::None),
+            Err(e) => self.crash(p, frame, &format!("system call from guest user mode, but {e}"), 0),
         }
     }
 
@@ -390,14 +392,13 @@ impl System {
         &mut self,
         p: &mut Platform<'_, M, C>,
         frame: &mut GuestRegs,
-        fpu: &mut FpuState,
         root_before: u64,
         kernel_mode_before: bool,
         tlb: TlbFlush,
     ) -> Next {
         let id = self.current.expect("running");
         if self.domains[usize::from(id.0)].events.upcall_due {
-            if let Some(crashed) = self.upcall_before_resume(p, id, frame, fpu) {
+            if let Some(crashed) = self.upcall_before_resume(p, id, frame) {
                 return crashed;
             }
         }
@@ -419,10 +420,9 @@ impl System {
         p: &mut Platform<'_, M, C>,
         id: DomainId,
         frame: &mut GuestRegs,
-        fpu: &mut FpuState,
     ) -> Option<Next> {
         let e = self.deliver_upcall(p, id, frame).err()?;
-        Some(self.crash(p, frame, fpu, &format!("an event upcall was due, but {e}"), 0))
+        Some(self.crash(p, frame, &format!("an event upcall was due, but {e}"), 0))
     }
 
     /// Delivers an event upcall to domain `id` (whose registers are in
@@ -456,7 +456,6 @@ impl System {
         &mut self,
         p: &mut Platform<'_, M, C>,
         frame: &mut GuestRegs,
-        fpu: &mut FpuState,
         cr2: u64,
     ) -> Next {
         let culprit = self.current.expect("a guest exception comes from a running domain");
@@ -468,11 +467,11 @@ impl System {
         let (root_before, mode_before) = (d.root(), d.vcpu.kernel_mode);
         let cr2 = if frame.vector == PAGE_FAULT { cr2 } else { 0 };
         match bounce(p.mem, &self.frames, d, frame, frame.vector, frame.error_code, cr2) {
-            Ok(()) => self.resume_current(p, frame, fpu, root_before, mode_before, TlbFlush::None),
+            Ok(()) => self.resume_current(p, frame, root_before, mode_before, TlbFlush::None),
             Err(e) => {
                 let (mnemonic, _) = fault::exception_name(frame.vector);
                 let why = format!("{mnemonic} in guest {} mode, and {e}", if d.vcpu.kernel_mode { "kernel" } else { "user" });
-                self.crash(p, frame, fpu, &why, cr2)
+                self.crash(p, frame, &why, cr2)
             }
         }
     }
@@ -482,7 +481,6 @@ impl System {
         &mut self,
         p: &mut Platform<'_, M, C>,
         frame: &mut GuestRegs,
-        fpu: &mut FpuState,
         why: &str,
         cr2: u64,
     ) -> Next {
@@ -502,7 +500,7 @@ impl System {
         };
         self.leave_cpu(culprit, p.tsc, 0);
         self.end(p, culprit, Ending::Crashed(what));
-        self.dispatch_next(p, frame, fpu)
+        self.dispatch_next(p, frame)
     }
 
     fn drain_console<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>, id: DomainId) {
@@ -559,11 +557,10 @@ impl System {
         }
     }
 
-    fn save_current(&mut self, frame: &GuestRegs, fpu: &FpuState) {
+    fn save_current(&mut self, frame: &GuestRegs) {
         if let Some(id) = self.current.take() {
             let vcpu = &mut self.domain(id).vcpu;
             vcpu.regs = *frame;
-            vcpu.fpu = *fpu;
         }
     }
 
@@ -574,7 +571,6 @@ impl System {
         &mut self,
         p: &mut Platform<'_, M, C>,
         frame: &mut GuestRegs,
-        fpu: &mut FpuState,
     ) -> Next {
         self.dispatched_at = p.tsc;
         self.timer_dirty = true;
@@ -597,12 +593,11 @@ impl System {
         let d = &mut self.domains[usize::from(next.0)];
         d.stats.dispatches += 1;
         *frame = d.vcpu.regs;
-        *fpu = d.vcpu.fpu;
         let upcall_due = d.events.upcall_due;
         self.current = Some(next);
         if upcall_due {
             if let Err(e) = self.deliver_upcall(p, next, frame) {
-                return self.crash(p, frame, fpu, &format!("an event upcall was due, but {e}"), 0);
+                return self.crash(p, frame, &format!("an event upcall was due, but {e}"), 0);
             }
         }
         let d = &self.domains[usize::from(next.0)];

@@ -125,7 +125,9 @@ pub const TRAP_VECTORS: usize = hypercall_abi::trap::TRAP_VECTORS as usize;
 pub struct Vcpu {
     /// Registers while the vCPU is not running.
     pub regs: GuestRegs,
-    /// x87/SSE state while the vCPU is not running.
+    /// x87/SSE state. Saved and restored in place: while the vCPU runs,
+    /// the kernel's entry code `fxsave`s into and `fxrstor`s from this
+    /// very field (so a domain switch copies no FPU state).
     pub fpu: FpuState,
     /// Guest kernel mode (else guest user mode).
     pub kernel_mode: bool,

@@ -119,13 +119,16 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
 
     let mut regs = GuestRegs::default();
     let mut platform = Platform { mem: &mut PhysMap, console: &mut trap::SerialConsole, tsc: cpu::rdtsc() };
-    let next = system.start(&mut platform, &mut regs, &mut percpu::this_cpu().guest_fpu);
+    let next = system.start(&mut platform, &mut regs);
     let Next::Switch { root, .. } = next else {
         fail_boot(format_args!("the bundle has no domain to run"));
     };
     trap::arm_timer(&mut system);
-    percpu::this_cpu().current_domain = system.current().map(|d| u32::from(d.id.0));
-    trap::SYSTEM.with(|s| *s = Some(system));
+    trap::SYSTEM.with(|s| {
+        // After the move into SYSTEM: the vCPU's address is final now.
+        let system = s.insert(system);
+        trap::point_at_current_vcpu(system);
+    });
     // SAFETY: the root was built by build_domain with the hypervisor's upper half.
     unsafe { paging::switch_address_space(root) };
     entry::enter_guest(&regs)

@@ -33,7 +33,7 @@ pub extern "C" fn hypercall(frame: &mut GuestRegs) {
     SYSTEM.with(|system| {
         let system = system.as_mut().expect("guests run only after the system is built");
         let mut platform = Platform { mem: &mut PhysMap, console: &mut SerialConsole, tsc: cpu::rdtsc() };
-        let next = system.on_hypercall(&mut platform, frame, &mut this_cpu().guest_fpu);
+        let next = system.on_hypercall(&mut platform, frame);
         apply(next, system, frame);
     })
 }
@@ -47,7 +47,7 @@ pub extern "C" fn guest_interrupt(frame: &mut GuestRegs) {
     SYSTEM.with(|system| {
         let system = system.as_mut().expect("guests run only after the system is built");
         let mut platform = Platform { mem: &mut PhysMap, console: &mut SerialConsole, tsc: cpu::rdtsc() };
-        let next = system.on_timer(&mut platform, frame, &mut this_cpu().guest_fpu);
+        let next = system.on_timer(&mut platform, frame);
         apply(next, system, frame);
     })
 }
@@ -99,7 +99,7 @@ pub extern "C" fn guest_exception(frame: &mut GuestRegs) {
     SYSTEM.with(|system| {
         let system = system.as_mut().expect("guests run only after the system is built");
         let mut platform = Platform { mem: &mut PhysMap, console: &mut SerialConsole, tsc: cpu::rdtsc() };
-        let next = system.on_guest_exception(&mut platform, frame, &mut this_cpu().guest_fpu, cr2);
+        let next = system.on_guest_exception(&mut platform, frame, cr2);
         apply(next, system, frame);
     })
 }
@@ -143,7 +143,7 @@ fn apply_slow(next: Next, system: &mut System, frame: &mut GuestRegs) {
                 (false, true) => SyscallPath::Kernel,
                 (false, false) => SyscallPath::User,
             });
-            this_cpu().current_domain = system.current().map(|d| u32::from(d.id.0));
+            point_at_current_vcpu(system);
         }
         Next::Idle => return idle(system, frame),
         Next::Finished { all_as_expected } => finish(system, all_as_expected),
@@ -171,10 +171,20 @@ fn idle(system: &mut System, frame: &mut GuestRegs) {
         // is in use here); `cli` closes the window again.
         unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
         let mut platform = Platform { mem: &mut PhysMap, console: &mut SerialConsole, tsc: cpu::rdtsc() };
-        let next = system.on_timer(&mut platform, frame, &mut this_cpu().guest_fpu);
+        let next = system.on_timer(&mut platform, frame);
         if next != Next::Idle {
             return apply(next, system, frame);
         }
+    }
+}
+
+/// Points the per-CPU data at the running domain: its id (for fault
+/// reports) and its vCPU's x87/SSE area (where the entry code saves it).
+pub fn point_at_current_vcpu(system: &mut System) {
+    let cpu = this_cpu();
+    cpu.current_domain = system.current().map(|d| u32::from(d.id.0));
+    if let Some(d) = system.current_mut() {
+        cpu.guest_fpu = core::ptr::addr_of_mut!(d.vcpu.fpu);
     }
 }
 

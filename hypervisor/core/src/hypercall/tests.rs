@@ -7,7 +7,7 @@ use crate::manifest::Expect;
 use crate::paging::flags;
 use crate::system::{Next, Platform, System};
 use crate::testing::{system_with, DATA};
-use crate::vcpu::{FpuState, GuestRegs};
+use crate::vcpu::GuestRegs;
 use hypercall_abi::mm::{MemoryOpCmd, MmuextCmd, MulticallEntry};
 use hypercall_abi::trap::{frame_flags, TrapFrame, TrapInfo};
 use hypercall_abi::{decode_result, Hypercall, HypercallError, StartInfo, PAGE_SIZE};
@@ -18,16 +18,15 @@ struct Guest {
     mem: TestMemory,
     out: String,
     regs: GuestRegs,
-    fpu: FpuState,
     si: StartInfo,
 }
 
 impl Guest {
     fn new() -> Guest {
         let (mut sys, mut mem) = system_with(1, Expect::Exit(0));
-        let (mut regs, mut fpu) = (GuestRegs::default(), FpuState::initial());
-        sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut regs, &mut fpu);
-        let mut g = Guest { sys, mem, out: String::new(), regs, fpu, si: zerocopy::FromZeros::new_zeroed() };
+        let mut regs = GuestRegs::default();
+        sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut regs);
+        let mut g = Guest { sys, mem, out: String::new(), regs, si: zerocopy::FromZeros::new_zeroed() };
         let mut bytes = [0u8; core::mem::size_of::<StartInfo>()];
         let at = g.regs.rdi;
         g.view().read(GuestSlice::new(at, bytes.len() as u64), &mut bytes).unwrap();
@@ -51,7 +50,7 @@ impl Guest {
             *slot = *a;
         }
         let mut p = Platform { mem: &mut self.mem, console: &mut self.out, tsc: 0 };
-        let next = self.sys.on_hypercall(&mut p, &mut self.regs, &mut self.fpu);
+        let next = self.sys.on_hypercall(&mut p, &mut self.regs);
         (next, decode_result(self.regs.rax))
     }
 
@@ -183,7 +182,7 @@ fn traps_bounce_to_the_guest_kernel_and_iret_returns_to_user_mode() {
     g.regs.rsp = frame_at;
     g.regs.rax = Hypercall::Iret as u64;
     let mut p = Platform { mem: &mut g.mem, console: &mut g.out, tsc: 0 };
-    let next = g.sys.on_hypercall(&mut p, &mut g.regs, &mut g.fpu);
+    let next = g.sys.on_hypercall(&mut p, &mut g.regs);
     assert_eq!((g.regs.rip, g.regs.rax), (handler + 32, 7));
     assert!(!g.sys.domains[0].vcpu.kernel_mode);
     assert!(matches!(next, Next::Switch { kernel_mode: false, .. }), "a mode change reloads the table and the syscall door");
@@ -192,7 +191,7 @@ fn traps_bounce_to_the_guest_kernel_and_iret_returns_to_user_mode() {
     g.regs.vector = 14;
     g.regs.error_code = 6;
     let mut p = Platform { mem: &mut g.mem, console: &mut g.out, tsc: 0 };
-    g.sys.on_guest_exception(&mut p, &mut g.regs, &mut g.fpu, 0xdead_0000);
+    g.sys.on_guest_exception(&mut p, &mut g.regs, 0xdead_0000);
     assert_eq!(g.regs.rip, handler);
     assert!(g.sys.domains[0].vcpu.kernel_mode);
     let mut bytes = [0u8; core::mem::size_of::<TrapFrame>()];

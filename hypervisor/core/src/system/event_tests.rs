@@ -6,7 +6,7 @@ use crate::machine_memory::{MachineMemory, TestMemory};
 use crate::manifest::Expect;
 use crate::system::{Next, Platform, System};
 use crate::testing::system_with;
-use crate::vcpu::{FpuState, GuestRegs};
+use crate::vcpu::GuestRegs;
 use hypercall_abi::event::{virq, EventChannelCmd, SchedCmd, MASK_OFFSET, PENDING_OFFSET, UPCALL_MASK_OFFSET, UPCALL_PENDING_OFFSET};
 use hypercall_abi::trap::VECTOR_EVENT;
 use hypercall_abi::{decode_result, Hypercall, HypercallError};
@@ -15,16 +15,15 @@ struct World {
     sys: System,
     mem: TestMemory,
     regs: GuestRegs,
-    fpu: FpuState,
     tsc: u64,
 }
 
 impl World {
     fn new(n: u16) -> World {
         let (mut sys, mut mem) = system_with(n, Expect::Exit(0));
-        let (mut regs, mut fpu) = (GuestRegs::default(), FpuState::initial());
-        sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut regs, &mut fpu);
-        World { sys, mem, regs, fpu, tsc: 0 }
+        let mut regs = GuestRegs::default();
+        sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut regs);
+        World { sys, mem, regs, tsc: 0 }
     }
 
     fn running(&self) -> Option<u16> {
@@ -39,7 +38,7 @@ impl World {
         }
         let mut out = String::new();
         let mut p = Platform { mem: &mut self.mem, console: &mut out, tsc: self.tsc };
-        let next = self.sys.on_hypercall(&mut p, &mut self.regs, &mut self.fpu);
+        let next = self.sys.on_hypercall(&mut p, &mut self.regs);
         (next, decode_result(self.regs.rax))
     }
 
@@ -50,7 +49,7 @@ impl World {
     fn timer(&mut self) -> Next {
         let mut out = String::new();
         let mut p = Platform { mem: &mut self.mem, console: &mut out, tsc: self.tsc };
-        self.sys.on_timer(&mut p, &mut self.regs, &mut self.fpu)
+        self.sys.on_timer(&mut p, &mut self.regs)
     }
 
     fn shared(&self, d: usize) -> u64 {
@@ -198,7 +197,7 @@ fn a_crash_is_announced_and_a_wait_nobody_can_end_is_reported() {
     w.regs.vector = 14;
     let mut out = String::new();
     let mut plat = Platform { mem: &mut w.mem, console: &mut out, tsc: 0 };
-    let next = w.sys.on_guest_exception(&mut plat, &mut w.regs, &mut w.fpu, 0);
+    let next = w.sys.on_guest_exception(&mut plat, &mut w.regs, 0);
     assert!(matches!(next, Next::Switch { .. }), "d0 woken by the crash notice");
     assert_eq!(w.running(), Some(0));
     assert_eq!(w.mem.read_u64(w.shared(0) + PENDING_OFFSET as u64), 1 << p);

@@ -16,24 +16,24 @@ fn call(number: Hypercall, args: &[u64]) -> GuestRegs {
 #[test]
 fn console_write_prints_whole_lines_with_the_domain_name() {
     let (mut sys, mut mem) = system_with(1, Expect::Exit(0));
-    let (mut frame, mut fpu) = (GuestRegs::default(), FpuState::initial());
-    assert!(matches!(sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame, &mut fpu), Next::Switch { .. }));
+    let mut frame = GuestRegs::default();
+    assert!(matches!(sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame), Next::Switch { .. }));
     let mut out = String::new();
     let mut p = Platform { mem: &mut mem, console: &mut out, tsc: 0 };
     frame = call(Hypercall::ConsoleWrite, &[DATA, 5]);
-    assert_eq!(sys.on_hypercall(&mut p, &mut frame, &mut fpu), Next::RESUME);
+    assert_eq!(sys.on_hypercall(&mut p, &mut frame), Next::RESUME);
     assert_eq!(decode_result(frame.rax), Ok(5));
     assert_eq!(p.console.as_str(), "", "no newline yet");
     frame = call(Hypercall::Exit, &[0]);
-    assert_eq!(sys.on_hypercall(&mut p, &mut frame, &mut fpu), Next::Finished { all_as_expected: true });
+    assert_eq!(sys.on_hypercall(&mut p, &mut frame), Next::Finished { all_as_expected: true });
     assert_eq!(p.console.as_str(), "[d0] hello\n", "the pending line is flushed at exit");
 }
 
 #[test]
 fn every_rejection_is_a_typed_error() {
     let (mut sys, mut mem) = system_with(1, Expect::Exit(0));
-    let (mut frame, mut fpu) = (GuestRegs::default(), FpuState::initial());
-    sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame, &mut fpu);
+    let mut frame = GuestRegs::default();
+    sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame);
     let mut out = String::new();
     let mut p = Platform { mem: &mut mem, console: &mut out, tsc: 0 };
     let start_info = frame.rdi;
@@ -51,7 +51,7 @@ fn every_rejection_is_a_typed_error() {
     ];
     for (regs, want) in cases {
         frame = *regs;
-        assert_eq!(sys.on_hypercall(&mut p, &mut frame, &mut fpu), Next::RESUME);
+        assert_eq!(sys.on_hypercall(&mut p, &mut frame), Next::RESUME);
         assert_eq!(decode_result(frame.rax), Err(*want), "{regs:x?}");
     }
     assert_eq!(p.console.as_str(), "", "a refused console_write prints nothing");
@@ -60,12 +60,12 @@ fn every_rejection_is_a_typed_error() {
 #[test]
 fn domain_info_fills_the_callers_buffer() {
     let (mut sys, mut mem) = system_with(2, Expect::Exit(0));
-    let (mut frame, mut fpu) = (GuestRegs::default(), FpuState::initial());
-    sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame, &mut fpu);
+    let mut frame = GuestRegs::default();
+    sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame);
     let mut out = String::new();
     let mut p = Platform { mem: &mut mem, console: &mut out, tsc: 0 };
     frame = call(Hypercall::DomainInfo, &[hypercall_abi::domain_info::DOMID_SELF, DATA]);
-    sys.on_hypercall(&mut p, &mut frame, &mut fpu);
+    sys.on_hypercall(&mut p, &mut frame);
     assert_eq!(decode_result(frame.rax), Ok(0));
     let d = &sys.domains[0];
     let mut bytes = [0u8; core::mem::size_of::<hypercall_abi::DomainInfo>()];
@@ -78,30 +78,30 @@ fn domain_info_fills_the_callers_buffer() {
 #[test]
 fn yield_round_robin_and_isolated_crash() {
     let (mut sys, mut mem) = system_with(3, Expect::Exit(0));
-    let (mut frame, mut fpu) = (GuestRegs::default(), FpuState::initial());
-    sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame, &mut fpu);
+    let mut frame = GuestRegs::default();
+    sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame);
     let mut out = String::new();
     let mut p = Platform { mem: &mut mem, console: &mut out, tsc: 0 };
     let running = |sys: &System| sys.current().map(|d| d.id.0);
     assert_eq!(running(&sys), Some(0));
     frame.rbx = 0xd0; // a register d0 must get back
     frame.rax = Hypercall::Yield as u64;
-    let Next::Switch { root, .. } = sys.on_hypercall(&mut p, &mut frame, &mut fpu) else { panic!("switch") };
+    let Next::Switch { root, .. } = sys.on_hypercall(&mut p, &mut frame) else { panic!("switch") };
     assert_eq!((running(&sys), root), (Some(1), sys.domains[1].root()));
     // d1 crashes: it is stopped alone, its memory is freed, d2 runs.
     let free_before = sys.frames.free_count();
     frame.vector = 14;
-    assert!(matches!(sys.on_guest_exception(&mut p, &mut frame, &mut fpu, 0xdead), Next::Switch { .. }));
+    assert!(matches!(sys.on_guest_exception(&mut p, &mut frame, 0xdead), Next::Switch { .. }));
     assert_eq!(running(&sys), Some(2));
     assert_eq!(sys.frames.free_count(), free_before + 256);
     frame.rax = Hypercall::Yield as u64;
-    sys.on_hypercall(&mut p, &mut frame, &mut fpu);
+    sys.on_hypercall(&mut p, &mut frame);
     assert_eq!(running(&sys), Some(0));
     assert_eq!((frame.rbx, frame.rax), (0xd0, 0), "d0 resumes where it yielded, with result 0");
     for _ in 0..2 {
         frame.rax = Hypercall::Exit as u64;
         frame.rdi = 0;
-        sys.on_hypercall(&mut p, &mut frame, &mut fpu);
+        sys.on_hypercall(&mut p, &mut frame);
     }
     assert_eq!(sys.current().map(|d| d.id.0), None);
     let summary = sys.summary().join("\n");
@@ -113,28 +113,28 @@ fn the_timer_preempts_at_the_slice_and_stops_at_the_time_limit() {
     let (mut sys, mut mem) = system_with(2, Expect::TimeLimit);
     sys.domains[0].time_limit_ns = Some(25_000_000);
     sys.domains[1].expect = Expect::Exit(0);
-    let (mut frame, mut fpu) = (GuestRegs::default(), FpuState::initial());
-    sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame, &mut fpu);
+    let mut frame = GuestRegs::default();
+    sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame);
     let mut out = String::new();
     // 1 GHz test clock: ticks are nanoseconds.
     assert_eq!(sys.next_deadline(), Some(SLICE_NS + 1), "slice end (rounded up a tick): another domain waits");
     let mut p = Platform { mem: &mut mem, console: &mut out, tsc: SLICE_NS / 2 };
-    assert_eq!(sys.on_timer(&mut p, &mut frame, &mut fpu), Next::RESUME, "slice not over");
+    assert_eq!(sys.on_timer(&mut p, &mut frame), Next::RESUME, "slice not over");
     p.tsc = SLICE_NS;
-    assert!(matches!(sys.on_timer(&mut p, &mut frame, &mut fpu), Next::Switch { .. }));
+    assert!(matches!(sys.on_timer(&mut p, &mut frame), Next::Switch { .. }));
     assert_eq!(sys.current().map(|d| d.id.0), Some(1));
     // d1 yields; d0 runs on until its 25 ms of CPU are used.
     p.tsc += 1_000;
     frame.rax = Hypercall::Yield as u64;
-    sys.on_hypercall(&mut p, &mut frame, &mut fpu);
+    sys.on_hypercall(&mut p, &mut frame);
     assert_eq!(sys.current().map(|d| d.id.0), Some(0));
     assert_eq!(sys.next_deadline(), Some(p.tsc + SLICE_NS + 1), "the slice ends before the limit");
     p.tsc += 15_000_000;
-    assert!(matches!(sys.on_timer(&mut p, &mut frame, &mut fpu), Next::Switch { .. }), "limit reached: stopped");
+    assert!(matches!(sys.on_timer(&mut p, &mut frame), Next::Switch { .. }), "limit reached: stopped");
     assert_eq!(sys.domains[0].ending, Some(Ending::TimeLimit));
     assert_eq!(sys.domains[0].stats.cpu_ns, 25_000_000);
     frame.rax = Hypercall::Exit as u64;
     frame.rdi = 0;
-    assert_eq!(sys.on_hypercall(&mut p, &mut frame, &mut fpu), Next::Finished { all_as_expected: true });
+    assert_eq!(sys.on_hypercall(&mut p, &mut frame), Next::Finished { all_as_expected: true });
 }
 

@@ -108,7 +108,8 @@ syscall_user_entry:
     push 0                                 /* error code */
     push {vector_syscall}
     PUSH_GPRS
-    fxsave64 gs:[{fpu}]
+    mov rax, gs:[{fpu}]                    /* rax is saved: free */
+    fxsave64 [rax]
     mov rdi, rsp
     call {hypercall}
     jmp return_to_guest
@@ -121,7 +122,8 @@ syscall_floor_entry:
 
     /* Entered with rsp at a complete GuestRegs frame and GS = per-CPU data. */
 return_to_guest:
-    fxrstor64 gs:[{fpu}]
+    mov rax, gs:[{fpu}]                    /* restored by POP_GPRS below */
+    fxrstor64 [rax]
     POP_GPRS
     add rsp, 16                            /* vector, error code */
     swapgs
@@ -150,7 +152,8 @@ exception_common:
     jz 2f
     swapgs
     PUSH_GPRS
-    fxsave64 gs:[{fpu}]
+    mov rax, gs:[{fpu}]                    /* rax is saved: free */
+    fxsave64 [rax]
     mov rdi, rsp
     call {guest_exception}
     jmp return_to_guest
@@ -170,7 +173,8 @@ interrupt_common:
     jz 3f
     swapgs
     PUSH_GPRS
-    fxsave64 gs:[{fpu}]
+    mov rax, gs:[{fpu}]                    /* rax is saved: free */
+    fxsave64 [rax]
     mov rdi, rsp
     call {guest_interrupt}
     jmp return_to_guest

@@ -24,8 +24,9 @@ pub struct PerCpu {
     pub scratch_rsp: u64,
     /// Top of this CPU's hypervisor stack (also TSS.RSP0).
     pub stack_top: u64,
-    /// The running guest's x87/SSE state while the hypervisor runs.
-    pub guest_fpu: FpuState,
+    /// Where the running guest's x87/SSE state is saved on entry and
+    /// restored from on exit: its vCPU's `fpu` field (16-byte aligned).
+    pub guest_fpu: *mut FpuState,
     /// Where `syscall` currently goes.
     pub syscall_path: super::entry::SyscallPath,
     /// The domain running on this CPU (for fault reports).
@@ -38,16 +39,19 @@ pub const SELF_PTR_OFFSET: usize = offset_of!(PerCpu, self_ptr);
 pub const SCRATCH_RSP_OFFSET: usize = offset_of!(PerCpu, scratch_rsp);
 /// Offset of [`PerCpu::stack_top`], for the entry code.
 pub const STACK_TOP_OFFSET: usize = offset_of!(PerCpu, stack_top);
-/// Offset of [`PerCpu::guest_fpu`], for the entry code (16-byte aligned).
+/// Offset of [`PerCpu::guest_fpu`], for the entry code.
 pub const GUEST_FPU_OFFSET: usize = offset_of!(PerCpu, guest_fpu);
-const _: () = assert!(GUEST_FPU_OFFSET % 16 == 0);
 
 #[repr(C, align(16))]
 struct Stack([u8; STACK_SIZE]);
 
 static mut BSP_STACK: Stack = Stack([0; STACK_SIZE]);
 
-static mut BSP: PerCpu = PerCpu { self_ptr: 0, scratch_rsp: 0, stack_top: 0, guest_fpu: FpuState([0; 512]), syscall_path: super::entry::SyscallPath::Kernel, current_domain: None };
+/// Where an entry before the first guest would save x87/SSE state (none
+/// does; the pointer is never dangling).
+static mut BOOT_FPU: FpuState = FpuState([0; 512]);
+
+static mut BSP: PerCpu = PerCpu { self_ptr: 0, scratch_rsp: 0, stack_top: 0, guest_fpu: core::ptr::addr_of_mut!(BOOT_FPU), syscall_path: super::entry::SyscallPath::Kernel, current_domain: None };
 
 /// Sets up the boot CPU's data and points GS at it. Returns its stack top.
 pub fn init_bsp() -> u64 {
