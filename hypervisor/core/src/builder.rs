@@ -62,6 +62,8 @@ pub struct DomainPlan<'a> {
     pub weight: u32,
     /// CPU time limit in nanoseconds.
     pub time_limit_ns: Option<u64>,
+    /// Whether CR4.UMIP is on while it runs.
+    pub umip: bool,
     /// Entry point.
     pub entry: u64,
     /// Loadable segments.
@@ -82,6 +84,7 @@ impl<'a> DomainPlan<'a> {
             expect: checked.spec.expect,
             weight: checked.spec.weight.unwrap_or(crate::scheduler::DEFAULT_WEIGHT),
             time_limit_ns: checked.spec.time_limit.map(|t| t.ns()),
+            umip: checked.spec.umip.unwrap_or(true),
             entry: checked.image.entry,
             segments: checked
                 .image
@@ -259,6 +262,7 @@ pub fn build_domain(
         max_pages: plan.max_memory.max(plan.memory) / PAGE_SIZE,
         weight: plan.weight,
         time_limit_ns: plan.time_limit_ns,
+        umip: plan.umip,
         console_ring: pfns[layout.console_ring as usize] * PAGE_SIZE,
         shared_info: pfns[layout.shared_info as usize] * PAGE_SIZE,
         events: EventChannels::default(),
@@ -332,6 +336,7 @@ mod tests {
             expect: Expect::Exit(0),
             weight: 256,
             time_limit_ns: None,
+            umip: true,
             time: TimeBase::default(),
             entry: GUEST_VIRT_BASE,
             segments: alloc::vec![

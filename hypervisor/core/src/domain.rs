@@ -61,6 +61,8 @@ pub struct Domain {
     pub weight: u32,
     /// CPU time after which it is stopped.
     pub time_limit_ns: Option<u64>,
+    /// Whether CR4.UMIP is on while it runs.
+    pub umip: bool,
     /// Machine address of its console ring page.
     pub console_ring: u64,
     /// Machine address of its shared-info page.

@@ -19,6 +19,7 @@
 //! max_memory = "4M"      # optional: what memory_op may grow it to (default: memory)
 //! weight = 256           # optional: CPU share (default 256)
 //! time_limit = "300ms"   # optional: CPU time after which it is stopped
+//! umip = false           # optional: run without CR4.UMIP (default true)
 //! ```
 
 use alloc::borrow::ToOwned;
@@ -102,6 +103,12 @@ pub struct DomainSpec {
     /// `"2s"` or milliseconds (no limit when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_limit: Option<TimeSpan>,
+    /// Whether CR4.UMIP is on while the domain runs (default true, when
+    /// the CPU has it): with it, SGDT, SIDT, SLDT, SMSW and STR fault in
+    /// ring 3; without it they run and reveal the hypervisor's tables (the
+    /// Popek-Goldberg probe shows both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub umip: Option<bool>,
 }
 
 impl DomainSpec {

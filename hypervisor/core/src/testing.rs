@@ -34,6 +34,7 @@ pub fn system_with(n: u16, expect: Expect) -> (System, TestMemory) {
             expect,
             weight: 256,
             time_limit_ns: None,
+            umip: true,
             time: crate::time::TimeBase::default(),
             entry: GUEST_VIRT_BASE,
             segments: alloc::vec![

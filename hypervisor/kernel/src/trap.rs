@@ -179,12 +179,14 @@ fn idle(system: &mut System, frame: &mut GuestRegs) {
 }
 
 /// Points the per-CPU data at the running domain: its id (for fault
-/// reports) and its vCPU's x87/SSE area (where the entry code saves it).
+/// reports) and its vCPU's x87/SSE area (where the entry code saves it);
+/// and sets CR4.UMIP as the domain's manifest asks.
 pub fn point_at_current_vcpu(system: &mut System) {
     let cpu = this_cpu();
     cpu.current_domain = system.current().map(|d| u32::from(d.id.0));
     if let Some(d) = system.current_mut() {
         cpu.guest_fpu = core::ptr::addr_of_mut!(d.vcpu.fpu);
+        crate::arch::x86_64::cpu::set_umip(d.umip);
     }
 }
 

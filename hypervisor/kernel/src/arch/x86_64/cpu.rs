@@ -42,7 +42,27 @@ pub fn init() -> Protections {
     // SAFETY: SCE enables `syscall`, whose target MSRs are set before any
     // guest runs; NXE is already on (set at boot) and stays on.
     unsafe { Efer::write(Efer::read() | EferFlags::SYSTEM_CALL_EXTENSIONS | EferFlags::NO_EXECUTE_ENABLE) };
+    HAS_UMIP.store(found.umip, core::sync::atomic::Ordering::Relaxed);
     found
+}
+
+/// Whether the CPU has UMIP (found by [`init`]).
+static HAS_UMIP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Turns CR4.UMIP on or off for the domain about to run (a manifest may
+/// ask for it off, to show what the five store instructions leak). A no-op
+/// when the CPU has no UMIP or the bit is already as asked.
+pub fn set_umip(on: bool) {
+    if !HAS_UMIP.load(core::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let cr4 = Cr4::read();
+    if cr4.contains(Cr4Flags::USER_MODE_INSTRUCTION_PREVENTION) != on {
+        let mut new = cr4;
+        new.set(Cr4Flags::USER_MODE_INSTRUCTION_PREVENTION, on);
+        // SAFETY: UMIP only changes what ring-3 code may execute.
+        unsafe { Cr4::write(new) };
+    }
 }
 
 /// Reads CR2 (the faulting address of the last page fault).
