@@ -1,0 +1,147 @@
+//! The platform timer's side of [`System`]: deadlines, preemption, CPU
+//! time limits, guest timers and poll timeouts, and waking waiters.
+
+use super::{d_id, Next, Platform, System};
+use crate::console::ConsoleSink;
+use crate::domain::{DomainId, Ending};
+use crate::event_channel::{self, Wait};
+use crate::hypercall::TlbFlush;
+use crate::machine_memory::MachineMemory;
+use crate::scheduler::SLICE_NS;
+use crate::vcpu::GuestRegs;
+use hypercall_abi::event::virq;
+use hypercall_abi::{encode_result, HypercallError};
+
+impl System {
+    /// The TSC value at which the hypervisor must next get the CPU back:
+    /// the end of the current domain's slice when others wait, when its
+    /// CPU time limit runs out, or the earliest guest timer or poll
+    /// timeout. `None`: no deadline.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let mut deadline: Option<u64> = None;
+        let mut consider = |t: u64| deadline = Some(deadline.map_or(t, |d| d.min(t)));
+        if let Some(id) = self.current {
+            let d = &self.domains[usize::from(id.0)];
+            if self.scheduler.others_runnable(id) {
+                consider(self.dispatched_at.saturating_add(self.time.clock.ticks(SLICE_NS)));
+            }
+            if let Some(limit) = d.time_limit_ns {
+                consider(self.dispatched_at.saturating_add(self.time.clock.ticks(limit.saturating_sub(d.stats.cpu_ns))));
+            }
+        }
+        for d in self.domains.iter().filter(|d| d.is_alive()) {
+            if let Some(t) = d.events.timer_deadline_ns {
+                consider(self.time.tsc_at(t));
+            }
+            if let Wait::Poll { deadline_ns: Some(t), .. } = d.events.wait {
+                consider(self.time.tsc_at(t));
+            }
+        }
+        deadline
+    }
+
+    /// Handles the platform timer (while a guest ran, or while idle):
+    /// fires guest timers and poll timeouts, stops a domain that used up
+    /// its CPU time limit, preempts one whose slice is over when others
+    /// wait, and delivers upcalls the timers caused.
+    pub fn on_timer<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        frame: &mut GuestRegs,
+    ) -> Next {
+        let woke = self.fire_timers(p);
+        let Some(id) = self.current else {
+            return self.dispatch_next(p, frame);
+        };
+        let ran = self.time.clock.ns(p.tsc.saturating_sub(self.dispatched_at));
+        let d = &self.domains[usize::from(id.0)];
+        if let Some(limit) = d.time_limit_ns.filter(|limit| d.stats.cpu_ns + ran >= *limit) {
+            self.leave_cpu(id, p.tsc, 0);
+            self.drain_console(p, id);
+            let d = &self.domains[usize::from(id.0)];
+            log::error!("{} used its CPU time limit of {} ms at rip={:#x}", d.label(), limit / 1_000_000, frame.rip);
+            self.end(p, id, Ending::TimeLimit);
+            return self.dispatch_next(p, frame);
+        }
+        // Preempt at the end of the slice, or when a timer woke a domain
+        // that is owed the CPU more than the running one (its pass is lower
+        // once the running one is charged): a timer event is not late by
+        // the rest of somebody else's slice.
+        let preempt = (ran >= SLICE_NS && self.scheduler.others_runnable(id))
+            || (woke && self.scheduler.would_preempt(id, ran));
+        if preempt {
+            self.domain(id).stats.preemptions += 1;
+            self.drain_console(p, id);
+            self.leave_cpu(id, p.tsc, 0);
+            self.save_current(frame);
+            return self.dispatch_next(p, frame);
+        }
+        let d = &self.domains[usize::from(id.0)];
+        let (root, mode) = (d.root(), d.vcpu.kernel_mode);
+        self.resume_current(p, frame, root, mode, TlbFlush::None)
+    }
+
+    /// Raises the timer events and poll timeouts that are due.
+    /// Returns whether it woke anyone.
+    pub(super) fn fire_timers<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>) -> bool {
+        self.timer_dirty = true;
+        let mut woke = false;
+        let now = self.time.now_ns(p.tsc);
+        for i in 0..self.domains.len() {
+            let d = &mut self.domains[i];
+            if !d.is_alive() {
+                continue;
+            }
+            if d.events.timer_deadline_ns.is_some_and(|t| t <= now) {
+                d.events.timer_deadline_ns = None;
+                if let Some(port) = d.events.virq_port(virq::TIMER) {
+                    if event_channel::raise(p.mem, d.shared_info, &mut d.events, port) {
+                        self.wake(d_id(i), Some(port));
+                        woke = true;
+                    }
+                }
+            }
+            let d = &mut self.domains[i];
+            if matches!(d.events.wait, Wait::Poll { deadline_ns: Some(t), .. } if t <= now) {
+                d.vcpu.regs.rax = encode_result(Err(HypercallError::TimedOut));
+                d.events.wait = Wait::None;
+                self.scheduler.set_runnable(d_id(i), true);
+                woke = true;
+            }
+        }
+        woke
+    }
+
+    /// Wakes every domain a hypercall marked with `events.wake_port`.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn wake_marked(&mut self) {
+        for i in 0..self.domains.len() {
+            if let Some(port) = self.domains[i].events.wake_port.take() {
+                self.wake(d_id(i), Some(port));
+            }
+        }
+    }
+
+    /// Makes a waiting domain runnable, with the result its `sched_op` returns.
+    pub(super) fn wake(&mut self, id: DomainId, port: Option<u32>) {
+        self.timer_dirty = true;
+        let d = self.domain(id);
+        let result = match core::mem::take(&mut d.events.wait) {
+            Wait::None => return,
+            Wait::Block => 0,
+            Wait::Poll { .. } => u64::from(port.unwrap_or(0)),
+        };
+        d.vcpu.regs.rax = result;
+        self.scheduler.set_runnable(id, true);
+    }
+
+    /// Accounts the CPU time the current domain used since its dispatch,
+    /// charging the scheduler at least `min_charge_ns`.
+    pub(super) fn leave_cpu(&mut self, id: DomainId, tsc: u64, min_charge_ns: u64) {
+        let ran = self.time.clock.ns(tsc.saturating_sub(self.dispatched_at));
+        self.domain(id).stats.cpu_ns += ran;
+        self.scheduler.charge(id, ran.max(min_charge_ns));
+        self.dispatched_at = tsc;
+    }
+}
