@@ -17,18 +17,15 @@
 extern crate alloc;
 
 mod arch;
-mod boot_info;
 mod exclusive;
 mod heap;
-mod intrinsics;
 mod logger;
-mod machine_memory;
 mod trap;
 
 use arch::x86_64::power::{exit_qemu, ExitCode};
 use arch::x86_64::{cpu, entry, gdt, idt, lapic, paging, percpu, pic, rtc, serial::Serial};
 use hypercall_abi::PAGE_SIZE;
-use machine_memory::PhysMap;
+use arch::x86_64::machine_memory::{self, PhysMap};
 use parvus_core::builder::{build_domain, DomainPlan};
 use parvus_core::bundle::check_bundle;
 use parvus_core::domain::DomainId;
@@ -52,7 +49,7 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
 
     // SAFETY: the address is the one QEMU passed in ebx, and the boot
     // identity map is still active (paging::init has not run yet).
-    let boot = match unsafe { boot_info::read(hvm_start_info) } {
+    let boot = match unsafe { arch::x86_64::boot_info::read(hvm_start_info) } {
         Ok(b) => b,
         Err(e) => fail_boot(format_args!("{e}")),
     };
@@ -136,7 +133,7 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
 
 /// Every RAM frame is free but low memory, the hypervisor image, QEMU's
 /// start-info data and the boot bundle.
-fn frame_table(boot: &boot_info::BootInfo, ram_end: u64) -> FrameTable {
+fn frame_table(boot: &arch::x86_64::boot_info::BootInfo, ram_end: u64) -> FrameTable {
     let mut frames = FrameTable::new(ram_end / PAGE_SIZE);
     for r in &boot.ram {
         frames.add_free(r.start.div_ceil(PAGE_SIZE), r.end / PAGE_SIZE);

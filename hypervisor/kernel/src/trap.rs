@@ -7,7 +7,7 @@ use crate::arch::x86_64::entry::{self, SyscallPath};
 use crate::arch::x86_64::{cpu, lapic, serial::Serial};
 use crate::exclusive::Exclusive;
 use crate::logger::{self, CONSOLE_LOCK};
-use crate::machine_memory::PhysMap;
+use crate::arch::x86_64::machine_memory::PhysMap;
 use core::fmt::Write;
 use parvus_core::console::ConsoleSink;
 use parvus_core::fault;

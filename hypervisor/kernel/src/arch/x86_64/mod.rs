@@ -3,11 +3,14 @@
 //! `parvus-core`.
 
 pub mod boot;
+pub mod boot_info;
 pub mod cpu;
 pub mod entry;
 pub mod gdt;
 pub mod idt;
+pub mod intrinsics;
 pub mod lapic;
+pub mod machine_memory;
 pub mod paging;
 pub mod percpu;
 pub mod pic;

@@ -1,6 +1,6 @@
 //! [`MachineMemory`] over the physical map: how the logic reaches RAM.
 
-use crate::arch::x86_64::paging::{physmap_end, PHYSMAP_BASE};
+use super::paging::{physmap_end, PHYSMAP_BASE};
 use parvus_core::machine_memory::MachineMemory;
 
 /// All machine memory, through the hypervisor's physical map.
