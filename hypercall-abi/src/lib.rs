@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod bare_metal;
 pub mod console;
 pub mod domain_info;
 pub mod elf_note;
