@@ -159,6 +159,15 @@ pub fn kernel_stack() -> u64 {
     unsafe { (*tss).privilege_stack_table[0].as_u64() }
 }
 
+/// The descriptor in GDT slot `slot` (selector `slot * 8`), as loaded;
+/// `None` past the table's end.
+pub fn descriptor(slot: usize) -> Option<u64> {
+    let gdt = &raw const GDT;
+    // SAFETY: a read of the static table; only `init` writes it, before
+    // `main` runs, on this one CPU.
+    unsafe { (*gdt).get(slot).copied() }
+}
+
 /// The GDT's base address and limit, as `lgdt` loaded them (what `sgdt`
 /// shows when nothing intercepts it).
 pub fn table() -> DescriptorTablePointer {

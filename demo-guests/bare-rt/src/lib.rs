@@ -37,7 +37,9 @@
 //! - [`gdt`]: the GDT, the TSS and [`gdt::set_kernel_stack`] (TSS.RSP0);
 //! - [`idt`] and [`trap`]: 256 interrupt gates, a Rust handler per vector
 //!   ([`idt::set_handler`]) with the interrupted state as a [`TrapFrame`];
-//! - [`pic`] and [`pit`]: the timer interrupt;
+//! - [`pic`] and [`pit`]: the timer interrupt (natively the boot shim, like
+//!   a PC's BIOS, leaves the local APIC in virtual-wire mode so that the
+//!   8259's interrupts reach the CPU; the kernel never touches the APIC);
 //! - [`cpu`]: the privileged instructions, one small function each;
 //! - [`memory`]: where the image ends and free memory begins, and the
 //!   user-program sections;
@@ -79,8 +81,9 @@
 //! (the build also turns off the red zone, so it would still be safe).
 //!
 //! Design rule: `unsafe` lives in the small modules whose names say what
-//! they touch (`cpu`, `start`, `gdt`, `idt`, `trap`, `mem`, `memory`), and
-//! each block says why it is sound.
+//! they touch (`cpu`, `start`, `gdt`, `idt`, `trap`, `mem`) and in the
+//! one-line port accesses of the device drivers (`serial`, `pic`, `pit`,
+//! `exit`), and each block says why it is sound.
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]

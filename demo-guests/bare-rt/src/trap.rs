@@ -259,8 +259,11 @@ pub fn exception_name(vector: u64) -> Option<(&'static str, &'static str)> {
     })
 }
 
-/// The default for a vector without a handler: report and exit.
-fn unhandled(frame: &TrapFrame) -> ! {
+/// The default for a vector without a handler: a report of the frame (the
+/// vector's name, error code, RIP, CR2 for a page fault, the main
+/// registers), then [`exit`](crate::exit()) with [`status::EXCEPTION`]. A
+/// handler that meets a case it does not handle can end the same way.
+pub fn unhandled(frame: &TrapFrame) -> ! {
     let ring = frame.cs & 3;
     match exception_name(frame.vector) {
         Some((name, mnemonic)) => {
