@@ -193,7 +193,7 @@ mod tests {
         set(mem, frames, 1, table_index(va, 4), 0x2000 | P | W | U);
         set(mem, frames, 2, table_index(va, 3), 0x3000 | P | W | U);
         set(mem, frames, 3, table_index(va, 2), 0x4000 | P | W | U);
-        set(mem, frames, 4, table_index(va, 1), gfn * 4096 | leaf_flags);
+        set(mem, frames, 4, table_index(va, 1), (gfn * 4096) | leaf_flags);
     }
 
     #[test]

@@ -15,3 +15,5 @@
 
 pub mod guest_phys;
 pub mod guest_walk;
+pub mod cpu;
+pub mod devices;
