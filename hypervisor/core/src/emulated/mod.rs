@@ -17,3 +17,5 @@ pub mod guest_phys;
 pub mod guest_walk;
 pub mod cpu;
 pub mod devices;
+pub mod guest_virt;
+pub mod inject;
