@@ -19,3 +19,4 @@ pub mod cpu;
 pub mod devices;
 pub mod guest_virt;
 pub mod inject;
+pub mod instructions;
