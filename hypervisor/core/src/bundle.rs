@@ -259,7 +259,7 @@ mod tests {
         let checked = check_bundle(&bytes).unwrap();
         assert_eq!(checked.domains.len(), 2);
         assert_eq!(checked.domains[0].spec.name, "a");
-        assert_eq!(checked.domains[1].placement.layout.nr_pages, 512);
+        assert_eq!(checked.domains[1].placement.as_ref().unwrap().layout.nr_pages, 512);
         assert!(checked.domains[1].spec.expect.met_by_crash());
         assert_eq!(checked.domains[0].image.segments[1].file_bytes(checked.domains[0].image_bytes), &[7u8; 8]);
         assert_eq!(image_path("a"), "images/a.elf");
