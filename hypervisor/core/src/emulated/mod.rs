@@ -20,3 +20,5 @@ pub mod devices;
 pub mod guest_virt;
 pub mod inject;
 pub mod instructions;
+pub mod exits;
+pub mod loader;
