@@ -9,6 +9,12 @@
 //! refuses anything else with [`DecodeError::Unsupported`], so the
 //! emulator can stop a guest with a report that prints the bytes.
 //!
+//! Besides the privileged and sensitive instructions, it knows the data
+//! instructions that *write memory* (see [`data`]): under shadow paging an
+//! emulated kernel's page tables are write-protected, so its stores to
+//! them fault and must be carried out by the hypervisor
+//! (`emulated::store`).
+//!
 //! Encoding facts used here (Intel SDM vol. 2, chapter 2): legacy prefixes,
 //! then an optional REX prefix (0x40-0x4f: W = 64-bit operand, R/X/B =
 //! extend ModRM.reg / SIB.index / ModRM.rm or SIB.base), the opcode (one
@@ -160,6 +166,9 @@ pub enum Op {
     Popf(Size),
     /// `iret` (operand size 8: `iretq`, 4: `iretd`, 2).
     Iret(Size),
+    /// `retf` (operand size 8: `lretq`, the far return a kernel reloads
+    /// CS with after `lgdt`; 4 or 2 otherwise).
+    Retf(Size),
     /// `in al/ax/eax, port`.
     In(Size, PortOperand),
     /// `out port, al/ax/eax`.
@@ -174,6 +183,8 @@ pub enum Op {
     Int(u8),
     /// `int3`.
     Int3,
+    /// An instruction that writes memory (see [`data`]).
+    Store(StoreOp),
 }
 
 /// A decoded instruction and its length.
@@ -242,6 +253,7 @@ pub const SUPPORTED: &[(&str, &str)] = &[
     ("pushf / pushfq", "9C"),
     ("popf / popfq", "9D"),
     ("iret / iretd / iretq", "CF"),
+    ("retf / lretq (far return)", "CB / REX.W CB"),
     ("in al|ax|eax, imm8", "E4 ib / E5 ib"),
     ("out imm8, al|ax|eax", "E6 ib / E7 ib"),
     ("in al|ax|eax, dx", "EC / ED"),
@@ -252,6 +264,10 @@ pub const SUPPORTED: &[(&str, &str)] = &[
     ("int imm8", "CD ib"),
     ("int3", "CC"),
 ];
+
+/// The memory-writing data instructions the decoder knows (register
+/// forms are refused: they never write memory), for the docs.
+pub const SUPPORTED_STORES: &[(&str, &str)] = data::SUPPORTED;
 
 /// The longest x86 instruction.
 pub const MAX_LEN: usize = 15;
@@ -283,6 +299,16 @@ impl Cursor<'_> {
 #[derive(Clone, Copy, Default)]
 struct Prefixes {
     opsize16: bool,
+    /// 0x67: 32-bit addresses.
+    addr32: bool,
+    /// 0xf0.
+    lock: bool,
+    /// 0xf3: `rep`, or a mandatory SSE prefix.
+    rep: bool,
+    /// 0xf2: `repne`, or a mandatory SSE prefix.
+    repne: bool,
+    /// Some REX prefix (then byte registers 4..7 are spl..dil, not ah..bh).
+    rex: bool,
     rex_w: bool,
     rex_r: bool,
     rex_x: bool,
@@ -347,17 +373,27 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             0x2e | 0x36 | 0x3e | 0x26 => {} // ignored in 64-bit mode
             0x64 => p.segment = Some(Segment::Fs),
             0x65 => p.segment = Some(Segment::Gs),
-            0x67 | 0xf0 | 0xf2 | 0xf3 => return Err(DecodeError::Unsupported), // address size, lock, rep
+            0x67 => p.addr32 = true,
+            0xf0 => p.lock = true,
+            0xf2 => p.repne = true,
+            0xf3 => p.rep = true,
             _ => break,
         }
         b = c.next()?;
     }
     if (0x40..=0x4f).contains(&b) {
+        p.rex = true;
         p.rex_w = b & 8 != 0;
         p.rex_r = b & 4 != 0;
         p.rex_x = b & 2 != 0;
         p.rex_b = b & 1 != 0;
         b = c.next()?;
+    }
+    if let Some(store) = data::decode(b, &mut c, &p)? {
+        return Ok(Decoded { op: Op::Store(store), len: c.at });
+    }
+    if p.addr32 || p.lock || p.rep || p.repne {
+        return Err(DecodeError::Unsupported); // no system instruction takes them
     }
     let io_size = if p.opsize16 { 2 } else { 4 };
     let stack_size = if p.opsize16 { 2 } else { 8 };
@@ -369,6 +405,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         0x9c => Op::Pushf(stack_size),
         0x9d => Op::Popf(stack_size),
         0xcf => Op::Iret(if p.rex_w { 8 } else if p.opsize16 { 2 } else { 4 }),
+        0xcb => Op::Retf(if p.rex_w { 8 } else if p.opsize16 { 2 } else { 4 }),
         0xe4 => Op::In(1, PortOperand::Imm(c.next()?)),
         0xe5 => Op::In(io_size, PortOperand::Imm(c.next()?)),
         0xe6 => Op::Out(1, PortOperand::Imm(c.next()?)),
@@ -476,5 +513,8 @@ fn two_byte(c: &mut Cursor<'_>, p: &Prefixes) -> Result<Op, DecodeError> {
     })
 }
 
+pub mod data;
 #[cfg(test)]
 mod tests;
+
+pub use data::{AluOp, DataReg, Source, StoreOp};

@@ -11,7 +11,8 @@
 //!
 //! The pieces, one file each:
 //! - [`guest_phys`]: guest-physical memory and its machine frames;
-//! - [`guest_walk`]: the guest's own page tables, walked as its MMU would.
+//! - [`guest_walk`]: the guest's own page tables, walked as its MMU would;
+//! - [`shadow`]: the shadow page tables the CPU walks instead.
 
 pub mod guest_phys;
 pub mod guest_walk;
@@ -22,3 +23,4 @@ pub mod inject;
 pub mod instructions;
 pub mod exits;
 pub mod loader;
+pub mod shadow;
