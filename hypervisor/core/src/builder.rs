@@ -16,7 +16,7 @@ use crate::frame_table::{FrameError, FrameTable, Mfn, Owner, PageType};
 use crate::page_type::PageTables;
 use crate::initial_layout::{initial_layout, InitialLayout, LayoutError, Region};
 use crate::machine_memory::MachineMemory;
-use crate::manifest::Expect;
+use crate::manifest::{Expect, Mode};
 use crate::paging::{flags, table_index, ENTRIES};
 use crate::vcpu::Vcpu;
 use alloc::string::String;
@@ -64,6 +64,8 @@ pub struct DomainPlan<'a> {
     pub time_limit_ns: Option<u64>,
     /// Whether CR4.UMIP is on while it runs.
     pub umip: bool,
+    /// Paravirtualized (an SDK guest) or emulated (an unmodified kernel).
+    pub mode: Mode,
     /// Entry point.
     pub entry: u64,
     /// Loadable segments.
@@ -85,6 +87,7 @@ impl<'a> DomainPlan<'a> {
             weight: checked.spec.weight.unwrap_or(crate::scheduler::DEFAULT_WEIGHT),
             time_limit_ns: checked.spec.time_limit.map(|t| t.ns()),
             umip: checked.spec.umip.unwrap_or(true),
+            mode: checked.spec.mode,
             entry: checked.image.entry,
             segments: checked
                 .image
@@ -138,8 +141,56 @@ impl core::fmt::Display for BuildError {
     }
 }
 
-/// Builds a domain and takes its frames from `frames`. `hypervisor_half`
-/// is PML4 slots 256..512 of the hypervisor's own table.
+/// Builds a domain of either mode and takes its frames from `frames`.
+/// `hypervisor_half` is PML4 slots 256..512 of the hypervisor's own table.
+pub fn build(
+    plan: &DomainPlan<'_>,
+    frames: &mut FrameTable,
+    mem: &mut impl MachineMemory,
+    hypervisor_half: &[u64; ENTRIES / 2],
+) -> Result<Domain, BuildError> {
+    match plan.mode {
+        Mode::Paravirtualized => build_domain(plan, frames, mem, hypervisor_half),
+        Mode::Emulated => build_emulated_domain(plan, frames, mem),
+    }
+}
+
+/// Builds an emulated domain: its RAM loaded as the bare-metal contract
+/// says (see [`crate::emulated::loader`]), its virtual machine at the
+/// kernel's entry. Its shadow tables are made when it first runs.
+pub fn build_emulated_domain(
+    plan: &DomainPlan<'_>,
+    frames: &mut FrameTable,
+    mem: &mut impl MachineMemory,
+) -> Result<Domain, BuildError> {
+    if plan.name.len() > NAME_MAX {
+        return Err(BuildError::TooLong("name"));
+    }
+    let loaded = crate::emulated::loader::load(plan, frames, mem)?;
+    let mut vcpu = Vcpu::new(plan.entry, 0, 0, 0);
+    vcpu.regs = crate::system::emulated_initial_regs(loaded.regs);
+    Ok(Domain {
+        id: plan.id,
+        name: String::from(plan.name),
+        expect: plan.expect,
+        max_pages: loaded.frames.len() as u64,
+        weight: plan.weight,
+        time_limit_ns: plan.time_limit_ns,
+        umip: plan.umip,
+        console_ring: 0,
+        shared_info: 0,
+        events: EventChannels::default(),
+        vcpu,
+        frames: loaded.frames,
+        console: LineBuffer::default(),
+        ending: None,
+        stats: DomainStats::default(),
+        vm: Some(alloc::boxed::Box::new(crate::emulated::machine::VirtualMachine::new(loaded.cpu))),
+    })
+}
+
+/// Builds a paravirtualized domain and takes its frames from `frames`.
+/// `hypervisor_half` is PML4 slots 256..512 of the hypervisor's own table.
 pub fn build_domain(
     plan: &DomainPlan<'_>,
     frames: &mut FrameTable,
@@ -271,6 +322,7 @@ pub fn build_domain(
         console: LineBuffer::default(),
         ending: None,
         stats: DomainStats::default(),
+        vm: None,
     })
 }
 
@@ -337,6 +389,7 @@ mod tests {
             weight: 256,
             time_limit_ns: None,
             umip: true,
+            mode: Mode::Paravirtualized,
             time: TimeBase::default(),
             entry: GUEST_VIRT_BASE,
             segments: alloc::vec![

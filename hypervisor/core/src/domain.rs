@@ -77,6 +77,9 @@ pub struct Domain {
     pub ending: Option<Ending>,
     /// Counters.
     pub stats: DomainStats,
+    /// The virtual machine of an emulated domain (`mode = "emulated"`);
+    /// `None` for a paravirtualized one.
+    pub vm: Option<alloc::boxed::Box<crate::emulated::machine::VirtualMachine>>,
 }
 
 impl Domain {
@@ -106,10 +109,33 @@ impl Domain {
         )
     }
 
-    /// Machine address of the top-level table of its current mode.
+    /// Machine address of the top-level table of its current mode (for an
+    /// emulated domain: the shadow table of its current CR3 and mode).
     #[inline]
     pub fn root(&self) -> u64 {
-        self.vcpu.current_root()
+        match &self.vm {
+            None => self.vcpu.current_root(),
+            Some(vm) => vm.root.expect("an emulated domain runs only on a shadow root"),
+        }
+    }
+
+    /// Where `syscall` must enter while it runs.
+    pub fn door(&self) -> crate::system::Door {
+        match self.vm {
+            None => crate::system::Door::paravirtualized(self.vcpu.kernel_mode, self.vcpu.bench_floor),
+            Some(_) => crate::system::Door::Emulated,
+        }
+    }
+
+    /// Whether it runs an unmodified kernel under trap-and-emulate.
+    pub fn is_emulated(&self) -> bool {
+        self.vm.is_some()
+    }
+
+    /// The FS and GS bases the real CPU must hold while it runs (a
+    /// paravirtualized guest has none of its own).
+    pub fn segment_bases(&self) -> (u64, u64) {
+        self.vm.as_ref().map_or((0, 0), |vm| (vm.cpu.fs_base, vm.cpu.gs_base))
     }
 
     /// "domain 3 (crash)": how reports name it.

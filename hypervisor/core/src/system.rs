@@ -48,11 +48,8 @@ pub enum Next {
     Switch {
         /// Machine address of the top-level table to load.
         root: u64,
-        /// Whether the guest runs in its kernel mode (else its user mode).
-        kernel_mode: bool,
-        /// Whether the guest is measuring the `syscall` floor (see
-        /// [`Hypercall::BenchFloor`](hypercall_abi::Hypercall::BenchFloor)).
-        bench_floor: bool,
+        /// Where `syscall` must enter while it runs.
+        door: Door,
     },
     /// Return to the same guest, with `syscall` pointed at the bare
     /// `sysretq` floor path until the guest's next exception.
@@ -70,6 +67,36 @@ pub enum Next {
 impl Next {
     /// Resume without flushing anything.
     pub const RESUME: Next = Next::Resume { tlb: TlbFlush::None };
+}
+
+/// Where the `syscall` instruction enters the hypervisor (LSTAR) while a
+/// domain runs: one door per situation, so that the entry code never has
+/// to ask which situation it is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Door {
+    /// A paravirtualized guest in its kernel mode: hypercalls, with the
+    /// `null` fast lane.
+    Kernel,
+    /// A paravirtualized guest in its user mode: system calls to bounce to
+    /// its kernel.
+    User,
+    /// A guest measuring the bare `syscall` + `sysretq` floor (see
+    /// [`Hypercall::BenchFloor`](hypercall_abi::Hypercall::BenchFloor)).
+    Floor,
+    /// An emulated kernel (either mode): `syscall` is an instruction to
+    /// emulate, and the guest runs on the emulated-mode selectors.
+    Emulated,
+}
+
+impl Door {
+    /// The door of a paravirtualized guest's current mode.
+    pub fn paravirtualized(kernel_mode: bool, bench_floor: bool) -> Door {
+        match (bench_floor, kernel_mode) {
+            (true, _) => Door::Floor,
+            (false, true) => Door::Kernel,
+            (false, false) => Door::User,
+        }
+    }
 }
 
 /// The kernel's hardware, lent to the logic for one entry.
@@ -155,6 +182,9 @@ impl System {
         let d = &mut self.domains[usize::from(caller.0)];
         if !d.vcpu.kernel_mode {
             return self.user_syscall(p, frame);
+        }
+        if d.vm.is_some() {
+            return self.emulated_syscall(p, frame);
         }
         d.stats.hypercalls += 1;
         let root_before = d.vcpu.kernel_root;
@@ -264,6 +294,9 @@ impl System {
         tlb: TlbFlush,
     ) -> Next {
         let id = self.current.expect("running");
+        if self.domains[usize::from(id.0)].vm.is_some() {
+            return self.emulated_resume(p, frame, false, tlb);
+        }
         if self.domains[usize::from(id.0)].events.upcall_due {
             if let Some(crashed) = self.upcall_before_resume(p, id, frame) {
                 return crashed;
@@ -272,7 +305,7 @@ impl System {
         let vcpu = &self.domains[usize::from(id.0)].vcpu;
         let root = vcpu.current_root();
         if root != root_before || vcpu.kernel_mode != kernel_mode_before {
-            Next::Switch { root, kernel_mode: vcpu.kernel_mode, bench_floor: false }
+            Next::Switch { root, door: Door::paravirtualized(vcpu.kernel_mode, false) }
         } else {
             Next::Resume { tlb }
         }
@@ -329,7 +362,10 @@ impl System {
         let d = &mut self.domains[usize::from(culprit.0)];
         if core::mem::take(&mut d.vcpu.bench_floor) && frame.vector == BREAKPOINT {
             // The `int3` that ends a floor measurement: back to the real door.
-            return Next::Switch { root: d.root(), kernel_mode: d.vcpu.kernel_mode, bench_floor: false };
+            return Next::Switch { root: d.root(), door: Door::paravirtualized(d.vcpu.kernel_mode, false) };
+        }
+        if d.vm.is_some() {
+            return self.emulated_exception(p, frame, cr2);
         }
         let (root_before, mode_before) = (d.root(), d.vcpu.kernel_mode);
         let cr2 = if frame.vector == PAGE_FAULT { cr2 } else { 0 };
@@ -359,6 +395,20 @@ impl System {
         for line in fault::report(&format!("{} crashed", domain.label()), frame, cr2) {
             log::error!("{}", line);
         }
+        if let Some(vm) = &domain.vm {
+            let c = &vm.cpu;
+            log::error!(
+                "virtual cpu: cpl={} if={} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} cs={:#x} ss={:#x}",
+                c.cpl,
+                u8::from(c.interrupts),
+                c.cr0,
+                c.cr2,
+                c.cr3,
+                c.cr4,
+                c.cs,
+                c.ss
+            );
+        }
         log::error!("why: {why}");
         let what = if frame.vector == VECTOR_SYSCALL {
             format!("syscall at {:#x}", frame.rip)
@@ -372,7 +422,10 @@ impl System {
 
     fn drain_console<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>, id: DomainId) {
         let d = &mut self.domains[usize::from(id.0)];
-        drain_ring(p.mem, d.console_ring, &mut d.console, &d.name, p.console);
+        if d.vm.is_none() {
+            // (An emulated kernel has no ring: it prints through its UART.)
+            drain_ring(p.mem, d.console_ring, &mut d.console, &d.name, p.console);
+        }
     }
 
     /// Records how a domain ended, prints its last output, closes its
@@ -405,6 +458,7 @@ impl System {
         }
         // The frames are freed while this domain's tables may still be loaded:
         // nothing allocates before the kernel loads the next address space.
+        self.drop_shadows(p.mem, id);
         for mfn in core::mem::take(&mut self.domain(id).frames) {
             self.frames.free(mfn, Owner::Domain(id)).expect("a domain's frame list holds only its own frames");
         }
@@ -462,13 +516,20 @@ impl System {
         *frame = d.vcpu.regs;
         let upcall_due = d.events.upcall_due;
         self.current = Some(next);
+        if d.vm.is_some() {
+            // Its root may have to be made, and a virtual interrupt may be due.
+            return match self.emulated_resume(p, frame, true, TlbFlush::None) {
+                Next::Resume { .. } => unreachable!("a dispatch always switches"),
+                next => next,
+            };
+        }
         if upcall_due {
             if let Err(e) = self.deliver_upcall(p, next, frame) {
                 return self.crash(p, frame, &format!("an event upcall was due, but {e}"), 0);
             }
         }
         let d = &self.domains[usize::from(next.0)];
-        Next::Switch { root: d.root(), kernel_mode: d.vcpu.kernel_mode, bench_floor: d.vcpu.bench_floor }
+        Next::Switch { root: d.root(), door: d.door() }
     }
 
     /// The final report: one line per domain, then the verdict.
@@ -496,6 +557,13 @@ impl System {
                 d.stats.hypercalls,
                 d.stats.preemptions
             ));
+            if let Some(vm) = &d.vm {
+                let sh = vm.shadow.stats();
+                lines.push(format!(
+                    "      emulated: {} shadow: tables={} resets={} frames={}",
+                    vm.exits, sh.tables_created, sh.resets, sh.frames
+                ));
+            }
         }
         lines
     }
@@ -505,9 +573,14 @@ fn d_id(index: usize) -> DomainId {
     DomainId(index as u16)
 }
 
+mod emulated;
 mod time;
+
+pub use emulated::emulated_initial_regs;
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod event_tests;
+#[cfg(test)]
+mod emulated_tests;

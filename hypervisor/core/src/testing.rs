@@ -35,6 +35,7 @@ pub fn system_with(n: u16, expect: Expect) -> (System, TestMemory) {
             weight: 256,
             time_limit_ns: None,
             umip: true,
+            mode: crate::manifest::Mode::Paravirtualized,
             time: crate::time::TimeBase::default(),
             entry: GUEST_VIRT_BASE,
             segments: alloc::vec![

@@ -26,7 +26,7 @@ use arch::x86_64::power::{exit_qemu, ExitCode};
 use arch::x86_64::{cpu, entry, gdt, idt, lapic, paging, percpu, pic, rtc, serial::Serial};
 use hypercall_abi::PAGE_SIZE;
 use arch::x86_64::machine_memory::{self, PhysMap};
-use parvus_core::builder::{build_domain, DomainPlan};
+use parvus_core::builder::{build, DomainPlan};
 use parvus_core::bundle::check_bundle;
 use parvus_core::domain::DomainId;
 use parvus_core::frame_table::FrameTable;
@@ -97,15 +97,16 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
         let id = DomainId(i as u16);
         let mut plan = DomainPlan::from_checked(id, d);
         plan.time = system.time;
-        match build_domain(&plan, &mut system.frames, &mut PhysMap, &upper) {
+        match build(&plan, &mut system.frames, &mut PhysMap, &upper) {
             Ok(domain) => {
                 log::info!(
-                    "domain {} ({}): {} KiB, entry {:#x}, cmdline \"{}\"",
+                    "domain {} ({}): {} KiB, entry {:#x}, cmdline \"{}\"{}",
                     id,
                     d.spec.name,
                     d.spec.memory.bytes() / 1024,
                     d.image.entry,
-                    d.spec.cmdline
+                    d.spec.cmdline,
+                    if domain.is_emulated() { ", emulated (trap-and-emulate, shadow paging)" } else { "" }
                 );
                 system.add_domain(domain);
             }
@@ -117,9 +118,10 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
     let mut regs = GuestRegs::default();
     let mut platform = Platform { mem: &mut PhysMap, console: &mut trap::SerialConsole, tsc: cpu::rdtsc() };
     let next = system.start(&mut platform, &mut regs);
-    let Next::Switch { root, .. } = next else {
+    let Next::Switch { root, door } = next else {
         fail_boot(format_args!("the bundle has no domain to run"));
     };
+    entry::set_syscall_path(door);
     trap::arm_timer(&mut system);
     trap::SYSTEM.with(|s| {
         // After the move into SYSTEM: the vCPU's address is final now.

@@ -3,7 +3,8 @@
 use crate::arch::x86_64::paging::{hypervisor_root, switch_address_space};
 use crate::arch::x86_64::percpu::this_cpu;
 use crate::arch::x86_64::power::{exit_qemu, ExitCode};
-use crate::arch::x86_64::entry::{self, SyscallPath};
+use crate::arch::x86_64::entry;
+use parvus_core::system::Door;
 use crate::arch::x86_64::{cpu, lapic, serial::Serial};
 use crate::exclusive::Exclusive;
 use crate::logger::{self, CONSOLE_LOCK};
@@ -133,16 +134,14 @@ fn apply_slow(next: Next, system: &mut System, frame: &mut GuestRegs) {
             x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(va));
         }
         Next::Resume { tlb: TlbFlush::All } => x86_64::instructions::tlb::flush_all(),
-        Next::ResumeOnFloorPath => entry::set_syscall_path(SyscallPath::Floor),
-        Next::Switch { root, kernel_mode, bench_floor } => {
+        Next::ResumeOnFloorPath => entry::set_syscall_path(Door::Floor),
+        Next::Switch { root, door } => {
             // SAFETY: every top-level table a guest can load was validated,
-            // which writes the hypervisor's upper half into it (parvus_core::page_type).
+            // which writes the hypervisor's upper half into it
+            // (parvus_core::page_type), or is a shadow table, which gets it
+            // when it is made (parvus_core::emulated::shadow).
             unsafe { switch_address_space(root) };
-            entry::set_syscall_path(match (bench_floor, kernel_mode) {
-                (true, _) => SyscallPath::Floor,
-                (false, true) => SyscallPath::Kernel,
-                (false, false) => SyscallPath::User,
-            });
+            entry::set_syscall_path(door);
             point_at_current_vcpu(system);
         }
         Next::Idle => return idle(system, frame),
@@ -180,13 +179,19 @@ fn idle(system: &mut System, frame: &mut GuestRegs) {
 
 /// Points the per-CPU data at the running domain: its id (for fault
 /// reports) and its vCPU's x87/SSE area (where the entry code saves it);
-/// and sets CR4.UMIP as the domain's manifest asks.
+/// sets CR4.UMIP as the domain's manifest asks; and gives the CPU the
+/// ring-3 selectors and the FS/GS bases of its kind of guest (an emulated
+/// kernel has its own bases and runs on selectors of its own, see
+/// [`crate::arch::x86_64::gdt::select_guest_segments`]).
 pub fn point_at_current_vcpu(system: &mut System) {
     let cpu = this_cpu();
     cpu.current_domain = system.current().map(|d| u32::from(d.id.0));
     if let Some(d) = system.current_mut() {
         cpu.guest_fpu = core::ptr::addr_of_mut!(d.vcpu.fpu);
         crate::arch::x86_64::cpu::set_umip(d.umip);
+        crate::arch::x86_64::gdt::select_guest_segments(d.is_emulated());
+        let (fs, gs) = d.segment_bases();
+        crate::arch::x86_64::cpu::set_guest_segment_bases(fs, gs);
     }
 }
 

@@ -129,7 +129,7 @@ impl VirtualCpu {
         VirtualCpu {
             cpl: 0,
             interrupts: false,
-            cr0: CR0_PG | CR0_WP | CR0_NE | CR0_ET | CR0_PE,
+            cr0: CR0_PG | CR0_WP | CR0_ET | CR0_PE,
             cr2: 0,
             cr3,
             cr4: CR4_PAE,

@@ -269,6 +269,7 @@ pub fn emulate<M: MachineMemory>(
         }
         Op::Sysret(true) => return sysret(cpu, regs),
         Op::Iret(8) => return iret(cpu, regs, mem),
+        Op::Retf(8) => return far_return(cpu, regs, mem),
         Op::In(size, port) => {
             let port = port_number(port, regs);
             let mut value = 0u64;
@@ -315,6 +316,7 @@ pub fn emulate<M: MachineMemory>(
         Op::Int3 => return software_interrupt(cpu, regs, mem, next_rip, 3),
         Op::Sysret(false) => return Err(EmulationError::Unsupported("sysret to 32-bit code is not emulated")),
         Op::Iret(_) => return Err(EmulationError::Unsupported("only the 64-bit iretq is emulated")),
+        Op::Retf(_) => return Err(EmulationError::Unsupported("only the 64-bit far return (lretq) is emulated")),
         Op::MovFromDr(..) | Op::MovToDr(..) => {
             return Err(EmulationError::Unsupported("debug registers are not emulated"))
         }
@@ -457,6 +459,30 @@ fn iret<M: MachineMemory>(
     cpu.interrupts = rflags & IF != 0;
     (cpu.cs, cpu.ss, cpu.cpl) = (cs, ss, rpl);
     Ok(if mode_changed { Outcome::AddressSpace } else { Outcome::Next })
+}
+
+/// `lretq` (Intel SDM vol. 2, RET, far return in 64-bit mode): pops RIP
+/// and CS. A kernel uses it once, to reload CS after `lgdt`; it traps
+/// because the selector's RPL (0) is below the real CPL (3). Only a return
+/// to the same privilege level is emulated.
+fn far_return<M: MachineMemory>(
+    cpu: &mut VirtualCpu,
+    regs: &mut GuestRegs,
+    mem: &mut GuestVirt<'_, M>,
+) -> Result<Outcome, EmulationError> {
+    let mut raw = [0u8; 16];
+    if let Err(f) = mem.read(regs.rsp, &mut raw, false) {
+        return memory_fault(f);
+    }
+    let rip = u64::from_le_bytes(raw[..8].try_into().expect("8 bytes"));
+    let cs = u64::from_le_bytes(raw[8..].try_into().expect("8 bytes")) as u16;
+    if (cs & 3) as u8 != cpu.cpl {
+        return Err(EmulationError::Unsupported("a far return to another privilege level is not emulated"));
+    }
+    regs.rip = rip;
+    regs.rsp = regs.rsp.wrapping_add(16);
+    cpu.cs = cs;
+    Ok(Outcome::Next)
 }
 
 /// `int n`: delivered through the guest's IDT, returning after the instruction.

@@ -56,7 +56,7 @@ pub struct Loaded {
 /// Allocates the domain's RAM and loads the kernel of `plan` into it.
 pub fn load(plan: &DomainPlan<'_>, frames: &mut FrameTable, mem: &mut impl MachineMemory) -> Result<Loaded, BuildError> {
     let memory = plan.memory / PAGE_SIZE * PAGE_SIZE;
-    if memory > MAX_MEMORY || memory < LOADER_AREA_END {
+    if !(LOADER_AREA_END..=MAX_MEMORY).contains(&memory) {
         return Err(BuildError::SegmentOutside { vaddr: 0, mem_size: memory });
     }
     if plan.cmdline.len() > BOOT_CMDLINE_MAX {
@@ -132,6 +132,7 @@ mod tests {
             weight: 256,
             time_limit_ns: None,
             umip: true,
+            mode: crate::manifest::Mode::Paravirtualized,
             entry: 0x20_0000,
             segments,
             time: crate::time::TimeBase::default(),

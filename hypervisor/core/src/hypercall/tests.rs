@@ -185,7 +185,7 @@ fn traps_bounce_to_the_guest_kernel_and_iret_returns_to_user_mode() {
     let next = g.sys.on_hypercall(&mut p, &mut g.regs);
     assert_eq!((g.regs.rip, g.regs.rax), (handler + 32, 7));
     assert!(!g.sys.domains[0].vcpu.kernel_mode);
-    assert!(matches!(next, Next::Switch { kernel_mode: false, .. }), "a mode change reloads the table and the syscall door");
+    assert!(matches!(next, Next::Switch { door: crate::system::Door::User, .. }), "a mode change reloads the table and the syscall door");
 
     // A page fault in user mode lands on the kernel stack with a frame.
     g.regs.vector = 14;

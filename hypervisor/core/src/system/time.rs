@@ -29,6 +29,9 @@ impl System {
                 consider(self.dispatched_at.saturating_add(self.time.clock.ticks(limit.saturating_sub(d.stats.cpu_ns))));
             }
         }
+        if let Some(t) = self.emulated_deadline_ns() {
+            consider(self.time.tsc_at(t));
+        }
         for d in self.domains.iter().filter(|d| d.is_alive()) {
             if let Some(t) = d.events.timer_deadline_ns {
                 consider(self.time.tsc_at(t));
@@ -85,8 +88,8 @@ impl System {
     /// Returns whether it woke anyone.
     pub(super) fn fire_timers<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>) -> bool {
         self.timer_dirty = true;
-        let mut woke = false;
         let now = self.time.now_ns(p.tsc);
+        let mut woke = self.tick_emulated_devices(now);
         for i in 0..self.domains.len() {
             let d = &mut self.domains[i];
             if !d.is_alive() {

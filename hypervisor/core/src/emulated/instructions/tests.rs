@@ -198,3 +198,18 @@ fn segment_loads_are_remembered_and_user_mode_gets_general_protection() {
         assert_eq!(g.run(insn), Ok(Outcome::Fault { vector: 13, error_code: Some(0) }), "{insn:x?}");
     }
 }
+
+#[test]
+fn lretq_reloads_cs_at_the_same_level() {
+    let mut g = Guest::new();
+    let frame: [u64; 2] = [0x20_1234, 0x08];
+    let bytes: alloc::vec::Vec<u8> = frame.iter().flat_map(|w| w.to_le_bytes()).collect();
+    g.virt().write(0x3_8000, &bytes).unwrap();
+    g.cpu.cs = 0x28;
+    assert_eq!(g.run(&[0x48, 0xcb]), Ok(Outcome::Next));
+    assert_eq!((g.regs.rip, g.regs.rsp, g.cpu.cs), (0x20_1234, 0x3_8010, 0x08));
+    let frame: [u64; 2] = [0x20_1234, 0x23];
+    let bytes: alloc::vec::Vec<u8> = frame.iter().flat_map(|w| w.to_le_bytes()).collect();
+    g.virt().write(0x3_8010, &bytes).unwrap();
+    assert!(matches!(g.run(&[0x48, 0xcb]), Err(EmulationError::Unsupported(_))));
+}

@@ -26,6 +26,8 @@
 
 use super::percpu::{GUEST_FPU_OFFSET, SCRATCH_RSP_OFFSET, STACK_TOP_OFFSET};
 use core::arch::global_asm;
+use parvus_core::emulated::{REAL_CS, REAL_SS};
+use parvus_core::system::Door;
 use parvus_core::vcpu::{GuestRegs, GUEST_CS, GUEST_SS, VECTOR_SYSCALL};
 
 /// Offset of CS in the frame as the exception stubs see it (vector, error code, RIP, CS).
@@ -38,6 +40,8 @@ extern "C" {
     fn syscall_floor_entry();
     /// The `syscall` target while the guest is in its user mode.
     fn syscall_user_entry();
+    /// The `syscall` target while an emulated kernel runs.
+    fn syscall_emulated_entry();
     /// Restores the [`GuestRegs`] frame at `rsp` and returns to ring 3.
     fn return_to_guest_from(frame: *const GuestRegs) -> !;
     /// Addresses of the 32 exception stubs, by vector.
@@ -104,6 +108,29 @@ syscall_user_entry:
     push qword ptr gs:[{scratch}]
     push r11                               /* guest RFLAGS */
     push {guest_cs}
+    push rcx                               /* guest RIP */
+    push 0                                 /* error code */
+    push {vector_syscall}
+    PUSH_GPRS
+    mov rax, gs:[{fpu}]                    /* rax is saved: free */
+    fxsave64 [rax]
+    mov rdi, rsp
+    call {hypercall}
+    jmp return_to_guest
+
+    /* LSTAR points here while an emulated kernel runs: `syscall` is one of
+       its instructions, emulated like any other, and the frame records the
+       selectors it really runs on (GDT slots 14 and 15). */
+    .p2align 6
+    .global syscall_emulated_entry
+syscall_emulated_entry:
+    swapgs
+    mov gs:[{scratch}], rsp
+    mov rsp, gs:[{stack_top}]
+    push {real_ss}
+    push qword ptr gs:[{scratch}]
+    push r11                               /* guest RFLAGS */
+    push {real_cs}
     push rcx                               /* guest RIP */
     push 0                                 /* error code */
     push {vector_syscall}
@@ -237,6 +264,8 @@ exception_stubs:
     fpu = const GUEST_FPU_OFFSET,
     guest_ss = const GUEST_SS,
     guest_cs = const GUEST_CS,
+    real_ss = const REAL_SS,
+    real_cs = const REAL_CS,
     vector_syscall = const VECTOR_SYSCALL,
     stub_cs = const STUB_CS_OFFSET,
     hypercall = sym crate::trap::hypercall,
@@ -264,29 +293,19 @@ pub fn enter_guest(regs: &GuestRegs) -> ! {
     }
 }
 
-/// Where `syscall` goes (LSTAR): one door per situation, so that the
-/// entry code never has to ask which one it is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SyscallPath {
-    /// Guest kernel mode: hypercalls, with the `null` fast lane.
-    Kernel,
-    /// Guest user mode: system calls to bounce to the guest kernel.
-    User,
-    /// A benchmark measuring the bare `syscall` + `sysretq` floor.
-    Floor,
-}
-
-/// Points `syscall` at `path` (a no-op when it already is).
-pub fn set_syscall_path(path: SyscallPath) {
+/// Points `syscall` (LSTAR) at the entry for `door` (a no-op when it
+/// already is).
+pub fn set_syscall_path(door: Door) {
     let cpu = super::percpu::this_cpu();
-    if cpu.syscall_path == path {
+    if cpu.syscall_path == door {
         return;
     }
-    let target = match path {
-        SyscallPath::Kernel => syscall_entry as *const (),
-        SyscallPath::User => syscall_user_entry as *const (),
-        SyscallPath::Floor => syscall_floor_entry as *const (),
+    let target = match door {
+        Door::Kernel => syscall_entry as *const (),
+        Door::User => syscall_user_entry as *const (),
+        Door::Floor => syscall_floor_entry as *const (),
+        Door::Emulated => syscall_emulated_entry as *const (),
     };
     x86_64::registers::model_specific::LStar::write(x86_64::VirtAddr::new(target as u64));
-    cpu.syscall_path = path;
+    cpu.syscall_path = door;
 }

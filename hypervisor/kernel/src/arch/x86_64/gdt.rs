@@ -7,6 +7,8 @@
 //! 0x18|3    ring-3 data               (sysret SS = base + 8)
 //! 0x20|3    ring-3 64-bit code        (sysret CS = base + 16)
 //! 0x28      TSS (two slots)
+//! 0x70|3    ring-3 data               (emulated kernels; see select_guest_segments)
+//! 0x78|3    ring-3 64-bit code        (emulated kernels)
 //! ```
 //! The TSS gives the stack a fault from ring 3 lands on (RSP0: the per-CPU
 //! stack, where the guest frame is built) and a separate known-good stack
@@ -42,15 +44,60 @@ static mut IST_STACKS: [IstStack; 3] = [const { IstStack([0; IST_STACK_SIZE]) };
 
 static mut TSS: TaskStateSegment = TaskStateSegment::new();
 
-static mut GDT: [u64; 7] = [
+/// The present bit of a segment descriptor.
+const PRESENT: u64 = 1 << 47;
+/// Ring-3 data descriptor.
+const USER_DATA: u64 = 0x00cf_f200_0000_ffff;
+/// Ring-3 64-bit code descriptor.
+const USER_CODE: u64 = 0x00af_fa00_0000_ffff;
+/// Slots of the ring-3 selectors of paravirtualized guests.
+const PV_SLOTS: [usize; 2] = [3, 4];
+/// Slots of the ring-3 selectors of emulated kernels (see
+/// `parvus_core::emulated::REAL_CS`).
+const EMULATED_SLOTS: [usize; 2] = [14, 15];
+const GDT_ENTRIES: usize = 16;
+
+static mut GDT: [u64; GDT_ENTRIES] = [
     0,
     0x00af_9a00_0000_ffff, // 0x08 ring-0 code, 64-bit
     0x00cf_9200_0000_ffff, // 0x10 ring-0 data
-    0x00cf_f200_0000_ffff, // 0x18 ring-3 data
-    0x00af_fa00_0000_ffff, // 0x20 ring-3 code, 64-bit
+    USER_DATA,             // 0x18 ring-3 data (paravirtualized guests)
+    USER_CODE,             // 0x20 ring-3 code, 64-bit (paravirtualized guests)
     0,                     // 0x28 TSS, low half (filled in at init)
     0,                     // 0x30 TSS, high half
+    0, 0, 0, 0, 0, 0, 0,   // 0x38..0x68 unused
+    USER_DATA & !PRESENT,  // 0x70 ring-3 data (emulated kernels)
+    USER_CODE & !PRESENT,  // 0x78 ring-3 code, 64-bit (emulated kernels)
 ];
+
+const _: () = assert!(parvus_core::emulated::REAL_SS == (EMULATED_SLOTS[0] as u64) << 3 | 3);
+const _: () = assert!(parvus_core::emulated::REAL_CS == (EMULATED_SLOTS[1] as u64) << 3 | 3);
+
+/// Makes present the ring-3 selectors of the kind of guest that runs next,
+/// and not present those of the other kind.
+///
+/// This is the segment trick of ring compression under pure
+/// virtualization: an emulated kernel runs on slots 14 and 15, and when it
+/// `iretq`s to its user mode with its own selector 0x23 (slot 4), the CPU
+/// finds that descriptor not present and raises #NP instead of silently
+/// returning from ring 3 to ring 3, so the hypervisor sees the switch.
+pub fn select_guest_segments(emulated: bool) {
+    let gdt = core::ptr::addr_of_mut!(GDT);
+    let (on, off) = if emulated { (EMULATED_SLOTS, PV_SLOTS) } else { (PV_SLOTS, EMULATED_SLOTS) };
+    // SAFETY: (1) one CPU, interrupts off in ring 0, so nothing else reads or
+    // writes the GDT now; (2) the descriptors changed are ring-3 ones, which
+    // no segment register holds while the hypervisor runs (CS and SS are
+    // ring 0, DS and ES null), so the CPU's cached copies are unaffected
+    // until the guest's own `iretq` loads them.
+    unsafe {
+        for slot in on {
+            (*gdt)[slot] |= PRESENT;
+        }
+        for slot in off {
+            (*gdt)[slot] &= !PRESENT;
+        }
+    }
+}
 
 /// Loads the GDT and TSS, reloads the segment registers, and programs the
 /// `syscall` MSRs to enter at `syscall_entry` with IF, TF, DF and AC cleared.
@@ -76,7 +123,7 @@ pub fn init(stack_top: u64, syscall_entry: u64) {
         (*gdt)[6] = base >> 32;
     }
     let pointer = DescriptorTablePointer {
-        limit: (size_of::<[u64; 7]>() - 1) as u16,
+        limit: (size_of::<[u64; GDT_ENTRIES]>() - 1) as u16,
         base: VirtAddr::new(gdt as u64),
     };
     // SAFETY: (1) the GDT is static and valid for the rest of the run; (2) the

@@ -28,7 +28,7 @@ pub struct PerCpu {
     /// restored from on exit: its vCPU's `fpu` field (16-byte aligned).
     pub guest_fpu: *mut FpuState,
     /// Where `syscall` currently goes.
-    pub syscall_path: super::entry::SyscallPath,
+    pub syscall_path: parvus_core::system::Door,
     /// The domain running on this CPU (for fault reports).
     pub current_domain: Option<u32>,
 }
@@ -51,7 +51,7 @@ static mut BSP_STACK: Stack = Stack([0; STACK_SIZE]);
 /// does; the pointer is never dangling).
 static mut BOOT_FPU: FpuState = FpuState([0; 512]);
 
-static mut BSP: PerCpu = PerCpu { self_ptr: 0, scratch_rsp: 0, stack_top: 0, guest_fpu: core::ptr::addr_of_mut!(BOOT_FPU), syscall_path: super::entry::SyscallPath::Kernel, current_domain: None };
+static mut BSP: PerCpu = PerCpu { self_ptr: 0, scratch_rsp: 0, stack_top: 0, guest_fpu: core::ptr::addr_of_mut!(BOOT_FPU), syscall_path: parvus_core::system::Door::Kernel, current_domain: None };
 
 /// Sets up the boot CPU's data and points GS at it. Returns its stack top.
 pub fn init_bsp() -> u64 {

@@ -1,0 +1,56 @@
+//! The virtual machine of one emulated domain.
+
+use super::cpu::VirtualCpu;
+use super::devices::Devices;
+use super::exits::ExitCounters;
+use super::shadow::{Mode, Shadow};
+
+/// Shadow frames a domain may hold before its shadows are dropped and
+/// rebuilt (4 MiB of tables).
+pub const SHADOW_BUDGET_FRAMES: u64 = 1024;
+
+/// Everything an emulated domain has that a paravirtualized one does not.
+#[derive(Debug)]
+pub struct VirtualMachine {
+    /// Its virtual CPU.
+    pub cpu: VirtualCpu,
+    /// Its devices.
+    pub devices: Devices,
+    /// The shadow page tables of its address spaces.
+    pub shadow: Shadow,
+    /// Its exits by cause.
+    pub exits: ExitCounters,
+    /// Machine address of the shadow top-level table for its current CR3
+    /// and mode (what the real CR3 holds while it runs), once made.
+    pub root: Option<u64>,
+    /// Waiting in `hlt` for a virtual interrupt.
+    pub halted: bool,
+    /// An `sti` was just emulated: no interrupt may be delivered before the
+    /// next instruction has run (the CPU's interrupt shadow; `sti; hlt`
+    /// relies on it to sleep without losing a wake-up).
+    pub interrupt_shadow: bool,
+}
+
+impl VirtualMachine {
+    /// A machine with this CPU, powered-on devices and no shadows yet.
+    pub fn new(cpu: VirtualCpu) -> Self {
+        VirtualMachine {
+            cpu,
+            devices: Devices::default(),
+            shadow: Shadow::new(SHADOW_BUDGET_FRAMES),
+            exits: ExitCounters::default(),
+            root: None,
+            halted: false,
+            interrupt_shadow: false,
+        }
+    }
+
+    /// Which shadow the guest runs on: its kernel's or its user mode's.
+    pub fn mode(&self) -> Mode {
+        if self.cpu.user_mode() {
+            Mode::User
+        } else {
+            Mode::Kernel
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! The system's side of trap-and-emulate: where each exit of an emulated
+//! domain goes.
+//!
+//! An emulated kernel leaves the guest for one of four reasons, and each
+//! has one path here:
+//!
+//! - a **page fault** ([`System::emulated_page_fault`]): the shadow tables
+//!   fill themselves from the guest's, or the guest gets its own #PF, or a
+//!   write to a write-protected guest page table is emulated and synced;
+//! - a **#GP or #NP** ([`System::emulated_instruction`]): the guest ran a
+//!   privileged instruction (or, through #NP, an `iretq` to its user
+//!   mode); it is fetched, decoded and carried out on the virtual CPU;
+//! - a **`syscall`** ([`System::emulated_syscall`]): its kernel's system
+//!   call entry, emulated from the virtual MSRs;
+//! - any **other exception** or the **timer**: reflected to the guest, or a
+//!   virtual PIT tick becomes an interrupt through its IDT.
+//!
+//! Every path ends in [`System::emulated_resume`], which delivers a due
+//! virtual interrupt and reloads the shadow root when the guest's CR3 or
+//! privilege level changed.
+
+use super::{Door, Next, Platform, System};
+use crate::console::ConsoleSink;
+use crate::decode::{self, Decoded, Op, MAX_LEN};
+use crate::domain::{DomainId, Ending};
+use crate::emulated::guest_phys::GuestPhys;
+use crate::emulated::guest_virt::{GuestVirt, VirtFault};
+use crate::emulated::guest_walk::Access;
+use crate::emulated::inject::{deliver, EventKind};
+use crate::emulated::instructions::{emulate, Outcome};
+use crate::emulated::machine::VirtualMachine;
+use crate::emulated::shadow::{FaultOutcome, ShadowEnv};
+use crate::emulated::{REAL_CS, REAL_SS};
+use crate::hypercall::TlbFlush;
+use crate::machine_memory::MachineMemory;
+use crate::vcpu::{GuestRegs, GUEST_RFLAGS_MASK};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// The interrupt flag.
+const IF: u64 = 1 << 9;
+/// Vectors whose exceptions push an error code.
+const WITH_ERROR_CODE: [u64; 8] = [8, 10, 11, 12, 13, 14, 17, 21];
+
+impl System {
+    /// The running emulated domain and its machine.
+    fn vm_parts(&mut self) -> (DomainId, &mut VirtualMachine) {
+        let id = self.current.expect("running");
+        let vm = self.domains[usize::from(id.0)].vm.as_deref_mut().expect("an emulated domain");
+        (id, vm)
+    }
+
+    /// An exception raised by the running emulated domain.
+    pub(super) fn emulated_exception<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        frame: &mut GuestRegs,
+        cr2: u64,
+    ) -> Next {
+        match frame.vector {
+            // A supervisor-mode access from ring 3 is never the guest's own:
+            // the CPU made it for an instruction that works on the stack or
+            // the descriptor tables with its own rights (QEMU pops the
+            // frame of a far return that way, and SMAP refuses it on our
+            // user-mode shadow pages). That instruction is a privileged one
+            // the guest must not run in ring 3: emulate it.
+            14 if frame.error_code & 4 == 0 => self.emulated_instruction(p, frame),
+            14 => self.emulated_page_fault(p, frame, cr2),
+            11 | 13 => self.emulated_instruction(p, frame),
+            vector => {
+                // The guest's own business: a divide error, a breakpoint,
+                // an invalid opcode... delivered through its IDT.
+                let (_, vm) = self.vm_parts();
+                vm.exits.exceptions += 1;
+                let error_code = WITH_ERROR_CODE.contains(&vector).then_some(frame.error_code);
+                self.emulated_inject(p, frame, vector as u8, EventKind::Exception { error_code })
+            }
+        }
+    }
+
+    /// A page fault: fill the shadow, or give the guest its own fault, or
+    /// emulate a write to one of its page tables.
+    fn emulated_page_fault<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        frame: &mut GuestRegs,
+        cr2: u64,
+    ) -> Next {
+        let id = self.current.expect("running");
+        let d = &mut self.domains[usize::from(id.0)];
+        let vm = d.vm.as_deref_mut().expect("an emulated domain");
+        let access = Access { write: frame.error_code & 2 != 0, user: vm.cpu.user_mode(), fetch: frame.error_code & 16 != 0 };
+        let mut env = ShadowEnv {
+            mem: &mut *p.mem,
+            frames: &mut self.frames,
+            guest: GuestPhys::new(&d.frames),
+            hypervisor_half: &self.hypervisor_half,
+            nxe: vm.cpu.nxe(),
+        };
+        let mode = vm.mode();
+        match vm.shadow.on_page_fault(&mut env, vm.cpu.cr3, mode, cr2, access) {
+            Ok(FaultOutcome::Filled { tlb }) => {
+                vm.exits.shadow_fills += 1;
+                self.emulated_resume(p, frame, false, tlb)
+            }
+            Ok(FaultOutcome::GuestFault { error_code }) => {
+                vm.exits.guest_page_faults += 1;
+                vm.cpu.cr2 = cr2;
+                self.emulated_inject(p, frame, 14, EventKind::Exception { error_code: Some(error_code) })
+            }
+            Ok(FaultOutcome::WriteToPageTable { .. }) => {
+                vm.exits.page_table_writes += 1;
+                self.emulated_page_table_write(p, frame)
+            }
+            Err(e) => self.crash(p, frame, &format!("its shadow page tables cannot follow its own: {e}"), cr2),
+        }
+    }
+
+    /// A store into one of the guest's own page tables, which stay
+    /// write-protected: carried out by the store emulator, then synced.
+    fn emulated_page_table_write<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        frame: &mut GuestRegs,
+    ) -> Next {
+        let (bytes, insn) = match self.fetch_and_decode(p, frame) {
+            Ok(x) => x,
+            Err(next) => return next,
+        };
+        let why = format!(
+            "it writes to its own page table with {} ({:?}), which the store emulator does not support",
+            hex(&bytes),
+            insn.op
+        );
+        self.crash(p, frame, &why, 0)
+    }
+
+    /// A #GP or #NP: the guest ran a privileged instruction (or an `iretq`
+    /// to a selector the hypervisor keeps not present).
+    fn emulated_instruction<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        frame: &mut GuestRegs,
+    ) -> Next {
+        let (bytes, insn) = match self.fetch_and_decode(p, frame) {
+            Ok(x) => x,
+            Err(next) => return next,
+        };
+        let id = self.current.expect("running");
+        let now_ns = self.time.now_ns(p.tsc);
+        let d = &mut self.domains[usize::from(id.0)];
+        let vm = d.vm.as_deref_mut().expect("an emulated domain");
+        if vm.cpu.user_mode() && !matches!(insn.op, Op::Int(_) | Op::Int3) {
+            // A user process tried something its kernel did not allow it
+            // (or ran an `iretq` of its own): the fault is its kernel's.
+            vm.exits.exceptions += 1;
+            let (vector, error_code) = (frame.vector as u8, Some(frame.error_code));
+            return self.emulated_inject(p, frame, vector, EventKind::Exception { error_code });
+        }
+        if matches!(insn.op, Op::In(..) | Op::Out(..)) {
+            vm.exits.io += 1;
+        } else {
+            vm.exits.instructions += 1;
+        }
+        let user = vm.cpu.user_mode();
+        let mut mem = GuestVirt::new(&mut *p.mem, GuestPhys::new(&d.frames), vm.cpu.cr3, vm.cpu.nxe(), user);
+        let result = emulate(&insn, &mut vm.cpu, frame, &mut mem, &mut vm.devices, now_ns);
+        let written = core::mem::take(&mut mem.written);
+        let tlb = self.sync_guest_writes(p, id, &written);
+        let vm = self.domains[usize::from(id.0)].vm.as_deref_mut().expect("an emulated domain");
+        match result {
+            Ok(Outcome::Next) => {
+                if insn.op == Op::Sti {
+                    vm.interrupt_shadow = true;
+                }
+                self.emulated_resume(p, frame, false, tlb)
+            }
+            Ok(Outcome::Flush(flush)) => self.emulated_resume(p, frame, false, merge(tlb, flush)),
+            Ok(Outcome::AddressSpace | Outcome::SegmentBases) => self.emulated_resume(p, frame, true, tlb),
+            Ok(Outcome::Halt) => self.emulated_halt(p, frame),
+            Ok(Outcome::Console(byte)) => {
+                let d = &mut self.domains[usize::from(id.0)];
+                d.console.push(&[byte], &d.name, p.console);
+                self.emulated_resume(p, frame, false, tlb)
+            }
+            Ok(Outcome::TimerChanged) => {
+                self.timer_dirty = true;
+                self.emulated_resume(p, frame, false, tlb)
+            }
+            Ok(Outcome::Exit(status)) => {
+                self.leave_cpu(id, p.tsc, 0);
+                self.end(p, id, Ending::Exited(u64::from(status)));
+                self.dispatch_next(p, frame)
+            }
+            Ok(Outcome::Fault { vector, error_code }) => {
+                vm.exits.exceptions += 1;
+                self.emulated_inject(p, frame, vector, EventKind::Exception { error_code })
+            }
+            Ok(Outcome::PageFault { va, error_code }) => {
+                vm.exits.guest_page_faults += 1;
+                vm.cpu.cr2 = va;
+                self.emulated_inject(p, frame, 14, EventKind::Exception { error_code: Some(error_code) })
+            }
+            Err(e) => {
+                let why = format!("it ran {} ({:?}), which cannot be emulated: {e}", hex(&bytes), insn.op);
+                self.crash(p, frame, &why, 0)
+            }
+        }
+    }
+
+    /// Fetches and decodes the instruction at the guest's `rip`. On failure
+    /// the domain has been dealt with (its fault reflected, or stopped) and
+    /// the error holds what to do next.
+    fn fetch_and_decode<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        frame: &mut GuestRegs,
+    ) -> Result<(Vec<u8>, Decoded), Next> {
+        let id = self.current.expect("running");
+        let d = &self.domains[usize::from(id.0)];
+        let vm = d.vm.as_deref().expect("an emulated domain");
+        let mem = GuestVirt::new(&mut *p.mem, GuestPhys::new(&d.frames), vm.cpu.cr3, vm.cpu.nxe(), vm.cpu.user_mode());
+        let mut buf = [0u8; MAX_LEN];
+        let n = match mem.fetch(frame.rip, &mut buf) {
+            Ok(n) => n,
+            Err(VirtFault::PageFault { va, error_code }) => {
+                // It just ran there, so its tables changed under it: its own #PF.
+                let vm = self.domains[usize::from(id.0)].vm.as_deref_mut().expect("an emulated domain");
+                vm.cpu.cr2 = va;
+                vm.exits.guest_page_faults += 1;
+                return Err(self.emulated_inject(p, frame, 14, EventKind::Exception { error_code: Some(error_code) }));
+            }
+            Err(VirtFault::NotRam(e)) => {
+                return Err(self.crash(p, frame, &format!("its instruction pointer leads outside its RAM: {e}"), 0))
+            }
+        };
+        let bytes = buf[..n].to_vec();
+        match decode::decode(&bytes) {
+            Ok(insn) => Ok((bytes, insn)),
+            Err(_) if self.domains[usize::from(id.0)].vm.as_deref().is_some_and(|vm| vm.cpu.user_mode()) => {
+                // A user process's own fault: its kernel decides.
+                let vector = frame.vector as u8;
+                let error_code = Some(frame.error_code);
+                self.vm_parts().1.exits.exceptions += 1;
+                Err(self.emulated_inject(p, frame, vector, EventKind::Exception { error_code }))
+            }
+            Err(e) => {
+                let what = crate::fault::exception_name(frame.vector).0;
+                let why = format!("it raised {what} at {} and the decoder says: {e}", hex(&bytes));
+                Err(self.crash(p, frame, &why, 0))
+            }
+        }
+    }
+
+    /// Tells the shadow about every write the emulator made into guest
+    /// memory (a write into a guest page table must drop what the shadow
+    /// derived from it). Returns the TLB flush that needs.
+    fn sync_guest_writes<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        id: DomainId,
+        written: &[(crate::emulated::guest_phys::Gpa, u64)],
+    ) -> TlbFlush {
+        let d = &mut self.domains[usize::from(id.0)];
+        let vm = d.vm.as_deref_mut().expect("an emulated domain");
+        let mut env = ShadowEnv {
+            mem: &mut *p.mem,
+            frames: &mut self.frames,
+            guest: GuestPhys::new(&d.frames),
+            hypervisor_half: &self.hypervisor_half,
+            nxe: vm.cpu.nxe(),
+        };
+        written.iter().fold(TlbFlush::None, |tlb, &(gpa, len)| merge(tlb, vm.shadow.guest_wrote(&mut env, gpa, len)))
+    }
+
+    /// A `syscall` from the emulated domain: done as the CPU would, from
+    /// its virtual EFER, STAR, LSTAR and FMASK.
+    pub(super) fn emulated_syscall<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        frame: &mut GuestRegs,
+    ) -> Next {
+        let (_, vm) = self.vm_parts();
+        vm.exits.syscalls += 1;
+        let cpu = &mut vm.cpu;
+        if cpu.efer & crate::emulated::cpu::cr::EFER_SCE == 0 {
+            frame.rip = frame.rip.wrapping_sub(2); // #UD points at the syscall itself
+            vm.exits.exceptions += 1;
+            return self.emulated_inject(p, frame, 6, EventKind::Exception { error_code: None });
+        }
+        // The CPU already put the return address in rcx and RFLAGS in r11;
+        // the flags the guest must see carry its virtual IF.
+        frame.r11 = cpu.visible_rflags(frame.r11);
+        let mask = cpu.sfmask;
+        if mask & IF != 0 {
+            cpu.interrupts = false;
+        }
+        frame.rflags = ((frame.r11 & !mask) & GUEST_RFLAGS_MASK) | IF | 2;
+        frame.rip = cpu.lstar;
+        let was_user = cpu.user_mode();
+        cpu.cs = ((cpu.star >> 32) as u16) & !3;
+        cpu.ss = cpu.cs.wrapping_add(8);
+        cpu.cpl = 0;
+        self.emulated_resume(p, frame, was_user, TlbFlush::None)
+    }
+
+    /// `hlt`: sleep until a virtual interrupt can be delivered.
+    fn emulated_halt<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>, frame: &mut GuestRegs) -> Next {
+        let (id, vm) = self.vm_parts();
+        if vm.cpu.interrupts && vm.devices.pending_vector().is_some() {
+            return self.emulated_resume(p, frame, false, TlbFlush::None);
+        }
+        if !vm.cpu.interrupts || vm.devices.pit.deadline_ns().is_none() {
+            let why = if vm.cpu.interrupts { "no timer is armed" } else { "interrupts are off" };
+            let why = format!("it halted and {why}: nothing could ever wake it (a real CPU would hang)");
+            return self.crash(p, frame, &why, 0);
+        }
+        vm.halted = true;
+        self.drain_console(p, id);
+        self.leave_cpu(id, p.tsc, 0);
+        self.scheduler.set_runnable(id, false);
+        self.timer_dirty = true;
+        self.save_current(frame);
+        self.dispatch_next(p, frame)
+    }
+
+    /// Delivers an exception or software interrupt to the running emulated
+    /// domain through its IDT, then resumes it there; a delivery a real
+    /// CPU could not make stops the domain.
+    fn emulated_inject<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        frame: &mut GuestRegs,
+        vector: u8,
+        kind: EventKind,
+    ) -> Next {
+        let id = self.current.expect("running");
+        let d = &mut self.domains[usize::from(id.0)];
+        let vm = d.vm.as_deref_mut().expect("an emulated domain");
+        let mut mem = GuestVirt::new(&mut *p.mem, GuestPhys::new(&d.frames), vm.cpu.cr3, vm.cpu.nxe(), false);
+        let result = deliver(&mut vm.cpu, frame, &mut mem, vector, kind);
+        let written = core::mem::take(&mut mem.written);
+        let tlb = self.sync_guest_writes(p, id, &written);
+        match result {
+            Ok(mode_changed) => self.emulated_resume(p, frame, mode_changed, tlb),
+            Err(e) => {
+                let (name, _) = crate::fault::exception_name(u64::from(vector));
+                let what = if vector < 32 { String::from(name) } else { format!("vector {vector:#x}") };
+                self.crash(p, frame, &format!("{what} could not be delivered (a real CPU would triple-fault): {e}"), 0)
+            }
+        }
+    }
+
+    /// Returns to the running emulated domain: first a due virtual
+    /// interrupt (if its IF allows and no `sti` shadow holds it back), then
+    /// the shadow root of its CR3 and mode if `space_changed`, else `tlb`.
+    pub(super) fn emulated_resume<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        frame: &mut GuestRegs,
+        mut space_changed: bool,
+        tlb: TlbFlush,
+    ) -> Next {
+        let id = self.current.expect("running");
+        let d = &mut self.domains[usize::from(id.0)];
+        let vm = d.vm.as_deref_mut().expect("an emulated domain");
+        if core::mem::take(&mut vm.interrupt_shadow) {
+            // The instruction after `sti` runs first.
+        } else if vm.cpu.interrupts {
+            if let Some(vector) = vm.devices.acknowledge() {
+                vm.exits.interrupts += 1;
+                let mut mem = GuestVirt::new(&mut *p.mem, GuestPhys::new(&d.frames), vm.cpu.cr3, vm.cpu.nxe(), false);
+                let result = deliver(&mut vm.cpu, frame, &mut mem, vector, EventKind::External);
+                let written = core::mem::take(&mut mem.written);
+                self.sync_guest_writes(p, id, &written);
+                match result {
+                    Ok(changed) => space_changed |= changed,
+                    Err(e) => {
+                        let why = format!("its timer interrupt (vector {vector:#x}) could not be delivered: {e}");
+                        return self.crash(p, frame, &why, 0);
+                    }
+                }
+            }
+        }
+        let d = &mut self.domains[usize::from(id.0)];
+        let vm = d.vm.as_deref_mut().expect("an emulated domain");
+        if !space_changed && vm.root.is_some() {
+            return Next::Resume { tlb };
+        }
+        let mut env = ShadowEnv {
+            mem: &mut *p.mem,
+            frames: &mut self.frames,
+            guest: GuestPhys::new(&d.frames),
+            hypervisor_half: &self.hypervisor_half,
+            nxe: vm.cpu.nxe(),
+        };
+        let mode = vm.mode();
+        match vm.shadow.root(&mut env, vm.cpu.cr3, mode) {
+            Ok(root) => {
+                vm.root = Some(root);
+                Next::Switch { root, door: Door::Emulated }
+            }
+            Err(e) => {
+                vm.root = None;
+                let why = format!("no shadow page table for its CR3 {:#x}: {e}", vm.cpu.cr3);
+                self.crash(p, frame, &why, 0)
+            }
+        }
+    }
+
+    /// Raises the virtual PIT's IRQ 0 in every emulated domain whose tick
+    /// is due, and wakes those halted that can now take it. Returns
+    /// whether it woke anyone.
+    pub(super) fn tick_emulated_devices(&mut self, now_ns: u64) -> bool {
+        let mut woke = false;
+        for i in 0..self.domains.len() {
+            let d = &mut self.domains[i];
+            let (true, Some(vm)) = (d.is_alive(), d.vm.as_deref_mut()) else { continue };
+            vm.devices.tick(now_ns);
+            if vm.halted && vm.cpu.interrupts && vm.devices.pending_vector().is_some() {
+                vm.halted = false;
+                self.scheduler.set_runnable(super::d_id(i), true);
+                woke = true;
+            }
+        }
+        woke
+    }
+
+    /// The earliest virtual PIT deadline (system-time ns) of the live
+    /// emulated domains.
+    pub(super) fn emulated_deadline_ns(&self) -> Option<u64> {
+        self.domains
+            .iter()
+            .filter(|d| d.is_alive())
+            .filter_map(|d| d.vm.as_deref().and_then(|vm| vm.devices.pit.deadline_ns()))
+            .min()
+    }
+
+    /// Frees the shadow tables of an emulated domain that ended. The
+    /// kernel loads another CR3 before anything is allocated again.
+    pub(super) fn drop_shadows<M: MachineMemory>(&mut self, mem: &mut M, id: DomainId) {
+        let d = &mut self.domains[usize::from(id.0)];
+        let Some(vm) = d.vm.as_deref_mut() else { return };
+        let mut env = ShadowEnv {
+            mem,
+            frames: &mut self.frames,
+            guest: GuestPhys::new(&d.frames),
+            hypervisor_half: &self.hypervisor_half,
+            nxe: vm.cpu.nxe(),
+        };
+        vm.shadow.drop_all(&mut env);
+        vm.root = None;
+    }
+}
+
+/// The stronger of two TLB flushes.
+fn merge(a: TlbFlush, b: TlbFlush) -> TlbFlush {
+    match (a, b) {
+        (TlbFlush::None, x) | (x, TlbFlush::None) => x,
+        (TlbFlush::Page(x), TlbFlush::Page(y)) if x == y => a,
+        _ => TlbFlush::All,
+    }
+}
+
+/// Bytes as `0f 01 10`.
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::new();
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 {
+            s.push(' ');
+        }
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// The registers an emulated kernel starts with: the loader's, on the
+/// real selectors of emulated mode.
+pub fn emulated_initial_regs(mut regs: GuestRegs) -> GuestRegs {
+    regs.cs = REAL_CS;
+    regs.ss = REAL_SS;
+    regs
+}

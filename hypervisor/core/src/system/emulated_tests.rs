@@ -1,0 +1,173 @@
+//! Host tests of trap-and-emulate through the system: each exit of an
+//! emulated kernel, simulated from the frame the CPU would produce.
+
+use super::*;
+use crate::builder::{build, DomainPlan, Segment};
+use crate::emulated::{REAL_CS, REAL_SS};
+use crate::frame_table::FrameTable;
+use crate::machine_memory::TestMemory;
+use crate::manifest::{Expect, Mode};
+use crate::time::{TimeBase, TscClock};
+
+const FRAMES: u64 = 4096;
+const KERNEL: u64 = 0x20_0000;
+/// 1 GHz: one TSC tick is one nanosecond.
+const TSC_HZ: u64 = 1_000_000_000;
+
+/// A system with one emulated 4 MiB domain whose kernel is `code` at 2 MiB.
+fn emulated_system(code: &[u8], expect: Expect) -> (System, TestMemory) {
+    let mut mem = TestMemory::new(FRAMES);
+    let mut frames = FrameTable::new(FRAMES);
+    frames.add_free(256, FRAMES);
+    let mut system = System::new(frames, [0; ENTRIES / 2]);
+    system.time = TimeBase { clock: TscClock::new(TSC_HZ), boot_tsc: 0, wall_clock_sec: 0 };
+    let plan = DomainPlan {
+        id: DomainId(0),
+        name: "k",
+        cmdline: "",
+        memory: 4 << 20,
+        max_memory: 4 << 20,
+        expect,
+        weight: 256,
+        time_limit_ns: None,
+        umip: true,
+        mode: Mode::Emulated,
+        entry: KERNEL,
+        segments: alloc::vec![Segment { vaddr: KERNEL, data: code, mem_size: 0x1000, writable: true, executable: true }],
+        time: system.time,
+    };
+    let d = build(&plan, &mut system.frames, &mut mem, &[0; ENTRIES / 2]).expect("builds");
+    system.add_domain(d);
+    (system, mem)
+}
+
+/// The frame of a #GP raised at `rip` with `regs`.
+fn gp_at(frame: &GuestRegs, rip: u64) -> GuestRegs {
+    GuestRegs { vector: 13, error_code: 0, rip, ..*frame }
+}
+
+#[test]
+fn an_emulated_kernel_starts_on_a_shadow_root_with_its_own_door_and_selectors() {
+    let (mut sys, mut mem) = emulated_system(&[0xf4], Expect::Exit(0));
+    let mut frame = GuestRegs::default();
+    let next = sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame);
+    let Next::Switch { root, door } = next else { panic!("{next:?}") };
+    assert_eq!(door, Door::Emulated);
+    assert_eq!(mem.read_u64(root), 0, "an empty shadow: filled on demand");
+    assert_eq!((frame.rip, frame.rsp, frame.cs, frame.ss), (KERNEL, 0x10000, REAL_CS, REAL_SS));
+    assert_eq!(frame.rflags & 0x200, 0x200, "the real IF is on; the virtual one is off");
+    assert!(!sys.domains[0].vm.as_ref().unwrap().cpu.interrupts);
+}
+
+#[test]
+fn page_faults_fill_the_shadow_from_the_guests_identity_map() {
+    let (mut sys, mut mem) = emulated_system(&[0xf4], Expect::Exit(0));
+    let mut frame = GuestRegs::default();
+    let mut out = String::new();
+    sys.start(&mut Platform { mem: &mut mem, console: &mut out, tsc: 0 }, &mut frame);
+    let mut p = Platform { mem: &mut mem, console: &mut out, tsc: 0 };
+    // The first instruction fetch faults on the empty shadow.
+    frame.vector = 14;
+    frame.error_code = 0x10 | 0x4; // user-mode (ring 3) instruction fetch, not present
+    assert!(matches!(sys.on_guest_exception(&mut p, &mut frame, KERNEL), Next::Resume { .. }));
+    let vm = sys.domains[0].vm.as_ref().unwrap();
+    assert_eq!((vm.exits.shadow_fills, vm.exits.guest_page_faults), (1, 0));
+    // Beyond RAM the guest's own tables say no, but it has no IDT yet:
+    // a real CPU would triple-fault, so the domain is stopped.
+    frame.error_code = 0x4;
+    let next = sys.on_guest_exception(&mut p, &mut frame, 0x80_0000);
+    assert_eq!(next, Next::Finished { all_as_expected: false });
+    assert!(matches!(sys.domains[0].ending, Some(Ending::Crashed(_))));
+}
+
+#[test]
+fn port_output_reaches_the_console_and_the_debug_exit_ends_the_domain() {
+    // out dx, al; out dx, al; out dx, al; out 0xf4, al
+    let code = [0xee, 0xee, 0xee, 0xe6, 0xf4];
+    let (mut sys, mut mem) = emulated_system(&code, Expect::Exit(7));
+    let mut frame = GuestRegs::default();
+    let mut out = String::new();
+    sys.start(&mut Platform { mem: &mut mem, console: &mut out, tsc: 0 }, &mut frame);
+    let mut p = Platform { mem: &mut mem, console: &mut out, tsc: 0 };
+    for (i, byte) in b"hi\n".iter().enumerate() {
+        frame = GuestRegs { rdx: 0x3f8, rax: u64::from(*byte), ..gp_at(&frame, KERNEL + i as u64) };
+        assert_eq!(sys.on_guest_exception(&mut p, &mut frame, 0), Next::RESUME);
+        assert_eq!(frame.rip, KERNEL + i as u64 + 1);
+    }
+    frame = GuestRegs { rax: 7, ..gp_at(&frame, KERNEL + 3) };
+    assert_eq!(sys.on_guest_exception(&mut p, &mut frame, 0), Next::Finished { all_as_expected: true });
+    assert_eq!(out, "[k] hi\n");
+    let vm = sys.domains[0].vm.as_ref().unwrap();
+    assert_eq!(vm.exits.io, 4);
+    assert_eq!(sys.frames.count_owned(crate::frame_table::Owner::Hypervisor), 0, "its shadows were freed");
+    assert!(sys.summary()[2].contains("exits=4 (instructions=0 io=4"), "{:?}", sys.summary());
+}
+
+#[test]
+fn an_unknown_privileged_instruction_stops_the_domain_with_its_bytes() {
+    let (mut sys, mut mem) = emulated_system(&[0x0f, 0x21, 0xc0], Expect::Crash); // mov rax, dr0
+    let mut frame = GuestRegs::default();
+    let mut out = String::new();
+    sys.start(&mut Platform { mem: &mut mem, console: &mut out, tsc: 0 }, &mut frame);
+    let mut p = Platform { mem: &mut mem, console: &mut out, tsc: 0 };
+    frame = gp_at(&frame, KERNEL);
+    assert_eq!(sys.on_guest_exception(&mut p, &mut frame, 0), Next::Finished { all_as_expected: true });
+}
+
+/// A kernel that programs the PIC and the PIT, loads an IDT whose vector
+/// 0x20 goes to `handler`, enables interrupts and halts.
+#[test]
+fn a_pit_tick_wakes_a_halted_kernel_through_its_idt() {
+    let (mut sys, mut mem) = emulated_system(&[0x90; 16], Expect::Exit(0));
+    let mut frame = GuestRegs::default();
+    let mut out = String::new();
+    sys.start(&mut Platform { mem: &mut mem, console: &mut out, tsc: 0 }, &mut frame);
+    // Its IDT at 0x30_0000, the gate of vector 0x20 to 0x20_0800.
+    let handler: u64 = 0x20_0800;
+    let mut gate = [0u8; 16];
+    gate[0..2].copy_from_slice(&(handler as u16).to_le_bytes());
+    gate[2..4].copy_from_slice(&0x08u16.to_le_bytes());
+    gate[5] = 0x8e;
+    gate[6..8].copy_from_slice(&((handler >> 16) as u16).to_le_bytes());
+    {
+        let d = &sys.domains[0];
+        let phys = crate::emulated::guest_phys::GuestPhys::new(&d.frames);
+        phys.write(&mut mem, crate::emulated::guest_phys::Gpa(0x30_0000 + 0x20 * 16), &gate).unwrap();
+        let vm = sys.domains[0].vm.as_deref_mut().unwrap();
+        vm.cpu.idtr = crate::emulated::cpu::TableRegister { base: 0x30_0000, limit: 0xfff };
+    }
+    let mut p = Platform { mem: &mut mem, console: &mut out, tsc: 0 };
+    // Each privileged instruction as the CPU reports it: a #GP at the
+    // instruction, whose bytes the test writes first.
+    let run = |sys: &mut System, p: &mut Platform<'_, TestMemory, String>, frame: &mut GuestRegs, bytes: &[u8], rax: u64| {
+        let rip = KERNEL;
+        let d = &sys.domains[0];
+        crate::emulated::guest_phys::GuestPhys::new(&d.frames).write(p.mem, crate::emulated::guest_phys::Gpa(rip), bytes).unwrap();
+        *frame = GuestRegs { rax, rdx: 0, ..gp_at(frame, rip) };
+        sys.on_guest_exception(p, frame, 0)
+    };
+    for (port, value) in [(0x20u8, 0x11u64), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01), (0x21, 0xfe), (0x43, 0x34), (0x40, 0x9b), (0x40, 0x2e)] {
+        run(&mut sys, &mut p, &mut frame, &[0xe6, port], value);
+    }
+    assert!(sys.timer_dirty, "the PIT's deadline is the platform timer's business");
+    let period = sys.domains[0].vm.as_ref().unwrap().devices.pit.period_ns();
+    let deadline = sys.next_deadline().expect("the PIT's deadline");
+    assert!(deadline.abs_diff(period) <= 1, "{deadline} vs {period}");
+    run(&mut sys, &mut p, &mut frame, &[0xfb], 0); // sti
+    assert!(sys.domains[0].vm.as_ref().unwrap().cpu.interrupts);
+    // hlt with nothing pending: the domain sleeps (nobody else can run).
+    assert_eq!(run(&mut sys, &mut p, &mut frame, &[0xf4], 0), Next::Idle);
+    // The tick: the kernel wakes in its handler, with IF off and the frame
+    // of the interrupted hlt on its stack.
+    p.tsc = deadline;
+    let next = sys.on_timer(&mut p, &mut frame);
+    assert!(matches!(next, Next::Switch { door: Door::Emulated, .. }), "{next:?}");
+    assert_eq!(frame.rip, handler);
+    let vm = sys.domains[0].vm.as_ref().unwrap();
+    assert!(!vm.cpu.interrupts);
+    assert_eq!(vm.exits.interrupts, 1);
+    let d = &sys.domains[0];
+    let phys = crate::emulated::guest_phys::GuestPhys::new(&d.frames);
+    let pushed_rip = phys.read_u64(&mem, crate::emulated::guest_phys::Gpa(frame.rsp)).unwrap();
+    assert_eq!(pushed_rip, KERNEL + 1, "it resumes after the hlt");
+}
