@@ -39,7 +39,7 @@ pub enum CmdlineError<'a> {
 
 /// Largest `n=` accepted (bigger runs take too long under TCG, and the
 /// fault operation maps `n` pages).
-pub const MAX_ITERATIONS: u64 = 100_000;
+pub const MAX_ITERATIONS: u64 = 10_000;
 
 impl fmt::Display for CmdlineError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

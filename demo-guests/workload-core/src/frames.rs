@@ -10,9 +10,12 @@
 //! platform counts in); the pool never touches their memory, which is why
 //! it is safe code and why zeroing is the platform's job.
 //!
+//! A platform may also hand in single frames ([`FramePool::add_frame`]),
+//! for frames that do not form a run.
+//!
 //! The free stack is a fixed array (no heap in the native kernel). It can
-//! never overflow: at most `CAP` frames are ever handed out fresh, and
-//! only those can come back.
+//! never overflow: the pool never knows more than `CAP` frames (handed in,
+//! or handed out fresh), and only those can come back.
 
 /// A frame allocator over a run of frames (see the module docs).
 pub struct FramePool<const CAP: usize> {
@@ -22,8 +25,8 @@ pub struct FramePool<const CAP: usize> {
     end: u64,
     /// Distance between neighbouring frames (4096 for addresses, 1 for numbers).
     step: u64,
-    /// Fresh frames handed out so far (at most `CAP`).
-    fresh_taken: usize,
+    /// Frames the pool has known: handed out fresh or handed in (at most `CAP`).
+    known: usize,
     /// Freed frames, the last freed on top.
     free: [u64; CAP],
     /// Frames on the free stack.
@@ -33,7 +36,7 @@ pub struct FramePool<const CAP: usize> {
 impl<const CAP: usize> FramePool<CAP> {
     /// A pool with no frames (give it some with [`FramePool::add_run`]).
     pub const fn empty() -> Self {
-        FramePool { next: 0, end: 0, step: 1, fresh_taken: 0, free: [0; CAP], free_len: 0 }
+        FramePool { next: 0, end: 0, step: 1, known: 0, free: [0; CAP], free_len: 0 }
     }
 
     /// Hands the pool the frames `start, start + step, ...` below `end`.
@@ -51,13 +54,25 @@ impl<const CAP: usize> FramePool<CAP> {
             self.free_len -= 1;
             return Some(self.free[self.free_len]);
         }
-        if self.next >= self.end || self.fresh_taken == CAP {
+        if self.next >= self.end || self.known == CAP {
             return None;
         }
         let frame = self.next;
         self.next += self.step;
-        self.fresh_taken += 1;
+        self.known += 1;
         Some(frame)
+    }
+
+    /// Hands the pool one more free frame.
+    ///
+    /// # Panics
+    ///
+    /// If the pool knows `CAP` frames already.
+    pub fn add_frame(&mut self, frame: u64) {
+        assert!(self.known < CAP, "a frame pool holds at most {CAP} frames");
+        self.known += 1;
+        self.free[self.free_len] = frame;
+        self.free_len += 1;
     }
 
     /// Gives `frame` back.
@@ -66,14 +81,14 @@ impl<const CAP: usize> FramePool<CAP> {
     ///
     /// If more frames come back than were handed out (a double free).
     pub fn free(&mut self, frame: u64) {
-        assert!(self.free_len < self.fresh_taken, "frame {frame:#x} freed but never allocated (double free?)");
+        assert!(self.free_len < self.known, "frame {frame:#x} freed but never allocated (double free?)");
         self.free[self.free_len] = frame;
         self.free_len += 1;
     }
 
     /// Frames handed out and not given back.
     pub fn in_use(&self) -> usize {
-        self.fresh_taken - self.free_len
+        self.known - self.free_len
     }
 }
 
@@ -102,6 +117,17 @@ mod tests {
         let mut pool = FramePool::<2>::empty();
         pool.add_run(0, 100, 1);
         assert_eq!((pool.alloc(), pool.alloc(), pool.alloc()), (Some(0), Some(1), None));
+    }
+
+    #[test]
+    fn single_frames_can_be_handed_in() {
+        let mut pool = FramePool::<3>::empty();
+        pool.add_frame(7);
+        pool.add_frame(3);
+        assert_eq!(pool.in_use(), 0);
+        assert_eq!((pool.alloc(), pool.alloc(), pool.alloc()), (Some(3), Some(7), None));
+        pool.free(3);
+        assert_eq!(pool.alloc(), Some(3));
     }
 
     #[test]
