@@ -53,7 +53,7 @@ fn unknown_key() {
     assert_eq!(
         error_line("build", &fixture("unknown-key.toml")),
         "error: xtask/tests/fixtures/unknown-key.toml:10: domain \"painted\": unknown field `colour`, \
-         expected one of `name`, `image`, `memory`, `max_memory`, `cmdline`, `expect`, `weight`, `time_limit`, `umip`"
+         expected one of `name`, `image`, `memory`, `max_memory`, `cmdline`, `expect`, `weight`, `time_limit`, `umip`, `mode`"
     );
 }
 

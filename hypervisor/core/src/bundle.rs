@@ -17,7 +17,7 @@ use core::fmt;
 use tar_no_std::{CorruptDataError, TarArchiveRef};
 
 use crate::image::{GuestImage, ImageError, Placement};
-use crate::manifest::{DomainSpec, MachineSpec, Manifest, ManifestError};
+use crate::manifest::{DomainSpec, MachineSpec, Manifest, ManifestError, Mode};
 
 /// Path of the manifest inside a bundle.
 pub const MANIFEST_PATH: &str = "manifest.toml";
@@ -153,8 +153,9 @@ pub struct CheckedDomain<'a> {
     pub image_bytes: &'a [u8],
     /// The checked image.
     pub image: GuestImage,
-    /// Where everything goes in the domain's memory.
-    pub placement: Placement,
+    /// Where everything goes in a paravirtualized domain's memory (`None`
+    /// for an emulated one: its kernel lays out its own memory).
+    pub placement: Option<Placement>,
 }
 
 /// A bundle that passed every check, in manifest (domain id) order.
@@ -178,8 +179,18 @@ pub fn check_bundle(bytes: &[u8]) -> Result<CheckedBundle<'_>, BundleError> {
             .file(&spec.image)
             .ok_or_else(|| BundleError::MissingImage { domain: spec.name.clone(), path: spec.image.clone() })?;
         let image_error = |error| BundleError::Image { domain: spec.name.clone(), path: spec.image.clone(), error };
-        let image = GuestImage::parse(image_bytes).map_err(image_error)?;
-        let placement = image.check_placement(spec.memory.bytes()).map_err(image_error)?;
+        let (image, placement) = match spec.mode {
+            Mode::Paravirtualized => {
+                let image = GuestImage::parse(image_bytes).map_err(image_error)?;
+                let placement = image.check_placement(spec.memory.bytes()).map_err(image_error)?;
+                (image, Some(placement))
+            }
+            Mode::Emulated => {
+                let image = GuestImage::parse_bare_metal(image_bytes).map_err(image_error)?;
+                image.check_bare_metal_placement(spec.memory.bytes()).map_err(image_error)?;
+                (image, None)
+            }
+        };
         domains.push(CheckedDomain { spec, image_bytes, image, placement });
     }
     Ok(CheckedBundle { machine: manifest.machine, domains })
@@ -248,7 +259,7 @@ mod tests {
         let checked = check_bundle(&bytes).unwrap();
         assert_eq!(checked.domains.len(), 2);
         assert_eq!(checked.domains[0].spec.name, "a");
-        assert_eq!(checked.domains[1].placement.layout.nr_pages, 512);
+        assert_eq!(checked.domains[1].placement.as_ref().unwrap().layout.nr_pages, 512);
         assert!(checked.domains[1].spec.expect.met_by_crash());
         assert_eq!(checked.domains[0].image.segments[1].file_bytes(checked.domains[0].image_bytes), &[7u8; 8]);
         assert_eq!(image_path("a"), "images/a.elf");

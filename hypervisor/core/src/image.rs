@@ -21,6 +21,7 @@ use elf::endian::AnyEndian;
 use elf::ElfBytes;
 use hypercall_abi::elf_note::{NOTE_OWNER, NOTE_TYPE_ABI_VERSION};
 use hypercall_abi::layout::{GUEST_VIRT_BASE, GUEST_VIRT_LIMIT};
+use hypercall_abi::bare_metal::{LOADER_AREA_END, MAX_MEMORY};
 use hypercall_abi::{ABI_VERSION, PAGE_SIZE};
 
 const EI_CLASS: usize = 4;
@@ -113,8 +114,19 @@ pub struct GuestImage {
     pub entry: u64,
     /// The non-empty `PT_LOAD` segments, sorted by address, not overlapping.
     pub segments: Vec<Segment>,
-    /// The ABI version from the image's note (equal to [`ABI_VERSION`]).
+    /// The ABI version from the image's note (equal to [`ABI_VERSION`]);
+    /// 0 for a bare-metal kernel, which has none.
     pub abi_version: u32,
+}
+
+/// Which kind of guest an image is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageKind {
+    /// A guest built with the guest SDK (with its ABI note).
+    Paravirtualized,
+    /// An unmodified kernel for `mode = "emulated"` (see
+    /// `hypercall_abi::bare_metal`).
+    BareMetal,
 }
 
 /// Why a guest image was refused. Each displays as one line that says what
@@ -241,6 +253,38 @@ pub enum ImageError {
     },
     /// The image fits, but what the hypervisor puts after it does not.
     DoesNotFit(LayoutError),
+    /// A paravirtualized guest (it has the Parvus ABI note) in an emulated domain.
+    ParavirtualizedInEmulatedDomain,
+    /// A bare-metal kernel's segment is not loaded at its virtual address.
+    PhysicalAddressDiffers {
+        /// Program header index.
+        index: usize,
+        /// Its virtual address.
+        vaddr: u64,
+        /// Its physical (load) address.
+        paddr: u64,
+    },
+    /// A bare-metal kernel's segment lies in the loader's area.
+    SegmentInLoaderArea {
+        /// Program header index.
+        index: usize,
+        /// Its start.
+        vaddr: u64,
+    },
+    /// A bare-metal kernel's segment ends beyond the emulated domain's RAM.
+    KernelBeyondMemory {
+        /// Program header index.
+        index: usize,
+        /// One past its last byte.
+        end: u64,
+        /// The domain's memory in bytes.
+        memory: u64,
+    },
+    /// An emulated domain asks for more memory than an unmodified kernel may have.
+    EmulatedMemoryTooLarge {
+        /// What the manifest asks for.
+        memory: u64,
+    },
 }
 
 impl fmt::Display for ImageError {
@@ -271,7 +315,8 @@ impl fmt::Display for ImageError {
             ImageError::NoAbiNote => write!(
                 f,
                 "no Parvus ABI note (owner \"{NOTE_OWNER}\", type {NOTE_TYPE_ABI_VERSION}, in a PT_NOTE segment): \
-                 is it a guest built with parvus-guest-sdk and guest-sdk/guest.ld?"
+                 is it a guest built with parvus-guest-sdk and guest-sdk/guest.ld? \
+                 (an unmodified kernel needs mode = \"emulated\")"
             ),
             ImageError::BadAbiNote { desc_len } => {
                 write!(f, "the Parvus ABI note holds {desc_len} bytes, not a 4-byte version")
@@ -319,6 +364,31 @@ impl fmt::Display for ImageError {
                 crate::manifest::MemorySize(*memory)
             ),
             ImageError::DoesNotFit(e) => write!(f, "the domain's memory {e}: raise `memory`"),
+            ImageError::ParavirtualizedInEmulatedDomain => f.write_str(
+                "a paravirtualized guest (it carries the Parvus ABI note) in a domain with mode = \"emulated\": \
+                 remove `mode` or boot a bare-metal kernel",
+            ),
+            ImageError::PhysicalAddressDiffers { index, vaddr, paddr } => write!(
+                f,
+                "segment {index} is linked at {vaddr:#x} but loaded at {paddr:#x}: \
+                 bare-metal kernels load every segment at its own address (demo-guests/bare-rt/kernel.ld)"
+            ),
+            ImageError::SegmentInLoaderArea { index, vaddr } => write!(
+                f,
+                "segment {index} starts at {vaddr:#x}, inside the loader's first {} (hypercall_abi::bare_metal)",
+                crate::manifest::MemorySize(LOADER_AREA_END)
+            ),
+            ImageError::KernelBeyondMemory { index, end, memory } => write!(
+                f,
+                "segment {index} ends at {end:#x}, beyond the domain's {} of memory: raise `memory`",
+                crate::manifest::MemorySize(*memory)
+            ),
+            ImageError::EmulatedMemoryTooLarge { memory } => write!(
+                f,
+                "an emulated domain may have at most {} of memory, not {}",
+                crate::manifest::MemorySize(MAX_MEMORY),
+                crate::manifest::MemorySize(*memory)
+            ),
         }
     }
 }
@@ -329,6 +399,14 @@ impl GuestImage {
     /// [`ABI_VERSION`], sound segment headers, no writable and executable
     /// segment, and an entry point in an executable segment.
     pub fn parse(bytes: &[u8]) -> Result<GuestImage, ImageError> {
+        Self::parse_as(bytes, ImageKind::Paravirtualized)
+    }
+
+    /// [`Self::parse`] for either kind of image: a paravirtualized guest
+    /// must carry the ABI note of this hypervisor; a bare-metal kernel
+    /// must not carry any (it would be an SDK guest in the wrong mode) and
+    /// must load every segment at its physical address.
+    pub(crate) fn parse_as(bytes: &[u8], kind: ImageKind) -> Result<GuestImage, ImageError> {
         if bytes.get(..4) != Some(b"\x7fELF".as_slice()) {
             return Err(ImageError::NotElf);
         }
@@ -354,15 +432,22 @@ impl GuestImage {
         }
         let phdrs = file.segments().ok_or(ImageError::NoLoadSegments)?;
 
-        let abi_version = find_abi_version(&file, &phdrs)?;
-        if abi_version != ABI_VERSION {
-            return Err(ImageError::AbiMismatch { image: abi_version, hypervisor: ABI_VERSION });
-        }
+        let abi_version = match (kind, find_abi_version(&file, &phdrs)) {
+            (ImageKind::Paravirtualized, Ok(v)) if v != ABI_VERSION => {
+                return Err(ImageError::AbiMismatch { image: v, hypervisor: ABI_VERSION })
+            }
+            (ImageKind::Paravirtualized, result) => result?,
+            (ImageKind::BareMetal, Ok(_)) => return Err(ImageError::ParavirtualizedInEmulatedDomain),
+            (ImageKind::BareMetal, Err(_)) => 0,
+        };
 
         let mut segments = Vec::new();
         for (index, phdr) in phdrs.iter().enumerate() {
             if phdr.p_type != elf::abi::PT_LOAD || phdr.p_memsz == 0 {
                 continue;
+            }
+            if kind == ImageKind::BareMetal && phdr.p_paddr != phdr.p_vaddr {
+                return Err(ImageError::PhysicalAddressDiffers { index, vaddr: phdr.p_vaddr, paddr: phdr.p_paddr });
             }
             segments.push(check_segment(index, &phdr, bytes.len())?);
         }
@@ -430,6 +515,34 @@ impl GuestImage {
         let image_end_pfn = (self.end() - GUEST_VIRT_BASE) / PAGE_SIZE;
         let layout = initial_layout(image_end_pfn, nr_pages).map_err(ImageError::DoesNotFit)?;
         Ok(Placement { image_start: self.start(), image_end: self.end(), layout })
+    }
+}
+
+impl GuestImage {
+    /// Parses and checks an unmodified kernel for an emulated domain: the
+    /// checks of [`Self::parse`] but the ABI note (it must have none), and
+    /// every segment loaded at its own address.
+    pub fn parse_bare_metal(bytes: &[u8]) -> Result<GuestImage, ImageError> {
+        Self::parse_as(bytes, ImageKind::BareMetal)
+    }
+
+    /// Checks that a bare-metal kernel fits an emulated domain of
+    /// `memory_bytes`: every segment in `[LOADER_AREA_END, memory)`, and the
+    /// memory within [`MAX_MEMORY`].
+    pub fn check_bare_metal_placement(&self, memory_bytes: u64) -> Result<(), ImageError> {
+        if memory_bytes > MAX_MEMORY {
+            return Err(ImageError::EmulatedMemoryTooLarge { memory: memory_bytes });
+        }
+        let memory_end = memory_bytes / PAGE_SIZE * PAGE_SIZE;
+        for s in &self.segments {
+            if s.vaddr < LOADER_AREA_END {
+                return Err(ImageError::SegmentInLoaderArea { index: s.index, vaddr: s.vaddr });
+            }
+            if s.end() > memory_end {
+                return Err(ImageError::KernelBeyondMemory { index: s.index, end: s.end(), memory: memory_bytes });
+            }
+        }
+        Ok(())
     }
 }
 

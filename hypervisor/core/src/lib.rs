@@ -21,6 +21,7 @@ pub mod bundle;
 pub mod console;
 pub mod decode;
 pub mod domain;
+pub mod emulated;
 pub mod event_channel;
 pub mod fault;
 pub mod frame_table;

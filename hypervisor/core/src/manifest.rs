@@ -20,6 +20,7 @@
 //! weight = 256           # optional: CPU share (default 256)
 //! time_limit = "300ms"   # optional: CPU time after which it is stopped
 //! umip = false           # optional: run without CR4.UMIP (default true)
+//! mode = "emulated"      # optional: "paravirtualized" (default) or "emulated"
 //! ```
 
 use alloc::borrow::ToOwned;
@@ -109,6 +110,36 @@ pub struct DomainSpec {
     /// Popek-Goldberg probe shows both).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub umip: Option<bool>,
+    /// How the guest is virtualized (default: paravirtualized).
+    #[serde(default, skip_serializing_if = "Mode::is_default")]
+    pub mode: Mode,
+}
+
+/// How a domain's guest is virtualized.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A guest built with the guest SDK, asking for everything by hypercall.
+    #[default]
+    Paravirtualized,
+    /// An unmodified kernel (`hypercall_abi::bare_metal`), deprivileged:
+    /// trap-and-emulate with shadow page tables.
+    Emulated,
+}
+
+impl Mode {
+    fn is_default(&self) -> bool {
+        *self == Mode::Paravirtualized
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Paravirtualized => "paravirtualized",
+            Mode::Emulated => "emulated",
+        })
+    }
 }
 
 impl DomainSpec {

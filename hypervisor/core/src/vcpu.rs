@@ -89,6 +89,53 @@ impl GuestRegs {
     pub fn hypercall_args(&self) -> [u64; 6] {
         [self.rdi, self.rsi, self.rdx, self.r10, self.r8, self.r9]
     }
+
+    /// General-purpose register `n` in the instruction encoding's order
+    /// (0 = rax, 1 = rcx, 2 = rdx, 3 = rbx, 4 = rsp, 5 = rbp, 6 = rsi,
+    /// 7 = rdi, 8..15 = r8..r15), as the emulator names them.
+    pub fn gpr(&self, n: u8) -> u64 {
+        match n & 15 {
+            0 => self.rax,
+            1 => self.rcx,
+            2 => self.rdx,
+            3 => self.rbx,
+            4 => self.rsp,
+            5 => self.rbp,
+            6 => self.rsi,
+            7 => self.rdi,
+            8 => self.r8,
+            9 => self.r9,
+            10 => self.r10,
+            11 => self.r11,
+            12 => self.r12,
+            13 => self.r13,
+            14 => self.r14,
+            _ => self.r15,
+        }
+    }
+
+    /// Sets general-purpose register `n` (numbered as in [`Self::gpr`]).
+    pub fn set_gpr(&mut self, n: u8, value: u64) {
+        let r = match n & 15 {
+            0 => &mut self.rax,
+            1 => &mut self.rcx,
+            2 => &mut self.rdx,
+            3 => &mut self.rbx,
+            4 => &mut self.rsp,
+            5 => &mut self.rbp,
+            6 => &mut self.rsi,
+            7 => &mut self.rdi,
+            8 => &mut self.r8,
+            9 => &mut self.r9,
+            10 => &mut self.r10,
+            11 => &mut self.r11,
+            12 => &mut self.r12,
+            13 => &mut self.r13,
+            14 => &mut self.r14,
+            _ => &mut self.r15,
+        };
+        *r = value;
+    }
 }
 
 /// The x87/SSE state saved by `fxsave64` (512 bytes, 16-byte aligned).
@@ -194,6 +241,16 @@ mod tests {
         assert_eq!(core::mem::offset_of!(GuestRegs, vector), 15 * 8);
         assert_eq!(core::mem::offset_of!(GuestRegs, rip), 17 * 8);
         assert_eq!(core::mem::offset_of!(GuestRegs, ss), 21 * 8);
+    }
+
+    #[test]
+    fn registers_by_encoding_number() {
+        let mut r = GuestRegs::default();
+        for n in 0..16u8 {
+            r.set_gpr(n, 100 + u64::from(n));
+        }
+        assert_eq!((r.rax, r.rcx, r.rsp, r.rdi, r.r8, r.r15), (100, 101, 104, 107, 108, 115));
+        assert!((0..16u8).all(|n| r.gpr(n) == 100 + u64::from(n)));
     }
 
     #[test]

@@ -18,11 +18,13 @@ pub struct SegSpec {
     pub flags: u32,
     /// Writes this `p_offset` instead of where the data really is.
     pub offset_override: Option<u64>,
+    /// Writes this `p_paddr` instead of `vaddr`.
+    pub paddr_override: Option<u64>,
 }
 
 impl SegSpec {
     pub fn new(vaddr: u64, data: Vec<u8>, memsz: u64, flags: u32) -> Self {
-        SegSpec { vaddr, data, memsz, flags, offset_override: None }
+        SegSpec { vaddr, data, memsz, flags, offset_override: None, paddr_override: None }
     }
 }
 
@@ -100,7 +102,7 @@ impl ElfSpec {
                 p_flags: elf::ProgramFlags(s.flags),
                 p_offset: s.offset_override.unwrap_or(offset),
                 p_vaddr: s.vaddr,
-                p_paddr: s.vaddr,
+                p_paddr: s.paddr_override.unwrap_or(s.vaddr),
                 p_filesz: s.data.len() as u64,
                 p_memsz: s.memsz,
                 p_align: 0x1000,

@@ -224,3 +224,50 @@ mod properties {
     }
 }
 
+
+/// A bare-metal kernel: linked and loaded at 2 MiB, no ABI note.
+fn kernel() -> ElfSpec {
+    let mut spec = ElfSpec::guest(vec![
+        SegSpec::new(0x20_0000, vec![0x90; 100], 100, RX),
+        SegSpec::new(0x20_1000, vec![2; 16], 0x2000, RW),
+    ]);
+    spec.note = None;
+    spec
+}
+
+#[test]
+fn a_bare_metal_kernel_parses_and_fits_an_emulated_domain() {
+    let image = GuestImage::parse_bare_metal(&kernel().build()).unwrap();
+    assert_eq!((image.entry, image.abi_version, image.segments.len()), (0x20_0000, 0, 2));
+    assert_eq!(image.check_bare_metal_placement(4 << 20), Ok(()));
+    assert_eq!(
+        image.check_bare_metal_placement(0x20_2000).unwrap_err().to_string(),
+        "segment 1 ends at 0x203000, beyond the domain's 2056K of memory: raise `memory`"
+    );
+    assert_eq!(
+        image.check_bare_metal_placement(512 << 20).unwrap_err().to_string(),
+        "an emulated domain may have at most 256M of memory, not 512M"
+    );
+}
+
+#[test]
+fn each_kind_of_image_is_refused_in_the_other_mode() {
+    assert_eq!(GuestImage::parse_bare_metal(&good().build()), Err(ImageError::ParavirtualizedInEmulatedDomain));
+    let message = GuestImage::parse(&kernel().build()).unwrap_err().to_string();
+    assert!(message.contains("an unmodified kernel needs mode = \"emulated\""), "{message}");
+}
+
+#[test]
+fn bare_metal_segments_load_at_their_own_address_above_the_loader_area() {
+    let mut spec = kernel();
+    spec.segments[1].paddr_override = Some(0x30_0000);
+    assert_eq!(
+        GuestImage::parse_bare_metal(&spec.build()),
+        Err(ImageError::PhysicalAddressDiffers { index: 1, vaddr: 0x20_1000, paddr: 0x30_0000 })
+    );
+    let mut spec = kernel();
+    spec.segments[0].vaddr = 0x10_0000;
+    spec.entry = 0x10_0000;
+    let image = GuestImage::parse_bare_metal(&spec.build()).unwrap();
+    assert_eq!(image.check_bare_metal_placement(4 << 20), Err(ImageError::SegmentInLoaderArea { index: 0, vaddr: 0x10_0000 }));
+}

@@ -92,11 +92,11 @@ fn unknown_key_names_line_domain_and_key() {
     assert_eq!(e.line(), Some(10));
     assert_eq!(
         e.to_string(),
-        "line 10: domain \"b\": unknown field `colour`, expected one of `name`, `image`, `memory`, `max_memory`, `cmdline`, `expect`, `weight`, `time_limit`, `umip`"
+        "line 10: domain \"b\": unknown field `colour`, expected one of `name`, `image`, `memory`, `max_memory`, `cmdline`, `expect`, `weight`, `time_limit`, `umip`, `mode`"
     );
     assert_eq!(
         e.in_file("m.toml").to_string(),
-        "m.toml:10: domain \"b\": unknown field `colour`, expected one of `name`, `image`, `memory`, `max_memory`, `cmdline`, `expect`, `weight`, `time_limit`, `umip`"
+        "m.toml:10: domain \"b\": unknown field `colour`, expected one of `name`, `image`, `memory`, `max_memory`, `cmdline`, `expect`, `weight`, `time_limit`, `umip`, `mode`"
     );
 }
 

@@ -1,0 +1,483 @@
+//! Carrying out a trapped privileged instruction against the virtual CPU.
+//!
+//! The guest executed a privileged instruction in ring 3 and the CPU raised
+//! #GP (or #NP, for a selector the hypervisor keeps not present); the
+//! hypervisor fetched and decoded the instruction ([`crate::decode`]). Here
+//! it does what the instruction would have done at the guest's *virtual*
+//! privilege level: at virtual CPL 0 it changes the virtual CPU, a device,
+//! or the guest's memory and resumes after the instruction; at virtual CPL
+//! 3 the guest's user process was not allowed to do that either, so the
+//! guest kernel gets the #GP it would get on real hardware.
+//!
+//! Each case is a few lines and names the manual's rule it follows. What
+//! the emulator does not support stops the domain with a report naming the
+//! instruction ([`EmulationError::Unsupported`]); nothing here can fault in
+//! the hypervisor.
+
+use super::cpu::{cr, msr, TableRegister, VirtualCpu};
+use super::devices::{Devices, PortWrite};
+use super::guest_virt::{GuestVirt, VirtFault};
+use super::inject::{deliver, EventKind, InjectError};
+use crate::decode::{Decoded, Mem, Op, Operand, PortOperand, Segment};
+use crate::hypercall::TlbFlush;
+use crate::machine_memory::MachineMemory;
+use crate::vcpu::{GuestRegs, GUEST_RFLAGS_MASK};
+use hypercall_abi::bare_metal::RESERVED_GDT_SLOT;
+
+/// The interrupt flag in RFLAGS.
+const IF: u64 = 1 << 9;
+/// General protection fault.
+const GP: u8 = 13;
+/// Invalid opcode.
+const UD: u8 = 6;
+
+/// What the hypervisor must do after an emulated instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Resume the guest (its `rip` is past the instruction).
+    Next,
+    /// Resume after this TLB flush (`invlpg`).
+    Flush(TlbFlush),
+    /// The guest's CR3 or its privilege level changed: load the shadow
+    /// tables for its new (CR3, mode).
+    AddressSpace,
+    /// The GS or FS base the real CPU must hold changed (`swapgs`, `wrmsr`).
+    SegmentBases,
+    /// `hlt`: wait for a virtual interrupt.
+    Halt,
+    /// A byte for the domain's console.
+    Console(u8),
+    /// The PIT was reprogrammed: re-arm the platform timer.
+    TimerChanged,
+    /// The debug-exit port: the domain ends with this status.
+    Exit(u8),
+    /// The guest must take this exception at the instruction (its `rip`
+    /// is unchanged): what real hardware would do.
+    Fault {
+        /// The vector.
+        vector: u8,
+        /// Its error code, if the vector has one.
+        error_code: Option<u64>,
+    },
+    /// The guest must take a page fault at `va` (an operand it named is not
+    /// mapped for it); its `rip` is unchanged.
+    PageFault {
+        /// The address (the guest's CR2).
+        va: u64,
+        /// The #PF error code.
+        error_code: u64,
+    },
+}
+
+/// Why an instruction could not be emulated; the domain is stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmulationError {
+    /// The emulator does not do this (the text says what and why).
+    Unsupported(&'static str),
+    /// An operand leads outside the domain's RAM.
+    NotRam(super::guest_phys::NotRam),
+    /// An `int n` could not be delivered (a real CPU would double-fault).
+    Inject(InjectError),
+}
+
+impl core::fmt::Display for EmulationError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            EmulationError::Unsupported(why) => f.write_str(why),
+            EmulationError::NotRam(n) => write!(f, "an operand is outside its RAM ({n})"),
+            EmulationError::Inject(e) => write!(f, "the software interrupt cannot be delivered: {e}"),
+        }
+    }
+}
+
+/// A fault while reaching an operand becomes the guest's page fault.
+fn memory_fault(f: VirtFault) -> Result<Outcome, EmulationError> {
+    match f {
+        VirtFault::PageFault { va, error_code } => Ok(Outcome::PageFault { va, error_code }),
+        VirtFault::NotRam(n) => Err(EmulationError::NotRam(n)),
+    }
+}
+
+/// Emulates `insn` for the guest at virtual time `now_ns`.
+pub fn emulate<M: MachineMemory>(
+    insn: &Decoded,
+    cpu: &mut VirtualCpu,
+    regs: &mut GuestRegs,
+    mem: &mut GuestVirt<'_, M>,
+    devices: &mut Devices,
+    now_ns: u64,
+) -> Result<Outcome, EmulationError> {
+    let next_rip = regs.rip.wrapping_add(insn.len as u64);
+    if cpu.cpl != 0 {
+        // Nothing below is allowed to a user process (in/out included: its
+        // kernel gave it no I/O privilege), except a software interrupt.
+        return match insn.op {
+            Op::Int(vector) => software_interrupt(cpu, regs, mem, next_rip, vector),
+            Op::Int3 => software_interrupt(cpu, regs, mem, next_rip, 3),
+            _ => Ok(Outcome::Fault { vector: GP, error_code: Some(0) }),
+        };
+    }
+    let outcome = match insn.op {
+        Op::Lgdt(m) | Op::Lidt(m) => {
+            let mut raw = [0u8; 10];
+            if let Err(f) = mem.read(address(&m, cpu, regs, next_rip), &mut raw, false) {
+                return memory_fault(f);
+            }
+            let table = TableRegister {
+                limit: u16::from_le_bytes([raw[0], raw[1]]),
+                base: u64::from_le_bytes(raw[2..10].try_into().expect("8 bytes")),
+            };
+            if matches!(insn.op, Op::Lgdt(_)) {
+                if u32::from(table.limit) >= u32::from(RESERVED_GDT_SLOT) * 8 {
+                    return Err(EmulationError::Unsupported(
+                        "its GDT reaches slot 14, which the hypervisor keeps for itself while an emulated kernel runs",
+                    ));
+                }
+                cpu.gdtr = table;
+            } else {
+                cpu.idtr = table;
+            }
+            Outcome::Next
+        }
+        Op::Sgdt(m) | Op::Sidt(m) => {
+            let table = if matches!(insn.op, Op::Sgdt(_)) { cpu.gdtr } else { cpu.idtr };
+            let mut raw = [0u8; 10];
+            raw[..2].copy_from_slice(&table.limit.to_le_bytes());
+            raw[2..].copy_from_slice(&table.base.to_le_bytes());
+            if let Err(f) = mem.write(address(&m, cpu, regs, next_rip), &raw) {
+                return memory_fault(f);
+            }
+            Outcome::Next
+        }
+        Op::Smsw(dst) => return store16(dst, cpu.cr0, cpu, regs, mem, next_rip),
+        Op::Sldt(dst) => return store16(dst, u64::from(cpu.ldtr), cpu, regs, mem, next_rip),
+        Op::Str(dst) => return store16(dst, u64::from(cpu.tr), cpu, regs, mem, next_rip),
+        Op::Lmsw(src) => {
+            let value = match load16(src, cpu, regs, mem, next_rip) {
+                Ok(v) => v,
+                Err(f) => return memory_fault(f),
+            };
+            // LMSW sets MP, EM, TS and PE; it can set PE but never clear it.
+            cpu.cr0 = (cpu.cr0 & !0xe) | (value & 0xf) | (cpu.cr0 & 1);
+            Outcome::Next
+        }
+        Op::Lldt(src) => {
+            match load16(src, cpu, regs, mem, next_rip) {
+                Ok(0) => cpu.ldtr = 0,
+                Ok(_) => return Err(EmulationError::Unsupported("only the null LDT is supported")),
+                Err(f) => return memory_fault(f),
+            }
+            Outcome::Next
+        }
+        Op::Ltr(src) => match load16(src, cpu, regs, mem, next_rip) {
+            Ok(selector) => return load_task_register(selector as u16, cpu, regs, mem, next_rip),
+            Err(f) => return memory_fault(f),
+        },
+        Op::Invlpg(m) => Outcome::Flush(TlbFlush::Page(address(&m, cpu, regs, next_rip))),
+        Op::Swapgs => {
+            core::mem::swap(&mut cpu.gs_base, &mut cpu.kernel_gs_base);
+            Outcome::SegmentBases
+        }
+        Op::MovFromCr(reg, n) => {
+            let value = match n {
+                0 => cpu.cr0,
+                2 => cpu.cr2,
+                3 => cpu.cr3,
+                4 => cpu.cr4,
+                8 => 0, // task priority: the PIC does the priorities
+                _ => return Ok(Outcome::Fault { vector: UD, error_code: None }),
+            };
+            regs.set_gpr(reg.0, value);
+            Outcome::Next
+        }
+        Op::MovToCr(n, reg) => {
+            let value = regs.gpr(reg.0);
+            match n {
+                0 if value & (cr::CR0_PG | cr::CR0_PE) != cr::CR0_PG | cr::CR0_PE => {
+                    return Err(EmulationError::Unsupported("it turns paging or protected mode off"));
+                }
+                0 => cpu.cr0 = value | cr::CR0_ET,
+                2 => cpu.cr2 = value,
+                3 => {
+                    cpu.cr3 = value;
+                    regs.rip = next_rip;
+                    return Ok(Outcome::AddressSpace);
+                }
+                4 if value & cr::CR4_PAE == 0 => return Err(EmulationError::Unsupported("it turns CR4.PAE off")),
+                4 => cpu.cr4 = value,
+                8 => {}
+                _ => return Ok(Outcome::Fault { vector: UD, error_code: None }),
+            }
+            Outcome::Next
+        }
+        Op::Wrmsr => {
+            let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
+            let mut bases = false;
+            match regs.rcx as u32 {
+                msr::EFER => cpu.efer = (value & (cr::EFER_SCE | cr::EFER_NXE)) | cr::EFER_LME | cr::EFER_LMA,
+                msr::STAR => cpu.star = value,
+                msr::LSTAR => cpu.lstar = value,
+                msr::CSTAR => cpu.cstar = value,
+                msr::SFMASK => cpu.sfmask = value & 0xffff_ffff,
+                msr::FS_BASE => (cpu.fs_base, bases) = (value, true),
+                msr::GS_BASE => (cpu.gs_base, bases) = (value, true),
+                msr::KERNEL_GS_BASE => cpu.kernel_gs_base = value,
+                _ => return Ok(Outcome::Fault { vector: GP, error_code: Some(0) }),
+            }
+            if bases {
+                regs.rip = next_rip;
+                return Ok(Outcome::SegmentBases);
+            }
+            Outcome::Next
+        }
+        Op::Rdmsr => {
+            let value = match regs.rcx as u32 {
+                msr::APIC_BASE => 0xfee0_0900, // enabled, bootstrap processor, at the usual place
+                msr::EFER => cpu.efer,
+                msr::STAR => cpu.star,
+                msr::LSTAR => cpu.lstar,
+                msr::CSTAR => cpu.cstar,
+                msr::SFMASK => cpu.sfmask,
+                msr::FS_BASE => cpu.fs_base,
+                msr::GS_BASE => cpu.gs_base,
+                msr::KERNEL_GS_BASE => cpu.kernel_gs_base,
+                _ => return Ok(Outcome::Fault { vector: GP, error_code: Some(0) }),
+            };
+            regs.rax = value & 0xffff_ffff;
+            regs.rdx = value >> 32;
+            Outcome::Next
+        }
+        Op::Clts => {
+            cpu.cr0 &= !(1 << 3);
+            Outcome::Next
+        }
+        Op::Invd | Op::Wbinvd => Outcome::Next, // the caches are the machine's
+        Op::Cli => {
+            cpu.interrupts = false;
+            Outcome::Next
+        }
+        Op::Sti => {
+            // A pending interrupt is delivered at the next exit, never
+            // before the instruction after `sti` (the CPU's interrupt
+            // shadow, which `sti; hlt` depends on).
+            cpu.interrupts = true;
+            Outcome::Next
+        }
+        Op::Hlt => {
+            regs.rip = next_rip;
+            return Ok(Outcome::Halt);
+        }
+        Op::Sysret(true) => return sysret(cpu, regs),
+        Op::Iret(8) => return iret(cpu, regs, mem),
+        Op::In(size, port) => {
+            let port = port_number(port, regs);
+            let mut value = 0u64;
+            for i in 0..u16::from(size) {
+                value |= u64::from(devices.read(port.wrapping_add(i), now_ns)) << (8 * i);
+            }
+            regs.rax = match size {
+                1 => (regs.rax & !0xff) | value,
+                2 => (regs.rax & !0xffff) | value,
+                _ => value, // a 32-bit destination zero-extends
+            };
+            Outcome::Next
+        }
+        Op::Out(size, port) => {
+            let port = port_number(port, regs);
+            let mut outcome = Outcome::Next;
+            for i in 0..u16::from(size) {
+                let byte = (regs.rax >> (8 * i)) as u8;
+                outcome = match devices.write(port.wrapping_add(i), byte, now_ns) {
+                    PortWrite::Done => outcome,
+                    PortWrite::Console(b) => Outcome::Console(b),
+                    PortWrite::TimerChanged => Outcome::TimerChanged,
+                    PortWrite::Exit(status) => Outcome::Exit(status),
+                };
+            }
+            outcome
+        }
+        Op::MovToSreg(sreg, src) => {
+            let selector = match load16(src, cpu, regs, mem, next_rip) {
+                Ok(v) => v as u16,
+                Err(f) => return memory_fault(f),
+            };
+            // Long mode ignores the bases and limits of DS, ES and SS; only
+            // the selector values are the guest's to see again.
+            match sreg {
+                0 => cpu.es = selector,
+                2 => cpu.ss = selector,
+                3 => cpu.ds = selector,
+                _ => return Err(EmulationError::Unsupported("loading FS or GS with a selector is not emulated")),
+            }
+            Outcome::Next
+        }
+        Op::Int(vector) => return software_interrupt(cpu, regs, mem, next_rip, vector),
+        Op::Int3 => return software_interrupt(cpu, regs, mem, next_rip, 3),
+        Op::Sysret(false) => return Err(EmulationError::Unsupported("sysret to 32-bit code is not emulated")),
+        Op::Iret(_) => return Err(EmulationError::Unsupported("only the 64-bit iretq is emulated")),
+        Op::MovFromDr(..) | Op::MovToDr(..) => {
+            return Err(EmulationError::Unsupported("debug registers are not emulated"))
+        }
+        Op::StringIo => return Err(EmulationError::Unsupported("string I/O (ins/outs) is not emulated")),
+        _ => return Err(EmulationError::Unsupported("this instruction does not trap when it is allowed, so it is not emulated")),
+    };
+    regs.rip = next_rip;
+    Ok(outcome)
+}
+
+/// The linear address of a memory operand: the effective address plus the
+/// FS or GS base when the instruction names one.
+fn address(m: &Mem, cpu: &VirtualCpu, regs: &GuestRegs, next_rip: u64) -> u64 {
+    let base = match m.segment {
+        Some(Segment::Fs) => cpu.fs_base,
+        Some(Segment::Gs) => cpu.gs_base,
+        None => 0,
+    };
+    m.address(|r| regs.gpr(r.0), next_rip).wrapping_add(base)
+}
+
+fn port_number(port: PortOperand, regs: &GuestRegs) -> u16 {
+    match port {
+        PortOperand::Imm(p) => u16::from(p),
+        PortOperand::Dx => regs.rdx as u16,
+    }
+}
+
+/// `smsw`, `sldt`, `str`: a register destination gets the value
+/// zero-extended, a memory destination its low 16 bits.
+fn store16<M: MachineMemory>(
+    dst: Operand,
+    value: u64,
+    cpu: &VirtualCpu,
+    regs: &mut GuestRegs,
+    mem: &mut GuestVirt<'_, M>,
+    next_rip: u64,
+) -> Result<Outcome, EmulationError> {
+    match dst {
+        Operand::Reg(r) => regs.set_gpr(r.0, value & 0xffff_ffff),
+        Operand::Mem(m) => {
+            if let Err(f) = mem.write(address(&m, cpu, regs, next_rip), &(value as u16).to_le_bytes()) {
+                return memory_fault(f);
+            }
+        }
+    }
+    regs.rip = next_rip;
+    Ok(Outcome::Next)
+}
+
+fn load16<M: MachineMemory>(
+    src: Operand,
+    cpu: &VirtualCpu,
+    regs: &GuestRegs,
+    mem: &GuestVirt<'_, M>,
+    next_rip: u64,
+) -> Result<u64, VirtFault> {
+    match src {
+        Operand::Reg(r) => Ok(regs.gpr(r.0) & 0xffff),
+        Operand::Mem(m) => {
+            let mut b = [0u8; 2];
+            mem.read(address(&m, cpu, regs, next_rip), &mut b, false)?;
+            Ok(u64::from(u16::from_le_bytes(b)))
+        }
+    }
+}
+
+/// `ltr`: the selector must name an available 64-bit TSS in the guest's
+/// GDT; its base is remembered (interrupts from user mode need its RSP0)
+/// and the descriptor is marked busy, as the CPU does.
+fn load_task_register<M: MachineMemory>(
+    selector: u16,
+    cpu: &mut VirtualCpu,
+    regs: &mut GuestRegs,
+    mem: &mut GuestVirt<'_, M>,
+    next_rip: u64,
+) -> Result<Outcome, EmulationError> {
+    let gp = Ok(Outcome::Fault { vector: GP, error_code: Some(u64::from(selector & !3)) });
+    let index = u64::from(selector & !7);
+    if selector & 4 != 0 || index == 0 || index + 15 > u64::from(cpu.gdtr.limit) {
+        return gp;
+    }
+    let at = cpu.gdtr.base.wrapping_add(index);
+    let mut d = [0u8; 16];
+    if let Err(f) = mem.read(at, &mut d, false) {
+        return memory_fault(f);
+    }
+    if d[5] & 0x80 == 0 || d[5] & 0x1f != 0x09 {
+        return gp; // not present, or not an available 64-bit TSS
+    }
+    cpu.tss_base = u64::from(u16::from_le_bytes([d[2], d[3]]))
+        | (u64::from(d[4]) << 16)
+        | (u64::from(d[7]) << 24)
+        | (u64::from(u32::from_le_bytes([d[8], d[9], d[10], d[11]])) << 32);
+    cpu.tr = selector;
+    if let Err(f) = mem.write(at + 5, &[d[5] | 0x02]) {
+        return memory_fault(f);
+    }
+    regs.rip = next_rip;
+    Ok(Outcome::Next)
+}
+
+/// `sysretq` (Intel SDM vol. 2, SYSRET): back to user mode at `rcx` with
+/// RFLAGS from `r11`; CS and SS come from STAR[63:48] (+16 and +8, RPL 3).
+fn sysret(cpu: &mut VirtualCpu, regs: &mut GuestRegs) -> Result<Outcome, EmulationError> {
+    if cpu.efer & cr::EFER_SCE == 0 {
+        return Ok(Outcome::Fault { vector: UD, error_code: None });
+    }
+    let base = (cpu.star >> 48) as u16;
+    regs.rip = regs.rcx;
+    cpu.interrupts = regs.r11 & IF != 0;
+    regs.rflags = (regs.r11 & GUEST_RFLAGS_MASK) | IF | 2;
+    cpu.cs = base.wrapping_add(16) | 3;
+    cpu.ss = base.wrapping_add(8) | 3;
+    cpu.cpl = 3;
+    Ok(Outcome::AddressSpace)
+}
+
+/// `iretq` (Intel SDM vol. 2, IRET, 64-bit mode): pops RIP, CS, RFLAGS,
+/// RSP and SS; the new privilege level is the RPL of the popped CS.
+fn iret<M: MachineMemory>(
+    cpu: &mut VirtualCpu,
+    regs: &mut GuestRegs,
+    mem: &mut GuestVirt<'_, M>,
+) -> Result<Outcome, EmulationError> {
+    let mut raw = [0u8; 40];
+    if let Err(f) = mem.read(regs.rsp, &mut raw, false) {
+        return memory_fault(f);
+    }
+    let word = |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    let (rip, cs, rflags, rsp, ss) = (word(0), word(1) as u16, word(2), word(3), word(4) as u16);
+    let rpl = (cs & 3) as u8;
+    if rpl != 0 && rpl != 3 {
+        return Ok(Outcome::Fault { vector: GP, error_code: Some(u64::from(cs & !3)) });
+    }
+    let mode_changed = rpl != cpu.cpl;
+    regs.rip = rip;
+    regs.rsp = rsp;
+    regs.rflags = (rflags & GUEST_RFLAGS_MASK) | IF | 2;
+    cpu.interrupts = rflags & IF != 0;
+    (cpu.cs, cpu.ss, cpu.cpl) = (cs, ss, rpl);
+    Ok(if mode_changed { Outcome::AddressSpace } else { Outcome::Next })
+}
+
+/// `int n`: delivered through the guest's IDT, returning after the instruction.
+fn software_interrupt<M: MachineMemory>(
+    cpu: &mut VirtualCpu,
+    regs: &mut GuestRegs,
+    mem: &mut GuestVirt<'_, M>,
+    next_rip: u64,
+    vector: u8,
+) -> Result<Outcome, EmulationError> {
+    let fault_rip = regs.rip;
+    regs.rip = next_rip;
+    match deliver(cpu, regs, mem, vector, EventKind::Software) {
+        Ok(true) => Ok(Outcome::AddressSpace),
+        Ok(false) => Ok(Outcome::Next),
+        Err(e) => {
+            regs.rip = fault_rip;
+            Err(EmulationError::Inject(e))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

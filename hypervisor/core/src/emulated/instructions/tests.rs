@@ -1,0 +1,200 @@
+//! Each emulated instruction, from its bytes to its effect on the virtual CPU.
+
+use super::*;
+use crate::decode::decode;
+use crate::emulated::guest_phys::GuestPhys;
+use crate::emulated::guest_virt::tests::identity_guest;
+use crate::machine_memory::TestMemory;
+
+struct Guest {
+    mem: TestMemory,
+    map: alloc::vec::Vec<u64>,
+    cpu: VirtualCpu,
+    regs: GuestRegs,
+    devices: Devices,
+}
+
+impl Guest {
+    fn new() -> Self {
+        let (mem, map) = identity_guest(64, false);
+        let cpu = VirtualCpu::at_boot(0x1000, TableRegister { base: 0x3_0000, limit: 0x3f });
+        let regs = GuestRegs { rip: 0x2_0000, rsp: 0x3_8000, rflags: 0x202, ..Default::default() };
+        Guest { mem, map, cpu, regs, devices: Devices::default() }
+    }
+
+    /// Emulates the instruction in `bytes` (placed at rip).
+    fn run(&mut self, bytes: &[u8]) -> Result<Outcome, EmulationError> {
+        let insn = decode(bytes).expect("test instructions decode");
+        let mut mem = GuestVirt::new(&mut self.mem, GuestPhys::new(&self.map), self.cpu.cr3, true, self.cpu.cpl == 3);
+        emulate(&insn, &mut self.cpu, &mut self.regs, &mut mem, &mut self.devices, 0)
+    }
+
+    fn virt(&mut self) -> GuestVirt<'_, TestMemory> {
+        GuestVirt::new(&mut self.mem, GuestPhys::new(&self.map), 0x1000, true, false)
+    }
+}
+
+#[test]
+fn descriptor_tables_load_and_store_the_virtual_registers() {
+    let mut g = Guest::new();
+    let mut raw = [0u8; 10];
+    raw[..2].copy_from_slice(&0x37u16.to_le_bytes());
+    raw[2..].copy_from_slice(&0x2_5000u64.to_le_bytes());
+    g.virt().write(0x2_1000, &raw).unwrap();
+    g.regs.rax = 0x2_1000;
+    assert_eq!(g.run(&[0x0f, 0x01, 0x10]), Ok(Outcome::Next)); // lgdt [rax]
+    assert_eq!(g.cpu.gdtr, TableRegister { base: 0x2_5000, limit: 0x37 });
+    assert_eq!(g.regs.rip, 0x2_0003);
+    g.regs.rbx = 0x2_2000;
+    assert_eq!(g.run(&[0x0f, 0x01, 0x03]), Ok(Outcome::Next)); // sgdt [rbx]
+    let mut back = [0u8; 10];
+    g.virt().read(0x2_2000, &mut back, false).unwrap();
+    assert_eq!(back, raw);
+}
+
+#[test]
+fn a_gdt_reaching_the_reserved_slots_is_refused() {
+    let mut g = Guest::new();
+    let mut raw = [0u8; 10];
+    raw[..2].copy_from_slice(&(14u16 * 8).to_le_bytes());
+    g.virt().write(0x2_1000, &raw).unwrap();
+    g.regs.rax = 0x2_1000;
+    assert!(matches!(g.run(&[0x0f, 0x01, 0x10]), Err(EmulationError::Unsupported(_))));
+    assert_eq!(g.regs.rip, 0x2_0000, "nothing happened");
+}
+
+#[test]
+fn an_unmapped_operand_is_the_guests_page_fault() {
+    let mut g = Guest::new();
+    g.regs.rax = 0x40_0000;
+    assert_eq!(g.run(&[0x0f, 0x01, 0x10]), Ok(Outcome::PageFault { va: 0x40_0000, error_code: 0 }));
+    assert_eq!(g.regs.rip, 0x2_0000);
+}
+
+#[test]
+fn control_registers_and_the_address_space() {
+    let mut g = Guest::new();
+    assert_eq!(g.run(&[0x0f, 0x20, 0xc0]), Ok(Outcome::Next)); // mov rax, cr0
+    assert_eq!(g.regs.rax, g.cpu.cr0);
+    g.regs.rax = 0x5000;
+    assert_eq!(g.run(&[0x0f, 0x22, 0xd8]), Ok(Outcome::AddressSpace)); // mov cr3, rax
+    assert_eq!(g.cpu.cr3, 0x5000);
+    g.regs.rax = 0;
+    assert!(matches!(g.run(&[0x0f, 0x22, 0xc0]), Err(EmulationError::Unsupported(_)))); // mov cr0, 0
+    g.regs.rdi = 0x7000;
+    assert_eq!(g.run(&[0x0f, 0x01, 0x3f]), Ok(Outcome::Flush(TlbFlush::Page(0x7000)))); // invlpg [rdi]
+}
+
+#[test]
+fn msrs_swapgs_and_unknown_msrs() {
+    let mut g = Guest::new();
+    (g.regs.rcx, g.regs.rdx, g.regs.rax) = (u64::from(msr::KERNEL_GS_BASE), 0x1, 0x2345);
+    assert_eq!(g.run(&[0x0f, 0x30]), Ok(Outcome::Next));
+    assert_eq!(g.cpu.kernel_gs_base, 0x1_0000_2345);
+    assert_eq!(g.run(&[0x0f, 0x01, 0xf8]), Ok(Outcome::SegmentBases)); // swapgs
+    assert_eq!((g.cpu.gs_base, g.cpu.kernel_gs_base), (0x1_0000_2345, 0));
+    (g.regs.rcx, g.regs.rdx, g.regs.rax) = (u64::from(msr::EFER), 0, 0x801);
+    g.run(&[0x0f, 0x30]).unwrap();
+    assert_eq!(g.cpu.efer & cr::EFER_SCE, 1);
+    g.regs.rcx = u64::from(msr::EFER);
+    g.run(&[0x0f, 0x32]).unwrap();
+    assert_eq!(g.regs.rax & 0xd01, 0xd01, "LME, LMA, NXE and SCE read back");
+    g.regs.rcx = 0x1234;
+    assert_eq!(g.run(&[0x0f, 0x32]), Ok(Outcome::Fault { vector: 13, error_code: Some(0) }));
+}
+
+#[test]
+fn the_interrupt_flag_is_virtual() {
+    let mut g = Guest::new();
+    g.run(&[0xfb]).unwrap();
+    assert!(g.cpu.interrupts);
+    g.run(&[0xfa]).unwrap();
+    assert!(!g.cpu.interrupts);
+    assert_eq!(g.regs.rflags & 0x200, 0x200, "the real IF never changes");
+    assert_eq!(g.run(&[0xf4]), Ok(Outcome::Halt));
+    assert_eq!(g.regs.rip, 0x2_0003);
+}
+
+#[test]
+fn sysretq_enters_user_mode_with_the_star_selectors() {
+    let mut g = Guest::new();
+    g.cpu.efer |= cr::EFER_SCE;
+    g.cpu.star = 0x0010_0008_0000_0000;
+    (g.regs.rcx, g.regs.r11) = (0x80_0000_1000, 0x246);
+    assert_eq!(g.run(&[0x48, 0x0f, 0x07]), Ok(Outcome::AddressSpace));
+    assert_eq!((g.cpu.cpl, g.cpu.cs, g.cpu.ss, g.cpu.interrupts), (3, 0x23, 0x1b, true));
+    assert_eq!((g.regs.rip, g.regs.rflags), (0x80_0000_1000, 0x246));
+    // A user process may not do it again.
+    assert_eq!(g.run(&[0x48, 0x0f, 0x07]), Ok(Outcome::Fault { vector: 13, error_code: Some(0) }));
+}
+
+#[test]
+fn iretq_pops_its_frame_and_takes_the_rpl_as_the_new_cpl() {
+    let mut g = Guest::new();
+    let frame: [u64; 5] = [0x80_0000_2000, 0x23, 0x202, 0x80_0010_0000, 0x1b];
+    let bytes: alloc::vec::Vec<u8> = frame.iter().flat_map(|w| w.to_le_bytes()).collect();
+    g.virt().write(0x3_8000, &bytes).unwrap();
+    assert_eq!(g.run(&[0x48, 0xcf]), Ok(Outcome::AddressSpace));
+    assert_eq!((g.regs.rip, g.regs.rsp, g.cpu.cpl, g.cpu.cs, g.cpu.interrupts), (0x80_0000_2000, 0x80_0010_0000, 3, 0x23, true));
+    // To the kernel's own level: no mode change.
+    let mut g = Guest::new();
+    let frame: [u64; 5] = [0x20_1000, 0x08, 0x2, 0x3_9000, 0x10];
+    let bytes: alloc::vec::Vec<u8> = frame.iter().flat_map(|w| w.to_le_bytes()).collect();
+    g.virt().write(0x3_8000, &bytes).unwrap();
+    assert_eq!(g.run(&[0x48, 0xcf]), Ok(Outcome::Next));
+    assert!(!g.cpu.interrupts);
+}
+
+#[test]
+fn ports_reach_the_devices() {
+    let mut g = Guest::new();
+    (g.regs.rdx, g.regs.rax) = (0x3f8, 0x1234_5641);
+    assert_eq!(g.run(&[0xee]), Ok(Outcome::Console(b'A'))); // out dx, al
+    g.regs.rdx = 0x3fd;
+    g.run(&[0xec]).unwrap(); // in al, dx
+    assert_eq!(g.regs.rax, 0x1234_5660, "only al changes");
+    g.regs.rax = 0x34;
+    assert_eq!(g.run(&[0xe6, 0x43]), Ok(Outcome::Next)); // out 0x43, al
+    g.regs.rax = 0x9b;
+    g.run(&[0xe6, 0x40]).unwrap();
+    g.regs.rax = 0x2e;
+    assert_eq!(g.run(&[0xe6, 0x40]), Ok(Outcome::TimerChanged));
+    g.regs.rax = 3;
+    assert_eq!(g.run(&[0xe6, 0xf4]), Ok(Outcome::Exit(3)));
+}
+
+#[test]
+fn ltr_reads_the_tss_base_and_marks_it_busy() {
+    let mut g = Guest::new();
+    let tss_base: u64 = 0x12_3456_7000;
+    let mut d = [0u8; 16];
+    d[0..2].copy_from_slice(&0x67u16.to_le_bytes());
+    d[2..4].copy_from_slice(&(tss_base as u16).to_le_bytes());
+    d[4] = (tss_base >> 16) as u8;
+    d[5] = 0x89;
+    d[7] = (tss_base >> 24) as u8;
+    d[8..12].copy_from_slice(&((tss_base >> 32) as u32).to_le_bytes());
+    g.virt().write(0x3_0000 + 0x30, &d).unwrap();
+    g.regs.rax = 0x30;
+    assert_eq!(g.run(&[0x0f, 0x00, 0xd8]), Ok(Outcome::Next)); // ltr ax
+    assert_eq!((g.cpu.tr, g.cpu.tss_base), (0x30, tss_base));
+    let mut back = [0u8; 1];
+    g.virt().read(0x3_0035, &mut back, false).unwrap();
+    assert_eq!(back[0], 0x8b, "busy");
+    g.regs.rax = 0x30; // busy now: a second ltr faults
+    assert_eq!(g.run(&[0x0f, 0x00, 0xd8]), Ok(Outcome::Fault { vector: 13, error_code: Some(0x30) }));
+    g.run(&[0x0f, 0x00, 0xc8]).unwrap(); // str eax
+    assert_eq!(g.regs.rax, 0x30);
+}
+
+#[test]
+fn segment_loads_are_remembered_and_user_mode_gets_general_protection() {
+    let mut g = Guest::new();
+    g.regs.rax = 0x18;
+    g.run(&[0x8e, 0xd0]).unwrap(); // mov ss, ax
+    assert_eq!(g.cpu.ss, 0x18);
+    g.cpu.cpl = 3;
+    for insn in [&[0xfa][..], &[0xf4], &[0x0f, 0x22, 0xd8], &[0xee], &[0x0f, 0x01, 0xf8]] {
+        assert_eq!(g.run(insn), Ok(Outcome::Fault { vector: 13, error_code: Some(0) }), "{insn:x?}");
+    }
+}
