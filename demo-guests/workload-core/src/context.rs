@@ -207,7 +207,7 @@ const _: () = {
     assert!(offset_of!(Registers, rsp) == offset::RSP);
     assert!(offset_of!(UserContext, resume) == offset::RESUME);
     assert!(offset_of!(UserContext, fpu) == offset::FPU);
-    assert!(offset::FPU % 16 == 0);
+    assert!(offset::FPU.is_multiple_of(16));
 };
 
 #[cfg(test)]

@@ -514,3 +514,6 @@ fn free_memory<P: Platform>(platform: &mut P, mut space: P::Space, regions: &Reg
     }
     platform.destroy_space(space);
 }
+
+#[cfg(test)]
+mod tests;

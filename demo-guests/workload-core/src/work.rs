@@ -58,7 +58,7 @@ pub fn expected_compute(n: u64) -> u64 {
 
 /// The sum `0 + 1 + ... + (count - 1)`, wrapping.
 pub fn sum_below(count: u64) -> u64 {
-    let (a, b) = if count % 2 == 0 { (count / 2, count.wrapping_sub(1)) } else { (count, (count.wrapping_sub(1)) / 2) };
+    let (a, b) = if count.is_multiple_of(2) { (count / 2, count.wrapping_sub(1)) } else { (count, (count.wrapping_sub(1)) / 2) };
     a.wrapping_mul(b)
 }
 
