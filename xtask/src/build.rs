@@ -45,6 +45,7 @@ impl Prepared {
             kernel: self.hypervisor.clone(),
             initrd: self.bundle.clone(),
             memory: self.file.manifest.machine.memory,
+            append: None,
             icount,
             gdb,
             extra_args,
@@ -66,8 +67,9 @@ pub fn check_manifest(repo: &Repo, path: &Path) -> Result<ManifestFile> {
     Ok(file)
 }
 
-/// Step 2: builds the hypervisor and every demo guest; returns the
-/// hypervisor's path.
+/// Step 2: builds the hypervisor and every demo guest (paravirtualized
+/// guests, bare-metal kernels and the boot shim); returns the hypervisor's
+/// path.
 pub fn build_binaries(repo: &Repo) -> Result<PathBuf> {
     let hypervisor = build_hypervisor(repo)?;
     build_guests(repo, &demo_guests(repo)?)?;

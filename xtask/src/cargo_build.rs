@@ -32,6 +32,39 @@ const COMMON_RUSTFLAGS: &[&str] = &[
     "link-arg=-Wl,--build-id=none",
 ];
 
+/// What a crate under `demo-guests/` is, from `[package.metadata.parvus]
+/// kind` in its `Cargo.toml` (and whether it has a binary at all). Each
+/// kind of binary is linked with its own script, so each is built in its
+/// own cargo invocation, into its own target directory (cargo would
+/// otherwise rebuild the shared dependencies every time the flags change).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrateKind {
+    /// A guest built with the guest SDK, for a paravirtualized domain (the
+    /// default); linked with `guest-sdk/guest.ld`.
+    Paravirtualized,
+    /// An unmodified kernel (`kind = "bare-metal"`), for an emulated domain
+    /// or a native run; linked with `demo-guests/bare-rt/kernel.ld`.
+    BareMetal,
+    /// The boot shim (`kind = "boot-shim"`) that runs a bare-metal kernel
+    /// natively; linked with its own `shim.ld`.
+    BootShim,
+    /// A library (no binary target, e.g. `bare-rt`): built only as a
+    /// dependency of the others.
+    Library,
+}
+
+impl CrateKind {
+    /// How messages name it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CrateKind::Paravirtualized => "a paravirtualized guest",
+            CrateKind::BareMetal => "a bare-metal kernel",
+            CrateKind::BootShim => "the boot shim",
+            CrateKind::Library => "a library",
+        }
+    }
+}
+
 /// A crate under `demo-guests/`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuestCrate {
@@ -39,19 +72,54 @@ pub struct GuestCrate {
     pub name: String,
     /// Its folder.
     pub dir: PathBuf,
+    /// What it is.
+    pub kind: CrateKind,
 }
 
 #[derive(Deserialize)]
 struct CargoToml {
     package: Package,
+    /// `[[bin]]` tables.
+    #[serde(default)]
+    bin: Vec<toml::Value>,
 }
 
 #[derive(Deserialize)]
 struct Package {
     name: String,
+    #[serde(default)]
+    metadata: Option<Metadata>,
 }
 
-/// Every demo-guest crate, sorted by name.
+#[derive(Deserialize)]
+struct Metadata {
+    parvus: Option<ParvusMetadata>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParvusMetadata {
+    kind: String,
+}
+
+/// The kind a `Cargo.toml` declares; `has_bin`: it has a binary target
+/// (a `[[bin]]` table or `src/main.rs`).
+fn crate_kind(parsed: &CargoToml, has_bin: bool) -> Result<CrateKind, String> {
+    let declared = parsed.package.metadata.as_ref().and_then(|m| m.parvus.as_ref()).map(|p| p.kind.as_str());
+    match (declared, has_bin) {
+        (None, false) => Ok(CrateKind::Library),
+        (None, true) => Ok(CrateKind::Paravirtualized),
+        (Some(kind), false) => Err(format!("[package.metadata.parvus] kind = {kind:?}, but the crate has no binary")),
+        (Some("paravirtualized"), true) => Ok(CrateKind::Paravirtualized),
+        (Some("bare-metal"), true) => Ok(CrateKind::BareMetal),
+        (Some("boot-shim"), true) => Ok(CrateKind::BootShim),
+        (Some(other), true) => Err(format!(
+            "[package.metadata.parvus] kind = {other:?}: expected \"paravirtualized\" (the default), \"bare-metal\" or \"boot-shim\""
+        )),
+    }
+}
+
+/// Every demo-guest crate (libraries and the boot shim included), sorted by name.
 pub fn demo_guests(repo: &Repo) -> Result<Vec<GuestCrate>> {
     let dir = repo.demo_guests_dir();
     let mut guests = Vec::new();
@@ -65,7 +133,9 @@ pub fn demo_guests(repo: &Repo) -> Result<Vec<GuestCrate>> {
             std::fs::read_to_string(&cargo_toml).with_context(|| format!("cannot read {}", repo.show(&cargo_toml)))?;
         let parsed: CargoToml =
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", repo.show(&cargo_toml), e.message()))?;
-        guests.push(GuestCrate { name: parsed.package.name, dir: crate_dir });
+        let has_bin = !parsed.bin.is_empty() || crate_dir.join("src/main.rs").is_file();
+        let kind = crate_kind(&parsed, has_bin).map_err(|e| anyhow::anyhow!("{}: {e}", repo.show(&cargo_toml)))?;
+        guests.push(GuestCrate { name: parsed.package.name, dir: crate_dir, kind });
     }
     guests.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(guests)
@@ -152,18 +222,29 @@ pub fn build_hypervisor(repo: &Repo) -> Result<PathBuf> {
     Ok(elf)
 }
 
-/// Builds the given guest crates in one cargo invocation.
+/// Builds the binary crates among `guests`: one cargo invocation per kind,
+/// each with its linker script and target directory. Libraries are built
+/// only as the others' dependencies.
 pub fn build_guests(repo: &Repo, guests: &[GuestCrate]) -> Result<()> {
-    if guests.is_empty() {
-        return Ok(());
+    let kinds = [
+        (CrateKind::Paravirtualized, "guest-sdk/guest.ld", repo.guests_target_dir(), "the demo guests"),
+        (CrateKind::BareMetal, "demo-guests/bare-rt/kernel.ld", repo.bare_metal_target_dir(), "the bare-metal kernels"),
+        (CrateKind::BootShim, "demo-guests/boot-shim/shim.ld", repo.boot_shim_target_dir(), "the boot shim"),
+    ];
+    for (kind, script, target_dir, what) in kinds {
+        let crates: Vec<&GuestCrate> = guests.iter().filter(|g| g.kind == kind).collect();
+        if crates.is_empty() {
+            continue;
+        }
+        let linker_script = repo.root.join(script);
+        let flags = ["-C".to_string(), format!("link-arg=-T{}", linker_script.display())];
+        let mut command = release_build(repo, target_dir, &flags);
+        for guest in crates {
+            command.args([OsStr::new("-p"), OsStr::new(&guest.name)]);
+        }
+        run(command, what)?;
     }
-    let linker_script = repo.root.join("guest-sdk/guest.ld");
-    let flags = ["-C".to_string(), format!("link-arg=-T{}", linker_script.display())];
-    let mut command = release_build(repo, repo.guests_target_dir(), &flags);
-    for guest in guests {
-        command.args([OsStr::new("-p"), OsStr::new(&guest.name)]);
-    }
-    run(command, "the demo guests")
+    Ok(())
 }
 
 #[cfg(test)]
@@ -203,7 +284,29 @@ mod tests {
     #[test]
     fn finds_the_demo_guests() {
         let guests = demo_guests(&Repo::locate()).unwrap();
-        assert!(guests.iter().any(|g| g.name == "hello"), "{guests:?}");
+        let kind = |name: &str| guests.iter().find(|g| g.name == name).map(|g| g.kind);
+        assert_eq!(kind("hello"), Some(CrateKind::Paravirtualized), "{guests:?}");
+        assert_eq!(kind("pg-probe-bare"), Some(CrateKind::BareMetal));
+        assert_eq!(kind("boot-shim"), Some(CrateKind::BootShim));
+        assert_eq!(kind("bare-rt"), Some(CrateKind::Library));
         assert!(guests.windows(2).all(|w| w[0].name < w[1].name));
+    }
+
+    fn kind_of(cargo_toml: &str, has_bin: bool) -> Result<CrateKind, String> {
+        crate_kind(&toml::from_str(cargo_toml).unwrap(), has_bin)
+    }
+
+    #[test]
+    fn crate_kinds_from_metadata() {
+        let plain = "[package]\nname = \"x\"\n";
+        assert_eq!(kind_of(plain, true), Ok(CrateKind::Paravirtualized));
+        assert_eq!(kind_of(plain, false), Ok(CrateKind::Library));
+        let with = |kind: &str| format!("{plain}[package.metadata.parvus]\nkind = \"{kind}\"\n");
+        assert_eq!(kind_of(&with("bare-metal"), true), Ok(CrateKind::BareMetal));
+        assert_eq!(kind_of(&with("boot-shim"), true), Ok(CrateKind::BootShim));
+        assert_eq!(kind_of(&with("paravirtualized"), true), Ok(CrateKind::Paravirtualized));
+        assert!(kind_of(&with("bare-metal"), false).unwrap_err().contains("has no binary"));
+        let e = kind_of(&with("unikernel"), true).unwrap_err();
+        assert!(e.starts_with("[package.metadata.parvus] kind = \"unikernel\": expected"), "{e}");
     }
 }

@@ -3,10 +3,12 @@
 //!
 //! Each subcommand lives in its own module ([`build`], [`run`], [`test`],
 //! [`bench`], [`setup`]); what they share is split by job: [`repo`] (where
-//! things are), [`cargo_build`] (the nested bare-metal cargo builds),
-//! [`manifest`] (reading and checking a manifest file), [`bundle`] (writing
-//! the boot archive), [`qemu`] (finding, installing and running QEMU) and
-//! [`scenario`] (what a QEMU test expects and how its log is judged).
+//! things are), [`cargo_build`] (the nested bare-metal cargo builds, one per
+//! kind of crate), [`manifest`] (reading and checking a manifest file),
+//! [`bundle`] (writing the boot archive), [`native`] (booting a bare-metal
+//! kernel under the boot shim, without the hypervisor), [`qemu`] (finding,
+//! installing and running QEMU) and [`scenario`] (what a QEMU test expects
+//! and how its log is judged).
 //!
 //! Every error is printed as one line, `error: <what> ...`, and makes the
 //! process exit non-zero.
@@ -16,6 +18,7 @@ mod build;
 mod bundle;
 mod cargo_build;
 mod manifest;
+mod native;
 mod qemu;
 mod repo;
 mod run;
@@ -44,9 +47,10 @@ enum Command {
     /// Build the hypervisor and every demo guest, check a manifest and pack
     /// its boot bundle (target/bundles/<name>.tar).
     Build(build::BuildArgs),
-    /// Build, then boot a manifest under QEMU with the serial console on
-    /// this terminal; the exit status says whether every domain ended as
-    /// expected.
+    /// Build, then boot a manifest (or, with --native, a bare-metal kernel
+    /// under the boot shim) under QEMU with the serial console on this
+    /// terminal; the exit status says whether every domain ended as
+    /// expected (or the kernel's exit status).
     Run(run::RunArgs),
     /// Run the host unit tests, then every QEMU scenario under scenarios/.
     Test(test::TestArgs),

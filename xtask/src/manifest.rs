@@ -6,21 +6,33 @@
 //! messages, and where each `image` comes from. An `image` is a demo-guest
 //! crate name when `demo-guests/` has a crate of that name, otherwise a path
 //! relative to the manifest file.
+//!
+//! A domain's `mode` decides which kind of image it takes: a paravirtualized
+//! domain an SDK guest, an emulated one a bare-metal kernel (at most
+//! [`MAX_MEMORY`] of it). For a crate the kind is known from its
+//! `Cargo.toml` before anything is built; a file is parsed as the kind its
+//! domain needs, and refused with the reason if it is the other kind.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
+use hypercall_abi::bare_metal::MAX_MEMORY;
 use parvus_core::image::GuestImage;
-use parvus_core::manifest::{DomainSpec, Manifest};
+use parvus_core::manifest::{DomainSpec, Manifest, MemorySize, Mode};
 
-use crate::cargo_build::GuestCrate;
+use crate::cargo_build::{CrateKind, GuestCrate};
 use crate::repo::Repo;
 
 /// Where a domain's image comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ImageSource {
     /// A demo-guest crate, built by `cargo xtask build`.
-    Crate(String),
+    Crate {
+        /// The crate (and binary) name.
+        name: String,
+        /// What it is (a paravirtualized guest or a bare-metal kernel).
+        kind: CrateKind,
+    },
     /// A file named by path.
     File(PathBuf),
 }
@@ -74,7 +86,10 @@ impl ManifestFile {
             .zip(&self.sources)
             .map(|(domain, source)| {
                 let path = match source {
-                    ImageSource::Crate(name) => repo.guest_elf(name),
+                    // `resolve` accepts only crates that have an image.
+                    ImageSource::Crate { name, kind } => {
+                        repo.crate_elf(name, *kind).unwrap_or_else(|| repo.guest_elf(name))
+                    }
                     ImageSource::File(path) => path.clone(),
                 };
                 (domain, path)
@@ -101,28 +116,67 @@ impl ManifestFile {
         Ok(())
     }
 
-    /// Checks one image as the hypervisor will: ELF headers, ABI note and
-    /// placement in the domain's memory.
+    /// Checks one image as the hypervisor will: ELF headers, ABI note (an
+    /// SDK guest has it, a bare-metal kernel must not) and placement in the
+    /// domain's memory.
     fn check_image(&self, repo: &Repo, domain: &DomainSpec, path: &Path) -> Result<()> {
         let prefix = || format!("{}: domain \"{}\", field `image` ({})", self.shown, domain.name, repo.show(path));
         let bytes = std::fs::read(path).map_err(|e| anyhow!("{}: cannot read: {e}", prefix()))?;
-        let image = GuestImage::parse(&bytes).map_err(|e| anyhow!("{}: {e}", prefix()))?;
-        image.check_placement(domain.memory.bytes()).map_err(|e| anyhow!("{}: {e}", prefix()))?;
-        Ok(())
+        let memory = domain.memory.bytes();
+        let checked = match domain.mode {
+            Mode::Paravirtualized => GuestImage::parse(&bytes).and_then(|image| image.check_placement(memory).map(drop)),
+            Mode::Emulated => {
+                GuestImage::parse_bare_metal(&bytes).and_then(|image| image.check_bare_metal_placement(memory))
+            }
+        };
+        checked.map_err(|e| anyhow!("{}: {e}", prefix()))
     }
 }
 
-/// Decides where a domain's image comes from.
+/// Decides where a domain's image comes from, and checks that a crate
+/// image is the kind its domain's `mode` runs, and that an emulated domain
+/// asks for no more memory than an unmodified kernel may have.
 fn resolve(repo: &Repo, shown: &str, dir: &Path, domain: &DomainSpec, guests: &[GuestCrate]) -> Result<ImageSource> {
+    if domain.mode == Mode::Emulated && domain.memory.bytes() > MAX_MEMORY {
+        return Err(anyhow!(
+            "{shown}: domain \"{}\", field `memory`: {} is more than the {} an emulated domain may have \
+             (hypercall_abi::bare_metal::MAX_MEMORY)",
+            domain.name,
+            domain.memory,
+            MemorySize(MAX_MEMORY)
+        ));
+    }
     let image = domain.image.as_str();
     if let Some(guest) = guests.iter().find(|g| g.name == image) {
-        return Ok(ImageSource::Crate(guest.name.clone()));
+        let wanted = match domain.mode {
+            Mode::Paravirtualized => CrateKind::Paravirtualized,
+            Mode::Emulated => CrateKind::BareMetal,
+        };
+        if guest.kind == wanted {
+            return Ok(ImageSource::Crate { name: guest.name.clone(), kind: guest.kind });
+        }
+        let runs_in = match guest.kind {
+            CrateKind::Paravirtualized => ", which runs only in a domain with mode = \"paravirtualized\" (the default)",
+            CrateKind::BareMetal => ", which runs only in a domain with mode = \"emulated\" (or natively)",
+            CrateKind::BootShim | CrateKind::Library => ", not a guest image",
+        };
+        return Err(anyhow!(
+            "{shown}: domain \"{}\", field `image`: \"{}\" is {}{runs_in}",
+            domain.name,
+            guest.name,
+            guest.kind.describe()
+        ));
     }
     let path = dir.join(image);
     if path.is_file() {
         return Ok(ImageSource::File(path));
     }
-    let known = guests.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", ");
+    let known = guests
+        .iter()
+        .filter(|g| matches!(g.kind, CrateKind::Paravirtualized | CrateKind::BareMetal))
+        .map(|g| g.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     Err(anyhow!(
         "{shown}: domain \"{}\", field `image`: \"{}\" is neither a demo guest ({known}) nor a file ({} does not exist)",
         domain.name,
@@ -134,7 +188,7 @@ fn resolve(repo: &Repo, shown: &str, dir: &Path, domain: &DomainSpec, guests: &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_elf::guest_elf;
+    use crate::test_elf::{bare_metal_elf, guest_elf};
 
     fn write(dir: &Path, name: &str, text: &[u8]) -> PathBuf {
         let path = dir.join(name);
@@ -143,7 +197,11 @@ mod tests {
     }
 
     fn guests() -> Vec<GuestCrate> {
-        vec![GuestCrate { name: "hello".into(), dir: "demo-guests/hello".into() }]
+        vec![
+            GuestCrate { name: "hello".into(), dir: "demo-guests/hello".into(), kind: CrateKind::Paravirtualized },
+            GuestCrate { name: "probe".into(), dir: "demo-guests/probe".into(), kind: CrateKind::BareMetal },
+            GuestCrate { name: "rt".into(), dir: "demo-guests/rt".into(), kind: CrateKind::Library },
+        ]
     }
 
     #[test]
@@ -159,7 +217,7 @@ mod tests {
         );
         let repo = Repo::locate();
         let file = ManifestFile::load(&repo, &path, &guests()).unwrap();
-        assert_eq!(file.sources[0], ImageSource::Crate("hello".into()));
+        assert_eq!(file.sources[0], ImageSource::Crate { name: "hello".into(), kind: CrateKind::Paravirtualized });
         assert_eq!(file.sources[1], ImageSource::File(dir.path().join("mine.elf")));
         assert_eq!(file.bundle_name(), dir.path().file_name().unwrap().to_str().unwrap());
         file.check_file_images(&repo).unwrap();
@@ -214,8 +272,61 @@ mod tests {
         let repo = Repo::locate();
         let e = ManifestFile::load(&repo, &path, &guests()).unwrap_err().to_string();
         assert!(
-            e.contains(": domain \"a\", field `image`: \"nope\" is neither a demo guest (hello) nor a file ("),
+            e.contains(": domain \"a\", field `image`: \"nope\" is neither a demo guest (hello, probe) nor a file ("),
             "{e}"
         );
+    }
+
+    #[test]
+    fn crate_images_follow_the_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::locate();
+        let load = |domain: &str| {
+            let path = write(dir.path(), "m.toml", format!("[machine]\nmemory = \"1G\"\n[[domain]]\nname = \"d\"\n{domain}").as_bytes());
+            ManifestFile::load(&repo, &path, &guests()).map(|f| f.sources[0].clone()).map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            load("image = \"probe\"\nmemory = \"4M\"\nmode = \"emulated\"\n"),
+            Ok(ImageSource::Crate { name: "probe".into(), kind: CrateKind::BareMetal })
+        );
+        let e = load("image = \"probe\"\nmemory = \"4M\"\n").unwrap_err();
+        assert!(
+            e.ends_with(": domain \"d\", field `image`: \"probe\" is a bare-metal kernel, which runs only in a domain with mode = \"emulated\" (or natively)"),
+            "{e}"
+        );
+        let e = load("image = \"hello\"\nmemory = \"4M\"\nmode = \"emulated\"\n").unwrap_err();
+        assert!(
+            e.ends_with(": domain \"d\", field `image`: \"hello\" is a paravirtualized guest, which runs only in a domain with mode = \"paravirtualized\" (the default)"),
+            "{e}"
+        );
+        let e = load("image = \"rt\"\nmemory = \"4M\"\n").unwrap_err();
+        assert!(e.ends_with(": domain \"d\", field `image`: \"rt\" is a library, not a guest image"), "{e}");
+        let e = load("image = \"probe\"\nmemory = \"512M\"\nmode = \"emulated\"\n").unwrap_err();
+        assert!(
+            e.ends_with(": domain \"d\", field `memory`: 512M is more than the 256M an emulated domain may have (hypercall_abi::bare_metal::MAX_MEMORY)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn file_images_follow_the_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "kernel.elf", &bare_metal_elf(0x20_0000));
+        write(dir.path(), "guest.elf", &guest_elf(0x40_0000));
+        let repo = Repo::locate();
+        let check = |domain: &str| {
+            let path = write(dir.path(), "m.toml", format!("[[domain]]\nname = \"d\"\nmemory = \"4M\"\n{domain}").as_bytes());
+            ManifestFile::load(&repo, &path, &guests()).unwrap().check_file_images(&repo).map_err(|e| e.to_string())
+        };
+        check("image = \"kernel.elf\"\nmode = \"emulated\"\n").unwrap();
+        check("image = \"guest.elf\"\n").unwrap();
+        let e = check("image = \"guest.elf\"\nmode = \"emulated\"\n").unwrap_err();
+        assert!(e.contains("guest.elf): a paravirtualized guest (it carries the Parvus ABI note)"), "{e}");
+        let e = check("image = \"kernel.elf\"\n").unwrap_err();
+        assert!(e.contains("kernel.elf): no Parvus ABI note"), "{e}");
+        assert!(e.ends_with("(an unmodified kernel needs mode = \"emulated\")"), "{e}");
+        write(dir.path(), "low.elf", &bare_metal_elf(0x10_0000));
+        let e = check("image = \"low.elf\"\nmode = \"emulated\"\n").unwrap_err();
+        assert!(e.contains("low.elf): segment 0 starts at 0x100000, inside the loader's first 2M"), "{e}");
     }
 }

@@ -2,9 +2,10 @@
 //! timeout.
 //!
 //! The machine is QEMU's `microvm` (no PCI, no firmware tables to parse;
-//! the hypervisor boots through the PVH note of `-kernel`). The serial port
-//! is the console; `isa-debug-exit` lets the hypervisor end QEMU with a
-//! status: the hypervisor writes `v` and QEMU exits with `(v << 1) | 1`.
+//! the hypervisor, or the boot shim of a native run, boots through the PVH
+//! note of `-kernel`). The serial port is the console; `isa-debug-exit`
+//! lets the hypervisor (or a native kernel) end QEMU with a status: it
+//! writes `v` and QEMU exits with `(v << 1) | 1`.
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -26,6 +27,18 @@ pub const QEMU_PACKAGE: &str = "qemu-system-x86";
 /// QEMU's status when the hypervisor reports that every domain ended as
 /// expected (debug-exit value 0).
 pub const STATUS_ALL_AS_EXPECTED: i32 = 1;
+
+/// What a QEMU exit status means for a native run (a bare-metal kernel
+/// under the boot shim, which exits with 3 when it cannot boot it).
+pub fn describe_native_status(status: Option<i32>) -> String {
+    match status {
+        None => "QEMU was killed by a signal".to_string(),
+        Some(0) => "QEMU exited 0: a triple fault or a reset, not a clean kernel exit".to_string(),
+        Some(7) => "exit 3: the boot shim could not start the kernel, or the kernel refused its BootInfo".to_string(),
+        Some(s) if s % 2 == 1 => format!("the kernel exited {}", s >> 1),
+        Some(s) => format!("QEMU failed with status {s}"),
+    }
+}
 
 /// What a QEMU exit status means for Parvus.
 pub fn describe_status(status: Option<i32>) -> String {
@@ -85,15 +98,17 @@ pub fn ensure_installed() -> Result<()> {
     Ok(())
 }
 
-/// One QEMU boot of Parvus.
+/// One QEMU boot of Parvus (or of a native kernel).
 #[derive(Clone, Debug)]
 pub struct QemuConfig {
-    /// The hypervisor ELF (`-kernel`).
+    /// The hypervisor ELF, or the boot shim (`-kernel`).
     pub kernel: PathBuf,
-    /// The boot bundle (`-initrd`).
+    /// The boot bundle, or the native kernel's ELF (`-initrd`).
     pub initrd: PathBuf,
     /// Machine memory (`-m`).
     pub memory: MemorySize,
+    /// The command line (`-append`), if any.
+    pub append: Option<String>,
     /// Count instructions (`-icount shift=0,align=off,sleep=off`): RDTSC and
     /// every timer then follow executed instructions, which makes runs
     /// deterministic (run and test) and figures exact (bench).
@@ -130,6 +145,10 @@ impl QemuConfig {
         args.push(self.kernel.clone().into_os_string());
         args.push("-initrd".into());
         args.push(self.initrd.clone().into_os_string());
+        if let Some(append) = &self.append {
+            args.push("-append".into());
+            args.push(append.into());
+        }
         if self.icount {
             args.extend(["-icount", "shift=0,align=off,sleep=off"].map(OsString::from));
         }
@@ -246,6 +265,7 @@ mod tests {
             kernel: "target/parvus".into(),
             initrd: "target/b.tar".into(),
             memory: MemorySize(128 << 20),
+            append: None,
             icount: false,
             gdb: false,
             extra_args: vec![],
@@ -274,6 +294,10 @@ mod tests {
         assert!(describe_status(Some(5)).contains("panicked"));
         assert_eq!(describe_status(Some(7)), "hypervisor exit 3");
         assert!(describe_status(None).contains("signal"));
+        assert_eq!(describe_native_status(Some(1)), "the kernel exited 0");
+        assert_eq!(describe_native_status(Some(5)), "the kernel exited 2");
+        assert!(describe_native_status(Some(7)).contains("boot shim"));
+        assert!(describe_native_status(Some(0)).contains("triple fault"));
     }
 
     #[test]

@@ -41,6 +41,37 @@ impl Repo {
         self.guests_target_dir().join(TARGET).join("release").join(crate_name)
     }
 
+    /// Target directory of the bare-metal kernels.
+    pub fn bare_metal_target_dir(&self) -> PathBuf {
+        self.root.join("target/bare-metal")
+    }
+
+    /// A bare-metal kernel's binary.
+    pub fn bare_metal_elf(&self, crate_name: &str) -> PathBuf {
+        self.bare_metal_target_dir().join(TARGET).join("release").join(crate_name)
+    }
+
+    /// Target directory of the boot shim.
+    pub fn boot_shim_target_dir(&self) -> PathBuf {
+        self.root.join("target/boot-shim")
+    }
+
+    /// The boot shim's binary (QEMU's `-kernel` for native runs).
+    pub fn boot_shim_elf(&self) -> PathBuf {
+        self.boot_shim_target_dir().join(TARGET).join("release/boot-shim")
+    }
+
+    /// The binary of a demo-guest crate of `kind` (`None` for a library).
+    pub fn crate_elf(&self, crate_name: &str, kind: crate::cargo_build::CrateKind) -> Option<PathBuf> {
+        use crate::cargo_build::CrateKind;
+        match kind {
+            CrateKind::Paravirtualized => Some(self.guest_elf(crate_name)),
+            CrateKind::BareMetal => Some(self.bare_metal_elf(crate_name)),
+            CrateKind::BootShim => Some(self.boot_shim_elf()),
+            CrateKind::Library => None,
+        }
+    }
+
     /// Where boot bundles are written.
     pub fn bundles_dir(&self) -> PathBuf {
         self.root.join("target/bundles")

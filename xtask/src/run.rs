@@ -1,11 +1,16 @@
 //! `cargo xtask run [--manifest FILE] [--gdb] [-- QEMU ARGS]`: build, then
 //! boot under QEMU with the serial console on this terminal.
+//! `cargo xtask run --native CRATE [--cmdline TEXT] [--memory SIZE]` boots
+//! a bare-metal kernel natively instead, under the boot shim (see
+//! [`crate::native`]).
 //!
 //! The exit status passes the hypervisor's verdict through: 0 when every
 //! domain ended as expected, the hypervisor's exit code otherwise (1: some
 //! domain did not, 2: the hypervisor panicked or faulted), and
 //! [`NO_HYPERVISOR_EXIT`] when QEMU ended without the hypervisor's exit (a
-//! triple fault or reset exits QEMU with 0, which is *not* success).
+//! triple fault or reset exits QEMU with 0, which is *not* success). A
+//! native run passes the kernel's exit status through the same way (the
+//! shim exits 3 when it cannot boot the kernel).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,8 +19,11 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::build::{build_binaries, check_manifest, manifest_path, pack, Prepared};
-use crate::qemu::{self, describe_status, STATUS_ALL_AS_EXPECTED};
+use crate::cargo_build::{build_guests, demo_guests};
+use crate::native::{self, NativeSpec, DEFAULT_NATIVE_MEMORY};
+use crate::qemu::{self, describe_native_status, describe_status, QemuConfig, STATUS_ALL_AS_EXPECTED};
 use crate::repo::{from_cwd, Repo};
+use parvus_core::manifest::MemorySize;
 
 /// Exit status of `run` when QEMU stopped without the hypervisor's exit.
 pub const NO_HYPERVISOR_EXIT: u8 = 125;
@@ -24,14 +32,28 @@ pub const NO_HYPERVISOR_EXIT: u8 = 125;
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The domain manifest (default: scenarios/demo/manifest.toml).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "native")]
     pub manifest: Option<PathBuf>,
+    /// Boot this bare-metal kernel crate natively, under the boot shim,
+    /// without the hypervisor.
+    #[arg(long, value_name = "CRATE")]
+    pub native: Option<String>,
+    /// The native kernel's command line.
+    #[arg(long, value_name = "TEXT", requires = "native")]
+    pub cmdline: Option<String>,
+    /// Machine memory of a native run (default 64M).
+    #[arg(long, value_name = "SIZE", requires = "native", value_parser = parse_memory)]
+    pub memory: Option<MemorySize>,
     /// Start QEMU halted, waiting for gdb on port 1234, and print the gdb command.
     #[arg(long)]
     pub gdb: bool,
     /// Extra arguments for QEMU (after `--`).
     #[arg(last = true, value_name = "QEMU ARGS")]
     pub qemu_args: Vec<String>,
+}
+
+fn parse_memory(text: &str) -> Result<MemorySize, String> {
+    MemorySize::parse(text).map_err(|e| e.to_string())
 }
 
 /// Maps QEMU's exit status to `run`'s.
@@ -57,9 +79,53 @@ pub fn gdb_command(prepared: &Prepared) -> String {
     command
 }
 
+/// The gdb command for a native run: the kernel's symbols, and the shim's.
+fn native_gdb_command(repo: &Repo, kernel: &std::path::Path) -> String {
+    format!(
+        "gdb {} -ex 'target remote :1234' -ex 'add-symbol-file {}'",
+        from_cwd(kernel),
+        from_cwd(&repo.boot_shim_elf())
+    )
+}
+
+/// Runs QEMU on this terminal; returns `run`'s exit status.
+fn boot(config: &QemuConfig, describe: fn(Option<i32>) -> String) -> Result<ExitCode> {
+    eprintln!("xtask: {}", config.shell_line());
+    let status = config.command().status().with_context(|| format!("cannot start {}", qemu::QEMU))?;
+    let code = status.code();
+    if code != Some(STATUS_ALL_AS_EXPECTED) {
+        eprintln!("xtask: {}", describe(code));
+    }
+    Ok(ExitCode::from(exit_code(code)))
+}
+
+/// `cargo xtask run --native CRATE`.
+fn run_native(repo: &Repo, args: &RunArgs, kernel: &str) -> Result<ExitCode> {
+    let spec = NativeSpec {
+        kernel: kernel.to_string(),
+        cmdline: args.cmdline.clone().unwrap_or_default(),
+        memory: args.memory.unwrap_or(DEFAULT_NATIVE_MEMORY),
+    };
+    spec.validate("--native")?;
+    let guests = demo_guests(repo)?;
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let elf = native::resolve_kernel(repo, "--native", "the kernel", &cwd, kernel, &guests)?;
+    qemu::ensure_installed()?;
+    build_guests(repo, &native::crates_to_build(&guests, kernel))?;
+    let config = native::qemu_config(repo, elf.clone(), &spec, args.gdb, args.qemu_args.clone());
+    if args.gdb {
+        eprintln!("xtask: QEMU is waiting for gdb on localhost:1234; in another terminal run:");
+        eprintln!("  {}", native_gdb_command(repo, &elf));
+    }
+    boot(&config, describe_native_status)
+}
+
 /// `cargo xtask run`.
 pub fn main(args: &RunArgs) -> Result<ExitCode> {
     let repo = Repo::locate();
+    if let Some(kernel) = &args.native {
+        return run_native(&repo, args, kernel);
+    }
     let manifest = manifest_path(args.manifest.as_deref(), repo.default_manifest());
     let file = check_manifest(&repo, &manifest)?;
     qemu::ensure_installed()?;
@@ -74,13 +140,7 @@ pub fn main(args: &RunArgs) -> Result<ExitCode> {
         eprintln!("  {}", gdb_command(&prepared));
         eprintln!("xtask: every guest is linked at 0x400000, so symbols of different guests overlap.");
     }
-    eprintln!("xtask: {}", config.shell_line());
-    let status = config.command().status().with_context(|| format!("cannot start {}", qemu::QEMU))?;
-    let code = status.code();
-    if code != Some(STATUS_ALL_AS_EXPECTED) {
-        eprintln!("xtask: {}", describe_status(code));
-    }
-    Ok(ExitCode::from(exit_code(code)))
+    boot(&config, describe_status)
 }
 
 #[cfg(test)]

@@ -3,19 +3,22 @@
 //!
 //! A scenario is a folder `scenarios/<name>/` with:
 //!
-//! - `manifest.toml`: the domains to boot;
+//! - `manifest.toml`: the domains to boot; or, for a *native* run (a
+//!   bare-metal kernel under the boot shim, no hypervisor; see
+//!   [`crate::native`]), a `[native]` table in `scenario.toml` instead;
 //! - `expected.txt`: lines that must appear in the serial log, in this
 //!   order, each as a substring of one serial line (blank lines and lines
 //!   starting with `#` are ignored; surrounding spaces are trimmed);
 //! - `scenario.toml` (optional): `timeout_seconds` (default 30),
 //!   `qemu_exit` (QEMU's expected status, default 1 = every domain ended as
 //!   expected), `allow` (alarm markers this scenario may print, e.g.
-//!   `["crashed"]`), `qemu_args` (extra QEMU arguments) and `raw_bundle`
+//!   `["crashed"]`), `qemu_args` (extra QEMU arguments), `raw_bundle`
 //!   (a file to boot as the bundle as it is, to test the hypervisor's own
-//!   checks).
+//!   checks) and `[native]` (`kernel`, `cmdline`, `memory`).
 //!
 //! A run passes only if every expected line appears in order, no alarm line
-//! (`parvus: PANIC`, `parvus: FATAL`, ` crashed:`) appears unless
+//! (`parvus: PANIC`, `parvus: FATAL`, ` crashed:`; in a native run also
+//! `boot-shim: error:`, `panic:` and `unhandled exception:`) appears unless
 //! `expected.txt` or `allow` names it, and QEMU exits by itself with the
 //! expected status before the timeout. A triple fault makes QEMU exit 0,
 //! which therefore fails.
@@ -26,11 +29,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use serde::Deserialize;
 
-use crate::qemu::{describe_status, STATUS_ALL_AS_EXPECTED};
+use crate::native::NativeSpec;
+use crate::qemu::{describe_native_status, describe_status, STATUS_ALL_AS_EXPECTED};
 use crate::repo::Repo;
 
 /// Serial lines that mean something went wrong, unless a scenario expects them.
 pub const ALARMS: [&str; 3] = ["parvus: PANIC", "parvus: FATAL", " crashed:"];
+
+/// More alarms for native runs: the boot shim could not start the kernel,
+/// the kernel panicked (bare-rt's panic handler), or it took an exception
+/// it had no handler for (bare-rt's report).
+pub const NATIVE_ALARMS: [&str; 3] = ["boot-shim: error:", "panic:", "unhandled exception:"];
 
 /// `scenario.toml`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -54,6 +63,9 @@ pub struct ScenarioSpec {
     /// would refuse it first). The manifest still sets the machine.
     #[serde(default)]
     pub raw_bundle: Option<String>,
+    /// Boot a bare-metal kernel natively instead of a manifest.
+    #[serde(default)]
+    pub native: Option<NativeSpec>,
 }
 
 fn default_timeout() -> u64 {
@@ -72,6 +84,7 @@ impl Default for ScenarioSpec {
             allow: Vec::new(),
             qemu_args: Vec::new(),
             raw_bundle: None,
+            native: None,
         }
     }
 }
@@ -104,7 +117,12 @@ impl Scenario {
         self.dir.join("manifest.toml")
     }
 
-    /// Reads a scenario folder.
+    /// `scenario.toml`.
+    pub fn spec_file(&self) -> PathBuf {
+        self.dir.join("scenario.toml")
+    }
+
+    /// Reads a scenario folder: a manifest scenario, or a native one.
     pub fn load(repo: &Repo, dir: &Path) -> Result<Scenario> {
         let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_string();
         let expected_path = dir.join("expected.txt");
@@ -118,6 +136,23 @@ impl Scenario {
         } else {
             ScenarioSpec::default()
         };
+        let has_manifest = dir.join("manifest.toml").is_file();
+        match (&spec.native, has_manifest) {
+            (Some(native), false) => native.validate(&repo.show(&spec_path))?,
+            (None, true) => {}
+            (Some(_), true) => {
+                return Err(anyhow!(
+                    "{}: a scenario has either a [native] table or a manifest.toml, not both",
+                    repo.show(&spec_path)
+                ))
+            }
+            (None, false) => {
+                return Err(anyhow!(
+                    "{}: no manifest.toml and no [native] table: nothing to boot",
+                    repo.show(&dir.join("scenario.toml"))
+                ))
+            }
+        }
         Ok(Scenario { name, dir: dir.to_path_buf(), expected: parse_expected(&expected), spec })
     }
 }
@@ -133,14 +168,16 @@ fn parse_spec(text: &str) -> Result<ScenarioSpec, String> {
     })
 }
 
-/// Every scenario (a folder with `manifest.toml` and `expected.txt`) whose
-/// name contains `filter`, sorted by name.
+/// Every scenario (a folder with `expected.txt` and a `manifest.toml` or a
+/// `scenario.toml`) whose name contains `filter`, sorted by name.
 pub fn discover(repo: &Repo, filter: Option<&str>) -> Result<Vec<Scenario>> {
     let root = repo.scenarios_dir();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
         .with_context(|| format!("cannot list {}", repo.show(&root)))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|d| d.join("manifest.toml").is_file() && d.join("expected.txt").is_file())
+        .filter(|d| {
+            d.join("expected.txt").is_file() && (d.join("manifest.toml").is_file() || d.join("scenario.toml").is_file())
+        })
         .filter(|d| filter.is_none_or(|f| d.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains(f))))
         .collect();
     dirs.sort();
@@ -187,6 +224,8 @@ pub enum Failure {
         expected: i32,
         /// What it was (`None`: killed).
         got: Option<i32>,
+        /// A native run (the statuses are the kernel's, not the hypervisor's).
+        native: bool,
     },
 }
 
@@ -204,13 +243,16 @@ impl fmt::Display for Failure {
             Failure::Alarm { marker, serial_line, text } => {
                 write!(f, "serial line {serial_line} has {marker:?}, which the scenario does not expect: {text}")
             }
-            Failure::ExitStatus { expected, got } => write!(
-                f,
-                "QEMU exit status {} ({}), expected {expected} ({})",
-                got.map_or("none".to_string(), |s| s.to_string()),
-                describe_status(*got),
-                describe_status(Some(*expected))
-            ),
+            Failure::ExitStatus { expected, got, native } => {
+                let describe = if *native { describe_native_status } else { describe_status };
+                write!(
+                    f,
+                    "QEMU exit status {} ({}), expected {expected} ({})",
+                    got.map_or("none".to_string(), |s| s.to_string()),
+                    describe(*got),
+                    describe(Some(*expected))
+                )
+            }
         }
     }
 }
@@ -248,8 +290,9 @@ pub fn judge(
         spec.allow.iter().any(|a| !a.is_empty() && marker.contains(a.as_str()))
             || expected.iter().any(|e| e.text.contains(marker.trim()))
     };
+    let native: &[&'static str] = if spec.native.is_some() { &NATIVE_ALARMS } else { &[] };
     'lines: for (i, line) in lines.iter().enumerate() {
-        for marker in ALARMS {
+        for &marker in ALARMS.iter().chain(native) {
             if line.contains(marker) && !allowed(marker) {
                 failures.push(Failure::Alarm { marker, serial_line: i + 1, text: line.to_string() });
                 break 'lines;
@@ -258,7 +301,7 @@ pub fn judge(
     }
 
     if !timed_out && status != Some(spec.qemu_exit) {
-        failures.push(Failure::ExitStatus { expected: spec.qemu_exit, got: status });
+        failures.push(Failure::ExitStatus { expected: spec.qemu_exit, got: status, native: spec.native.is_some() });
     }
     failures
 }
@@ -356,7 +399,7 @@ mod tests {
         let want = expected(&["[hello] hello"]);
         let failures =
             judge(&want, &ScenarioSpec { allow: vec!["crashed".into()], ..Default::default() }, LOG, Some(0), false);
-        assert_eq!(failures, [Failure::ExitStatus { expected: 1, got: Some(0) }]);
+        assert_eq!(failures, [Failure::ExitStatus { expected: 1, got: Some(0), native: false }]);
         assert!(failures[0].to_string().contains("triple fault"));
     }
 
@@ -371,7 +414,49 @@ mod tests {
     fn other_exit_status_can_be_expected() {
         let spec = ScenarioSpec { qemu_exit: 3, allow: vec!["crashed".into()], ..Default::default() };
         assert_eq!(judge(&[], &spec, LOG, Some(3), false), []);
-        assert_eq!(judge(&[], &spec, LOG, Some(1), false), [Failure::ExitStatus { expected: 3, got: Some(1) }]);
+        assert_eq!(
+            judge(&[], &spec, LOG, Some(1), false),
+            [Failure::ExitStatus { expected: 3, got: Some(1), native: false }]
+        );
+    }
+
+    fn native_spec() -> ScenarioSpec {
+        let native = NativeSpec { kernel: "k".into(), cmdline: String::new(), memory: crate::native::DEFAULT_NATIVE_MEMORY };
+        ScenarioSpec { native: Some(native), ..Default::default() }
+    }
+
+    #[test]
+    fn native_runs_have_more_alarms() {
+        let log = "pg-probe: loaded by boot-shim\npanic: oops at src/main.rs:3\n";
+        let want = expected(&["loaded by boot-shim"]);
+        assert_eq!(judge(&want, &ScenarioSpec::default(), log, Some(1), false), []);
+        let failures = judge(&want, &native_spec(), log, Some(203), false);
+        assert!(matches!(failures[0], Failure::Alarm { marker: "panic:", serial_line: 2, .. }), "{failures:?}");
+        assert_eq!(
+            failures[1].to_string(),
+            "QEMU exit status 203 (the kernel exited 101), expected 1 (the kernel exited 0)"
+        );
+        let shim = "boot-shim: error: the kernel module is not an ELF file\n";
+        assert!(matches!(judge(&[], &native_spec(), shim, Some(7), false)[0], Failure::Alarm { marker: "boot-shim: error:", .. }));
+        let spec = ScenarioSpec { qemu_exit: 7, allow: vec!["boot-shim".into()], ..native_spec() };
+        assert_eq!(judge(&[], &spec, shim, Some(7), false), []);
+        let fault = "unhandled exception: page fault (#PF, vector 14), error code 0x2, rip=0x201000 (ring 0)\n";
+        assert!(matches!(judge(&[], &native_spec(), fault, Some(1), false)[0], Failure::Alarm { .. }));
+    }
+
+    #[test]
+    fn a_scenario_boots_a_manifest_or_a_native_kernel() {
+        let repo = Repo::locate();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("expected.txt"), "x\n").unwrap();
+        std::fs::write(dir.path().join("scenario.toml"), "timeout_seconds = 3\n").unwrap();
+        let e = Scenario::load(&repo, dir.path()).unwrap_err().to_string();
+        assert!(e.ends_with("scenario.toml: no manifest.toml and no [native] table: nothing to boot"), "{e}");
+        std::fs::write(dir.path().join("scenario.toml"), "[native]\nkernel = \"k\"\n").unwrap();
+        assert!(Scenario::load(&repo, dir.path()).unwrap().spec.native.is_some());
+        std::fs::write(dir.path().join("manifest.toml"), "").unwrap();
+        let e = Scenario::load(&repo, dir.path()).unwrap_err().to_string();
+        assert!(e.ends_with("scenario.toml: a scenario has either a [native] table or a manifest.toml, not both"), "{e}");
     }
 
     #[test]
@@ -384,6 +469,10 @@ mod tests {
         assert_eq!(spec.qemu_args, ["-d", "int"]);
         let e = parse_spec("timeout_seconds = 5\ntimeout = 3\n").unwrap_err();
         assert!(e.starts_with(":2: unknown field `timeout`"), "{e}");
+        let spec = parse_spec("[native]\nkernel = \"pg-probe-bare\"\ncmdline = \"x=1\"\n").unwrap();
+        assert_eq!(spec.native.map(|n| (n.kernel, n.cmdline)), Some(("pg-probe-bare".into(), "x=1".into())));
+        let e = parse_spec("[native]\nkernel = \"k\"\nkernels = 2\n").unwrap_err();
+        assert!(e.starts_with(":3: unknown field `kernels`"), "{e}");
     }
 
     #[test]
@@ -393,6 +482,8 @@ mod tests {
         let demo = all.iter().find(|s| s.name == "demo").expect("scenarios/demo");
         assert!(!demo.expected.is_empty());
         assert!(demo.manifest().is_file());
+        let native = all.iter().find(|s| s.name == "pg-probe-native").expect("scenarios/pg-probe-native");
+        assert_eq!(native.spec.native.as_ref().map(|n| n.kernel.as_str()), Some("pg-probe-bare"));
         assert!(discover(&repo, Some("no-such-scenario-xyz")).unwrap().is_empty());
     }
 }

@@ -15,9 +15,10 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use crate::build::{build_binaries, check_manifest, pack, Prepared};
-use crate::cargo_build::cargo;
-use crate::qemu::{self, run_captured};
+use crate::build::{build_binaries, check_manifest, pack};
+use crate::cargo_build::{cargo, demo_guests};
+use crate::native;
+use crate::qemu::{self, run_captured, QemuConfig};
 use crate::repo::Repo;
 use crate::scenario::{discover, judge, Scenario};
 
@@ -41,10 +42,37 @@ struct Outcome {
     passed: bool,
 }
 
-/// A scenario with its bundle, or the reason it could not be prepared.
+/// A scenario with its QEMU boot, or the reason it could not be prepared.
 struct Job {
     scenario: Scenario,
-    prepared: Result<Prepared, String>,
+    config: Result<QemuConfig, String>,
+}
+
+/// What a scenario boots, once its files are checked.
+enum Checked {
+    /// A manifest, to be packed into a bundle after the build.
+    Manifest(crate::manifest::ManifestFile),
+    /// A native kernel ELF under the boot shim, as the `[native]` table says.
+    Native(std::path::PathBuf, native::NativeSpec),
+}
+
+/// Checks what a scenario boots before anything is built.
+fn check_scenario(repo: &Repo, scenario: &Scenario) -> Result<Checked> {
+    match &scenario.spec.native {
+        None => Ok(Checked::Manifest(check_manifest(repo, &scenario.manifest())?)),
+        Some(spec) => {
+            let shown = repo.show(&scenario.spec_file());
+            let kernel = native::resolve_kernel(
+                repo,
+                &shown,
+                "[native], field `kernel`",
+                &scenario.dir,
+                &spec.kernel,
+                &demo_guests(repo)?,
+            )?;
+            Ok(Checked::Native(kernel, spec.clone()))
+        }
+    }
 }
 
 /// `cargo xtask test`.
@@ -78,35 +106,44 @@ pub fn main(args: &TestArgs) -> Result<ExitCode> {
     Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// Checks every manifest, builds once, packs each bundle, then boots the
-/// scenarios in parallel.
+/// Checks every manifest (and native kernel), builds once, packs each
+/// bundle, then boots the scenarios in parallel.
 fn run_scenarios(repo: &Repo, scenarios: Vec<Scenario>, jobs: usize) -> Result<Vec<Outcome>> {
     // Manifests first: a bad one fails its scenario without building.
-    let checked: Vec<(Scenario, Result<_, String>)> = scenarios
+    let checked: Vec<(Scenario, Result<Checked, String>)> = scenarios
         .into_iter()
         .map(|s| {
-            let file = check_manifest(repo, &s.manifest()).map_err(|e| format!("{e:#}"));
-            (s, file)
+            let checked = check_scenario(repo, &s).map_err(|e| format!("{e:#}"));
+            (s, checked)
         })
         .collect();
     qemu::ensure_installed()?;
     let built = build_binaries(repo).map_err(|e| format!("{e:#}"));
     let jobs_list: Vec<Job> = checked
         .into_iter()
-        .map(|(scenario, file)| {
-            let prepared = match (file, &built) {
+        .map(|(scenario, checked)| {
+            let spec = &scenario.spec;
+            let config = match (checked, &built) {
                 (Err(e), _) => Err(e),
                 (Ok(_), Err(e)) => Err(format!("the build failed: {e}")),
-                (Ok(file), Ok(hypervisor)) => pack(repo, file, hypervisor.clone()).map_err(|e| format!("{e:#}")),
-            };
-            let prepared = match (&scenario.spec.raw_bundle, prepared) {
-                (Some(raw), Ok(mut p)) => {
-                    p.bundle = scenario.dir.join(raw);
-                    Ok(p)
+                (Ok(Checked::Native(kernel, native)), Ok(_)) => {
+                    Ok(native::qemu_config(repo, kernel, &native, false, spec.qemu_args.clone()))
                 }
-                (_, p) => p,
+                (Ok(Checked::Manifest(file)), Ok(hypervisor)) => {
+                    pack(repo, file, hypervisor.clone()).map_err(|e| format!("{e:#}")).map(|mut prepared| {
+                        if let Some(raw) = &spec.raw_bundle {
+                            prepared.bundle = scenario.dir.join(raw);
+                        }
+                        // Under -icount the platform timer runs on
+                        // instructions, not on the host's clock, so
+                        // preemption lands at the same place every run and
+                        // the serial log is the same whatever else the
+                        // machine is doing.
+                        prepared.qemu(true, false, spec.qemu_args.clone())
+                    })
+                }
             };
-            Job { scenario, prepared }
+            Job { scenario, config }
         })
         .collect();
 
@@ -135,16 +172,12 @@ fn run_scenarios(repo: &Repo, scenarios: Vec<Scenario>, jobs: usize) -> Result<V
 /// Boots one scenario and judges it; returns whether it passed and its report.
 fn run_one(repo: &Repo, job: &Job) -> (bool, String) {
     let name = &job.scenario.name;
-    let prepared = match &job.prepared {
-        Ok(p) => p,
+    let config = match &job.config {
+        Ok(config) => config,
         Err(e) => return (false, format!("scenario {name} ... FAILED before QEMU\n    {e}\n")),
     };
     let spec = &job.scenario.spec;
-    // Under -icount the platform timer runs on instructions, not on the
-    // host's clock, so preemption lands at the same place every run and
-    // the serial log is the same whatever else the machine is doing.
-    let config = prepared.qemu(true, false, spec.qemu_args.clone());
-    let run = match run_captured(&config, Duration::from_secs(spec.timeout_seconds)) {
+    let run = match run_captured(config, Duration::from_secs(spec.timeout_seconds)) {
         Ok(run) => run,
         Err(e) => return (false, format!("scenario {name} ... FAILED\n    {e:#}\n")),
     };

@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::elf::guest_elf;
+use common::elf::{bare_metal_elf, guest_elf};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -147,4 +147,77 @@ fn image_linked_below_the_guest_base() {
             dir.path().join("guest.elf").display()
         )
     );
+}
+
+#[test]
+fn bare_metal_kernel_in_a_paravirtualized_domain() {
+    assert_eq!(
+        error_line("build", &fixture("bare-metal-paravirtualized.toml")),
+        "error: xtask/tests/fixtures/bare-metal-paravirtualized.toml: domain \"probe\", field `image`: \
+         \"pg-probe-bare\" is a bare-metal kernel, which runs only in a domain with mode = \"emulated\" (or natively)"
+    );
+}
+
+#[test]
+fn sdk_guest_in_an_emulated_domain() {
+    assert_eq!(
+        error_line("build", &fixture("sdk-guest-emulated.toml")),
+        "error: xtask/tests/fixtures/sdk-guest-emulated.toml: domain \"hello\", field `image`: \"hello\" is a \
+         paravirtualized guest, which runs only in a domain with mode = \"paravirtualized\" (the default)"
+    );
+}
+
+#[test]
+fn emulated_domain_with_more_than_max_memory() {
+    assert_eq!(
+        error_line("build", &fixture("emulated-too-much-memory.toml")),
+        "error: xtask/tests/fixtures/emulated-too-much-memory.toml: domain \"big\", field `memory`: 512M is more \
+         than the 256M an emulated domain may have (hypercall_abi::bare_metal::MAX_MEMORY)"
+    );
+}
+
+#[test]
+fn unknown_mode() {
+    assert_eq!(
+        error_line("build", &fixture("unknown-mode.toml")),
+        "error: xtask/tests/fixtures/unknown-mode.toml:6: domain \"odd\", field `mode`: unknown variant \
+         `binary-translated`, expected `paravirtualized` or `emulated`"
+    );
+}
+
+/// Writes `image` and a manifest with one domain of `mode` using it.
+fn manifest_with_mode(image: &[u8], mode: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kernel.elf"), image).unwrap();
+    let manifest = dir.path().join("manifest.toml");
+    let text = format!("[[domain]]\nname = \"k\"\nimage = \"kernel.elf\"\nmemory = \"4M\"\nmode = \"{mode}\"\n");
+    std::fs::write(&manifest, text).unwrap();
+    (dir, manifest)
+}
+
+#[test]
+fn file_images_are_checked_as_their_mode_needs() {
+    let (dir, manifest) = manifest_with_mode(&guest_elf(0x40_0000), "emulated");
+    assert_eq!(
+        error_line("build", &manifest),
+        format!(
+            "error: {}: domain \"k\", field `image` ({}): a paravirtualized guest (it carries the Parvus ABI note) \
+             in a domain with mode = \"emulated\": remove `mode` or boot a bare-metal kernel",
+            manifest.display(),
+            dir.path().join("kernel.elf").display()
+        )
+    );
+    let (dir, manifest) = manifest_with_mode(&bare_metal_elf(0x40_0000), "paravirtualized");
+    let line = error_line("build", &manifest);
+    assert!(
+        line.starts_with(&format!(
+            "error: {}: domain \"k\", field `image` ({}): no Parvus ABI note",
+            manifest.display(),
+            dir.path().join("kernel.elf").display()
+        )),
+        "{line}"
+    );
+    let (_dir, manifest) = manifest_with_mode(&bare_metal_elf(0x80_0000), "emulated");
+    let line = error_line("build", &manifest);
+    assert!(line.ends_with("): segment 0 ends at 0x800010, beyond the domain's 4M of memory: raise `memory`"), "{line}");
 }

@@ -1,7 +1,7 @@
 //! The 8254 programmable interval timer, channel 0: the periodic tick.
 //!
 //! The PIT counts down from a reload value at a fixed
-//! [`PIT_HZ`](hypercall_abi::bare_metal::PIT_HZ) (1.193182 MHz) on every PC.
+//! [`PIT_HZ`] (1.193182 MHz) on every PC.
 //! In mode 2 (rate generator) it pulses its output, IRQ 0, each time the
 //! count reaches 1 and starts again from the reload value: a periodic
 //! interrupt at `PIT_HZ / reload` Hz, with nothing to re-arm in the handler.

@@ -8,7 +8,7 @@
 //! none, then the vector number. The common path saves the 15 general
 //! registers and the x87/SSE state (`fxsave64`: a handler is compiled Rust
 //! and may use SSE registers that the interrupted code was using), and
-//! calls [`dispatch`] with a pointer to the whole [`TrapFrame`].
+//! calls `dispatch` with a pointer to the whole [`TrapFrame`].
 //!
 //! The handler registered for the vector (see
 //! [`idt::set_handler`](crate::idt::set_handler)) may read and change the
