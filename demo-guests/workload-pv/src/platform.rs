@@ -10,7 +10,9 @@
 //!
 //! Everything queued goes to the hypervisor in one hypercall just before
 //! user mode runs (see `queue.rs`), so a fault, a munmap or a fork costs
-//! one page-table hypercall whatever it changed.
+//! one page-table hypercall whatever it changed. A destroyed space's tree
+//! is kept linked (every page of it unmapped) for the next space, so a
+//! fork child usually needs no table linked or unlinked, only its pages.
 //!
 //! The guest kernel keeps the boot tables as its own address space for
 //! good: it never touches user memory through user addresses (it copies
@@ -50,6 +52,9 @@ const DATA_FRAMES: usize = 16 * 1024;
 
 /// Heap bytes left to the SDK after the data block is taken.
 const HEAP_RESERVE: usize = 256 * 1024;
+
+/// Trees of destroyed spaces kept for the next spaces.
+const SPARE_TREES: usize = 4;
 
 /// Nanoseconds between scheduler ticks (100 Hz).
 const TICK_NS: u64 = 10_000_000;
@@ -104,6 +109,8 @@ pub struct PvPlatform {
     data: FramePool<DATA_FRAMES>,
     /// The tree of the user programs' code, linked into every space.
     image: Option<Tree>,
+    /// Trees of destroyed spaces, still linked, with every page unmapped.
+    spare: [Option<Tree>; SPARE_TREES],
     /// pfn of each machine frame (`u32::MAX`: not the domain's).
     mfn_to_pfn: Vec<u32>,
     /// The timer's event port.
@@ -118,6 +125,7 @@ impl PvPlatform {
             tables: TablePools::new(),
             data: FramePool::empty(),
             image: None,
+            spare: [const { None }; SPARE_TREES],
             mfn_to_pfn: Vec::new(),
             timer_port: Port(0),
         }
@@ -222,14 +230,26 @@ impl Platform for PvPlatform {
     type Space = PvSpace;
     type Frame = Frame;
 
+    /// A spare tree if there is one: it maps nothing but already links
+    /// the code tree and whatever tables its last process made, so a fork
+    /// child usually needs no new link at all.
     fn new_space(&mut self) -> Result<PvSpace, PlatformError> {
+        if let Some(tree) = self.spare.iter_mut().find_map(Option::take) {
+            return Ok(PvSpace { tree });
+        }
         let tree = Tree::new(4, &mut self.tables)?;
         let image = self.image.as_ref().expect("booted").root_mfn();
         self.queue.update(tree.root_entry(0), tables::link_entry(image));
         Ok(PvSpace { tree })
     }
 
+    /// Keeps the tree, linked, as a spare (its pages are all unmapped);
+    /// unlinks it when there are spares enough.
     fn destroy_space(&mut self, space: PvSpace) {
+        if let Some(slot) = self.spare.iter_mut().find(|s| s.is_none()) {
+            *slot = Some(space.tree);
+            return;
+        }
         self.queue.update(space.tree.root_entry(0), 0);
         space.tree.destroy(&mut self.tables, &mut self.queue);
     }
@@ -301,5 +321,6 @@ impl Platform for PvPlatform {
 
     fn console_write(&mut self, text: &str) {
         parvus_guest_sdk::print!("{text}");
+
     }
 }
