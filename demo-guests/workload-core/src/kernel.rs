@@ -29,6 +29,10 @@ use crate::user::Entry;
 /// `switch` processes, need two).
 pub const MAX_PROCESSES: usize = 4;
 
+/// Most address spaces the kernel holds at once: one per process, and one
+/// per exited process not yet reaped. A platform sizes its bookkeeping by it.
+pub const MAX_SPACES: usize = 2 * MAX_PROCESSES;
+
 /// The exit status of a killed process.
 pub const KILLED: u64 = 0xdead_dead;
 
@@ -108,6 +112,11 @@ pub struct Kernel<'p, P: Platform> {
     platform: &'p mut P,
     /// The process table.
     procs: [Option<Process<P::Space>>; MAX_PROCESSES],
+    /// The registers of the process in each slot of `procs` (a separate
+    /// table: a context is 672 bytes, and under `-icount` every byte a
+    /// `memcpy` moves counts as an instruction, so contexts never move;
+    /// only `fork` copies one).
+    contexts: [UserContext; MAX_PROCESSES],
     /// Slot of the process to run next (`None`: nothing can run).
     current: Option<usize>,
     /// Id of the process whose space is active.
@@ -127,6 +136,7 @@ impl<'p, P: Platform> Kernel<'p, P> {
         Kernel {
             platform,
             procs: [const { None }; MAX_PROCESSES],
+            contexts: [UserContext::new(0, STACK_TOP, 0, 0); MAX_PROCESSES],
             current: None,
             active: None,
             graveyard: [const { None }; MAX_PROCESSES],
@@ -164,8 +174,7 @@ impl<'p, P: Platform> Kernel<'p, P> {
         self.current = self.procs.iter().position(|p| p.is_some());
         while let Some(slot) = self.current {
             self.switch_to(slot);
-            let process = self.procs[slot].as_mut().expect("the current slot holds a process");
-            let trap = self.platform.run_user(&mut process.context);
+            let trap = self.platform.run_user(&mut self.contexts[slot]);
             self.handle(slot, trap);
         }
         self.clean_up_stuck();
@@ -228,10 +237,10 @@ impl<'p, P: Platform> Kernel<'p, P> {
             parent: None,
             state: State::Runnable,
             space: Some(space),
-            context: UserContext::new(entry as usize as u64, STACK_TOP, arg0, arg1),
             regions,
             mmap_next: crate::layout::MMAP_BASE,
         });
+        self.contexts[slot] = UserContext::new(entry as usize as u64, STACK_TOP, arg0, arg1);
         Ok(())
     }
 
@@ -275,14 +284,14 @@ impl<'p, P: Platform> Kernel<'p, P> {
             Trap::PageFault { address, present, write } => self.page_fault(slot, address, present, write),
             Trap::Timer => self.current = self.next_runnable_after(slot),
             Trap::Fault { vector, error_code } => {
-                let rip = self.process(slot).context.regs.rip;
+                let rip = self.contexts[slot].regs.rip;
                 self.kill(slot, format_args!("exception {vector} (error code {error_code:#x}) at rip {rip:#x}"));
             }
         }
     }
 
     fn syscall(&mut self, slot: usize) {
-        let (number, [a0, a1, _]) = self.process(slot).context.syscall_args();
+        let (number, [a0, a1, _]) = self.contexts[slot].syscall_args();
         let result = match number {
             syscall::GETPID => self.process(slot).pid,
             syscall::EXIT => {
@@ -295,7 +304,7 @@ impl<'p, P: Platform> Kernel<'p, P> {
             }
             syscall::YIELD => {
                 self.stats.yields += 1;
-                self.process(slot).context.set_return(0);
+                self.contexts[slot].set_return(0);
                 self.current = self.next_runnable_after(slot);
                 return;
             }
@@ -312,7 +321,7 @@ impl<'p, P: Platform> Kernel<'p, P> {
             }
             _ => syscall::ERROR,
         };
-        self.process(slot).context.set_return(result);
+        self.contexts[slot].set_return(result);
         self.current = Some(slot);
     }
 
@@ -339,9 +348,8 @@ impl<'p, P: Platform> Kernel<'p, P> {
         let parent_slot = parent.and_then(|ppid| self.procs.iter().position(|p| p.as_ref().is_some_and(|p| p.pid == ppid)));
         match parent_slot {
             Some(ps) if self.process(ps).state == State::Waiting => {
-                let waiting = self.process(ps);
-                waiting.context.set_return(status);
-                waiting.state = State::Runnable;
+                self.contexts[ps].set_return(status);
+                self.process(ps).state = State::Runnable;
                 self.procs[slot] = None;
             }
             Some(_) => self.process(slot).state = State::Zombie(status),
@@ -384,8 +392,6 @@ impl<'p, P: Platform> Kernel<'p, P> {
             free_memory(self.platform, space, &regions);
             return syscall::ERROR;
         }
-        let mut context = parent.context;
-        context.set_return(0);
         let (parent_pid, regions, mmap_next) = (parent.pid, parent.regions, parent.mmap_next);
         let pid = self.take_pid();
         self.procs[child_slot] = Some(Process {
@@ -393,10 +399,11 @@ impl<'p, P: Platform> Kernel<'p, P> {
             parent: Some(parent_pid),
             state: State::Runnable,
             space: Some(space),
-            context,
             regions,
             mmap_next,
         });
+        self.contexts[child_slot] = self.contexts[slot];
+        self.contexts[child_slot].set_return(0);
         pid
     }
 

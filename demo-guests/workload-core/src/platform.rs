@@ -64,7 +64,7 @@ pub enum Trap {
 pub enum PlatformError {
     /// No free frame left (for a page or a page table).
     OutOfFrames,
-    /// The platform's bookkeeping of an address space is full.
+    /// The platform's bookkeeping is full (of page tables, or of spaces).
     TooManyTables,
     /// The hypervisor refused a request (paravirtualized build only).
     Refused,
@@ -88,7 +88,11 @@ pub trait Platform {
     /// One page frame of the kernel's memory.
     type Frame: Copy + fmt::Debug + PartialEq;
 
-    /// A new address space with only the user programs' code mapped.
+    /// A new address space with only the user programs' code mapped. The
+    /// kernel holds at most [`MAX_SPACES`](crate::kernel::MAX_SPACES) at
+    /// once. A space is moved around with its process, so it should be a
+    /// small handle: under `-icount` every byte a `memcpy` moves counts as
+    /// an instruction.
     fn new_space(&mut self) -> Result<Self::Space, PlatformError>;
 
     /// Gives back the page tables of a space that is not active and has

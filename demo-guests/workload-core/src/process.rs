@@ -6,7 +6,6 @@
 //! record of which pages exist, and the kernel asks the platform
 //! (`translate`, `unmap`) when it needs to know.
 
-use crate::context::UserContext;
 use crate::layout::PAGE_SIZE;
 
 /// Most regions one process may have.
@@ -64,7 +63,9 @@ pub enum State {
     Zombie(u64),
 }
 
-/// One user process; `S` is the platform's address space.
+/// One user process; `S` is the platform's address space. (Its registers
+/// are in the kernel's table of contexts, at the same index, so that
+/// creating or ending a process never moves them.)
 pub struct Process<S> {
     /// Its id (1, 2, ... in each operation).
     pub pid: u64,
@@ -74,8 +75,6 @@ pub struct Process<S> {
     pub state: State,
     /// Its address space (`None` once it exited).
     pub space: Option<S>,
-    /// Its registers while it is not running.
-    pub context: UserContext,
     /// Its memory.
     pub regions: Regions,
     /// Where the next `mmap` region starts.
@@ -113,7 +112,6 @@ impl<S> Process<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::UserContext;
 
     fn process() -> Process<()> {
         Process {
@@ -121,7 +119,6 @@ mod tests {
             parent: None,
             state: State::Runnable,
             space: Some(()),
-            context: UserContext::new(0, 0x1000, 0, 0),
             regions: [None; MAX_REGIONS],
             mmap_next: 0x10_0000,
         }

@@ -44,7 +44,7 @@ use workload_core::{Platform, PlatformError, Trap, UserContext};
 
 use crate::memory;
 use crate::queue::Queue;
-use crate::tables::{self, TablePools, Tree};
+use crate::tables::{self, TableLists, TablePools, Tree, TreeContext, SPARE_TREES};
 use crate::trap;
 
 /// Most data frames (64 MiB).
@@ -52,9 +52,6 @@ const DATA_FRAMES: usize = 16 * 1024;
 
 /// Heap bytes left to the SDK after the data block is taken.
 const HEAP_RESERVE: usize = 256 * 1024;
-
-/// Trees of destroyed spaces kept for the next spaces.
-const SPARE_TREES: usize = 4;
 
 /// Nanoseconds between scheduler ticks (100 Hz).
 const TICK_NS: u64 = 10_000_000;
@@ -106,6 +103,7 @@ impl From<HypercallError> for BootError {
 pub struct PvPlatform {
     queue: Queue,
     tables: TablePools,
+    lists: TableLists,
     data: FramePool<DATA_FRAMES>,
     /// The tree of the user programs' code, linked into every space.
     image: Option<Tree>,
@@ -123,6 +121,7 @@ impl PvPlatform {
         PvPlatform {
             queue: Queue::new(),
             tables: TablePools::new(),
+            lists: TableLists::new(),
             data: FramePool::empty(),
             image: None,
             spare: [const { None }; SPARE_TREES],
@@ -141,6 +140,10 @@ impl PvPlatform {
         self.queue.flush();
         self.install_traps()?;
         Ok(())
+    }
+
+    fn cx(&mut self) -> TreeContext<'_> {
+        TreeContext { pools: &mut self.tables, lists: &mut self.lists, queue: &mut self.queue }
     }
 
     fn reverse_frame_list(&mut self) {
@@ -176,13 +179,13 @@ impl PvPlatform {
     /// user mode, in a tree under a level-3 table that every space links
     /// at slot 0.
     fn build_image_tree(&mut self) -> Result<(), PlatformError> {
-        let mut tree = Tree::new(3, &mut self.tables)?;
+        let mut tree = Tree::new(3, &mut self.cx())?;
         let text = PteFlags::PRESENT | PteFlags::USER;
         for (range, flags) in [(user::text_range(), text), (user::rodata_range(), text | PteFlags::NO_EXECUTE)] {
             for va in range.step_by(PAGE_SIZE as usize) {
                 let pfn = va_to_pfn(va).expect("the image is in the linear window");
                 let mfn = pfn_to_mfn(pfn).expect("an image frame is the domain's");
-                tree.set_leaf(va, (mfn << 12) | flags.bits(), &mut self.tables, &mut self.queue)?;
+                tree.set_leaf(va, (mfn << 12) | flags.bits(), &mut self.cx())?;
             }
         }
         self.image = Some(tree);
@@ -237,7 +240,7 @@ impl Platform for PvPlatform {
         if let Some(tree) = self.spare.iter_mut().find_map(Option::take) {
             return Ok(PvSpace { tree });
         }
-        let tree = Tree::new(4, &mut self.tables)?;
+        let tree = Tree::new(4, &mut self.cx())?;
         let image = self.image.as_ref().expect("booted").root_mfn();
         self.queue.update(tree.root_entry(0), tables::link_entry(image));
         Ok(PvSpace { tree })
@@ -251,16 +254,16 @@ impl Platform for PvPlatform {
             return;
         }
         self.queue.update(space.tree.root_entry(0), 0);
-        space.tree.destroy(&mut self.tables, &mut self.queue);
+        space.tree.destroy(&mut self.cx());
     }
 
     fn map(&mut self, space: &mut PvSpace, va: u64, frame: Frame) -> Result<(), PlatformError> {
         let mfn = pfn_to_mfn(frame.0).expect("a data frame is the domain's");
-        space.tree.set_leaf(va, tables::data_entry(mfn), &mut self.tables, &mut self.queue)
+        space.tree.set_leaf(va, tables::data_entry(mfn), &mut self.cx())
     }
 
     fn unmap(&mut self, space: &mut PvSpace, va: u64) -> Option<Frame> {
-        let (ptr, entry) = space.tree.leaf(va, &self.queue)?;
+        let (ptr, entry) = space.tree.leaf(va, &self.lists, &self.queue)?;
         if !tables::is_present(entry) {
             return None;
         }
@@ -270,7 +273,7 @@ impl Platform for PvPlatform {
     }
 
     fn translate(&mut self, space: &PvSpace, va: u64) -> Option<Frame> {
-        let (_, entry) = space.tree.leaf(va, &self.queue)?;
+        let (_, entry) = space.tree.leaf(va, &self.lists, &self.queue)?;
         tables::is_present(entry).then(|| self.frame_of(entry))
     }
 

@@ -22,6 +22,7 @@
 //! access each.
 
 use workload_core::frames::FramePool;
+use workload_core::kernel::MAX_SPACES;
 use workload_core::layout::{table_index, PAGE_SIZE};
 use workload_core::PlatformError;
 
@@ -93,18 +94,71 @@ struct Table {
     level: u8,
 }
 
-/// A process's address space: its PML4 and the tables of its own slots.
+/// The tables below one space's root (emptied by resetting `len`: no
+/// rewrite of the array).
+#[derive(Clone, Copy)]
+struct TableList {
+    len: usize,
+    tables: [Table; MAX_TABLES],
+}
+
+/// The table lists of every space, so that a [`Space`] itself is a small
+/// handle (spaces move with their processes, and under `-icount` every
+/// byte a `memcpy` moves counts as an instruction).
+pub struct TableLists {
+    lists: [TableList; MAX_SPACES],
+    in_use: [bool; MAX_SPACES],
+}
+
+impl TableLists {
+    /// No list in use.
+    pub const fn new() -> Self {
+        const EMPTY: TableList = TableList { len: 0, tables: [Table { link: 0, frame: 0, level: 0 }; MAX_TABLES] };
+        TableLists { lists: [EMPTY; MAX_SPACES], in_use: [false; MAX_SPACES] }
+    }
+
+    fn take(&mut self) -> Result<usize, PlatformError> {
+        let index = self.in_use.iter().position(|used| !used).ok_or(PlatformError::TooManyTables)?;
+        self.in_use[index] = true;
+        self.lists[index].len = 0;
+        Ok(index)
+    }
+
+    fn give_back(&mut self, index: usize) {
+        self.in_use[index] = false;
+    }
+}
+
+/// Where a space's tables come from and are remembered.
+pub struct Pools<'a, const N: usize> {
+    /// Retired tables.
+    pub tables: &'a mut TablePool,
+    /// The spaces' table lists.
+    pub lists: &'a mut TableLists,
+    /// Fresh frames.
+    pub frames: &'a mut FramePool<N>,
+}
+
+/// A process's address space: its PML4 and the index of the list of the
+/// tables of its own slots.
 pub struct Space {
     root: u64,
-    tables: [Option<Table>; MAX_TABLES],
+    list: usize,
 }
 
 impl Space {
     /// A space whose PML4 shares `slot0` (the identity map) with every other.
-    pub fn new<const N: usize>(slot0: u64, pool: &mut TablePool, frames: &mut FramePool<N>) -> Result<Space, PlatformError> {
-        let root = pool.take(frames)?;
+    pub fn new<const N: usize>(slot0: u64, pools: &mut Pools<'_, N>) -> Result<Space, PlatformError> {
+        let list = pools.lists.take()?;
+        let root = match pools.tables.take(pools.frames) {
+            Ok(root) => root,
+            Err(e) => {
+                pools.lists.give_back(list);
+                return Err(e);
+            }
+        };
         phys::write_entry(root, slot0);
-        Ok(Space { root, tables: [None; MAX_TABLES] })
+        Ok(Space { root, list })
     }
 
     /// Physical address of its PML4 (what CR3 holds while it is active).
@@ -114,19 +168,21 @@ impl Space {
 
     /// Clears every link it wrote, leaves first, and retires its tables.
     /// Every page must be unmapped already, so each table is then empty.
-    pub fn destroy<const N: usize>(self, pool: &mut TablePool, frames: &mut FramePool<N>) {
+    pub fn destroy<const N: usize>(self, pools: &mut Pools<'_, N>) {
+        let list = &pools.lists.lists[self.list];
         for level in 1..=3 {
-            for t in self.tables.iter().flatten().filter(|t| t.level == level) {
+            for t in list.tables[..list.len].iter().filter(|t| t.level == level) {
                 phys::write_entry(t.link, 0);
-                pool.retire(t.frame, frames);
+                pools.tables.retire(t.frame, pools.frames);
             }
         }
+        pools.lists.give_back(self.list);
         phys::write_entry(self.root, 0);
-        pool.retire(self.root, frames);
+        pools.tables.retire(self.root, pools.frames);
     }
 
     /// The level-1 table on `va`'s path, made (zeroed, linked) if missing.
-    pub fn l1_table<const N: usize>(&mut self, va: u64, pool: &mut TablePool, frames: &mut FramePool<N>) -> Result<u64, PlatformError> {
+    pub fn l1_table<const N: usize>(&mut self, va: u64, pools: &mut Pools<'_, N>) -> Result<u64, PlatformError> {
         let mut table = self.root;
         for level in [4u8, 3, 2] {
             let link = table + table_index(va, u32::from(level)) as u64 * 8;
@@ -135,10 +191,14 @@ impl Space {
                 table = entry & ADDRESS_MASK;
                 continue;
             }
-            let slot = self.tables.iter().position(Option::is_none).ok_or(PlatformError::TooManyTables)?;
-            let new = pool.take(frames)?;
+            let list = &mut pools.lists.lists[self.list];
+            if list.len == MAX_TABLES {
+                return Err(PlatformError::TooManyTables);
+            }
+            let new = pools.tables.take(pools.frames)?;
             phys::write_entry(link, new | LINK);
-            self.tables[slot] = Some(Table { link, frame: new, level: level - 1 });
+            list.tables[list.len] = Table { link, frame: new, level: level - 1 };
+            list.len += 1;
             table = new;
         }
         Ok(table)
@@ -161,23 +221,21 @@ impl Space {
 /// Builds the kernel's PML4: slot 0 maps `[PAGE_SIZE, mem_bytes)` to
 /// itself (see the module docs); `user_text` and `user_rodata` are the
 /// user programs' sections. Returns the PML4 and its slot-0 entry, which
-/// every process's PML4 copies.
+/// every process's PML4 copies. (Its tables are never torn down, so they
+/// are not remembered: the list is emptied at each new 2 MiB.)
 pub fn build_identity_map<const N: usize>(
     mem_bytes: u64,
     user_text: core::ops::Range<u64>,
     user_rodata: core::ops::Range<u64>,
-    pool: &mut TablePool,
-    frames: &mut FramePool<N>,
+    pools: &mut Pools<'_, N>,
 ) -> Result<(u64, u64), PlatformError> {
-    let mut kernel = Space::new(0, pool, frames)?;
+    let mut kernel = Space::new(0, pools)?;
     let mut l1 = 0;
     let mut l1_region = u64::MAX;
     for page in (PAGE_SIZE..mem_bytes).step_by(PAGE_SIZE as usize) {
-        // One table walk per 2 MiB; the identity map needs more tables than
-        // a process, so they are not remembered (it is never torn down).
         if page >> 21 != l1_region {
-            kernel.tables = [None; MAX_TABLES];
-            l1 = kernel.l1_table(page, pool, frames)?;
+            pools.lists.lists[kernel.list].len = 0;
+            l1 = kernel.l1_table(page, pools)?;
             l1_region = page >> 21;
         }
         let flags = if user_text.contains(&page) {
@@ -189,6 +247,7 @@ pub fn build_identity_map<const N: usize>(
         };
         phys::write_entry(l1 + table_index(page, 1) as u64 * 8, page | flags);
     }
+    pools.lists.give_back(kernel.list);
     let root = kernel.root;
     Ok((root, phys::read_entry(root)))
 }

@@ -21,7 +21,7 @@ use workload_core::frames::FramePool;
 use workload_core::{Platform, PlatformError, Trap, UserContext};
 
 use crate::entry::{self, VECTOR_SYSCALL, VECTOR_TIMER};
-use crate::paging::{self, Space, TablePool, ADDRESS_MASK, PRESENT, USER_DATA};
+use crate::paging::{self, Pools, Space, TableLists, TablePool, ADDRESS_MASK, PRESENT, USER_DATA};
 use crate::phys;
 
 /// Most frames the pool can manage: all of the largest memory the boot
@@ -42,6 +42,7 @@ pub struct Frame(u64);
 pub struct NativePlatform {
     frames: FramePool<FRAMES>,
     tables: TablePool,
+    lists: TableLists,
     /// The kernel's own PML4 (slot 0 only), active when no process is.
     kernel_root: u64,
     /// Slot 0 of every PML4: the identity map.
@@ -53,7 +54,14 @@ pub struct NativePlatform {
 impl NativePlatform {
     /// A platform that owns nothing yet (see [`NativePlatform::boot`]).
     pub const fn new() -> Self {
-        NativePlatform { frames: FramePool::empty(), tables: TablePool::new(), kernel_root: 0, slot0: 0, active_root: 0 }
+        NativePlatform {
+            frames: FramePool::empty(),
+            tables: TablePool::new(),
+            lists: TableLists::new(),
+            kernel_root: 0,
+            slot0: 0,
+            active_root: 0,
+        }
     }
 
     /// Takes the free memory, builds and loads the kernel's page tables,
@@ -61,13 +69,8 @@ impl NativePlatform {
     pub fn boot(&mut self, boot: &BootInfo) -> Result<(), PlatformError> {
         let free = memory::free_memory(boot);
         self.frames.add_run(free.start, free.end, 4096);
-        let (root, slot0) = paging::build_identity_map(
-            boot.mem_bytes,
-            memory::user_text(),
-            memory::user_rodata(),
-            &mut self.tables,
-            &mut self.frames,
-        )?;
+        let (root, slot0) =
+            paging::build_identity_map(boot.mem_bytes, memory::user_text(), memory::user_rodata(), &mut self.pools())?;
         self.kernel_root = root;
         self.slot0 = slot0;
         self.load_cr3(root);
@@ -75,6 +78,10 @@ impl NativePlatform {
         pit::start_periodic(TICK_HZ);
         pic::unmask(IRQ_TIMER);
         Ok(())
+    }
+
+    fn pools(&mut self) -> Pools<'_, FRAMES> {
+        Pools { tables: &mut self.tables, lists: &mut self.lists, frames: &mut self.frames }
     }
 
     fn load_cr3(&mut self, root: u64) {
@@ -91,16 +98,17 @@ impl Platform for NativePlatform {
     type Frame = Frame;
 
     fn new_space(&mut self) -> Result<Space, PlatformError> {
-        Space::new(self.slot0, &mut self.tables, &mut self.frames)
+        let slot0 = self.slot0;
+        Space::new(slot0, &mut self.pools())
     }
 
     fn destroy_space(&mut self, space: Space) {
         assert_ne!(space.root(), self.active_root, "destroying the active address space");
-        space.destroy(&mut self.tables, &mut self.frames);
+        space.destroy(&mut self.pools());
     }
 
     fn map(&mut self, space: &mut Space, va: u64, frame: Frame) -> Result<(), PlatformError> {
-        let l1 = space.l1_table(va, &mut self.tables, &mut self.frames)?;
+        let l1 = space.l1_table(va, &mut self.pools())?;
         // Not present before: no TLB entry to drop.
         phys::write_entry(l1 + workload_core::layout::table_index(va, 1) as u64 * 8, frame.0 | USER_DATA);
         Ok(())
