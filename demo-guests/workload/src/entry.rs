@@ -48,6 +48,10 @@ pub const VECTOR_TIMER: u8 = IRQ_BASE;
 /// Vectors routed to this module's stubs: the exceptions and IRQ 0.
 const STUB_VECTORS: u8 = VECTOR_TIMER + 1;
 
+/// The vector of IRQ 7, which the 8259 raises for a *spurious* interrupt
+/// (a request that went away before it was acknowledged).
+const VECTOR_SPURIOUS: u8 = IRQ_BASE + 7;
+
 /// Size of each stub (checked by the assembler's `.org`).
 const STUB_SIZE: u64 = 32;
 
@@ -305,8 +309,9 @@ extern "C" {
     fn workload_enter(context: *mut UserContext);
 }
 
-/// Points `syscall`, every exception and IRQ 0 at this module's entries,
-/// the TSS at the interrupt stack, and GS at the per-CPU area.
+/// Points `syscall`, every exception and IRQ 0 at this module's entries
+/// (and the spurious IRQ 7 at nothing), the TSS at the interrupt stack,
+/// and GS at the per-CPU area.
 pub fn init() {
     let stubs = (&raw const workload_trap_stubs) as u64;
     for vector in 0..STUB_VECTORS {
@@ -320,6 +325,9 @@ pub fn init() {
             idt::set_gate(vector, entry, PrivilegeLevel::Ring0);
         }
     }
+    // A spurious IRQ 7 needs no end of interrupt and means nothing: bare-rt's
+    // common path runs the empty handler and returns (it touches no GS).
+    idt::set_handler(VECTOR_SPURIOUS, idt::ignore, PrivilegeLevel::Ring0);
     gdt::set_kernel_stack(INTERRUPT_STACK.0.get() as u64 + INTERRUPT_STACK_SIZE as u64);
     let star = (u64::from(KERNEL_DS) << 48) | (u64::from(KERNEL_CS) << 32);
     // SAFETY: 1. EFER exists on every x86_64 CPU and only SCE is added. 2.
