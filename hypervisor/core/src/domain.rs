@@ -41,6 +41,12 @@ pub struct DomainStats {
     pub preemptions: u64,
     /// CPU time used, in nanoseconds.
     pub cpu_ns: u64,
+    /// Traps delivered to the guest kernel by [`crate::trap_bounce::bounce`]:
+    /// its user processes' system calls and the exceptions it handles
+    /// (event upcalls are not counted). With `hypercalls`, what a
+    /// paravirtualized kernel costs the hypervisor; `cargo xtask compare`
+    /// divides both by the workload's operations.
+    pub bounces: u64,
 }
 
 /// One guest.

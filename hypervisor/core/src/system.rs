@@ -276,7 +276,10 @@ impl System {
         let d = &mut self.domains[usize::from(self.current.expect("running").0)];
         let root_before = d.root();
         match bounce(p.mem, &self.frames, d, frame, VECTOR_SYSCALL, 0, 0) {
-            Ok(()) => self.resume_current(p, frame, root_before, false, TlbFlush::None),
+            Ok(()) => {
+                d.stats.bounces += 1;
+                self.resume_current(p, frame, root_before, false, TlbFlush::None)
+            }
             Err(e) => self.crash(p, frame, &format!("system call from guest user mode, but {e}"), 0),
         }
     }
@@ -370,7 +373,10 @@ impl System {
         let (root_before, mode_before) = (d.root(), d.vcpu.kernel_mode);
         let cr2 = if frame.vector == PAGE_FAULT { cr2 } else { 0 };
         match bounce(p.mem, &self.frames, d, frame, frame.vector, frame.error_code, cr2) {
-            Ok(()) => self.resume_current(p, frame, root_before, mode_before, TlbFlush::None),
+            Ok(()) => {
+                d.stats.bounces += 1;
+                self.resume_current(p, frame, root_before, mode_before, TlbFlush::None)
+            }
             Err(e) => {
                 let (mnemonic, _) = fault::exception_name(frame.vector);
                 let why = format!("{mnemonic} in guest {} mode, and {e}", if d.vcpu.kernel_mode { "kernel" } else { "user" });
@@ -545,7 +551,7 @@ impl System {
             };
             let verdict = if d.ended_as_expected() { "ok" } else { "UNEXPECTED" };
             lines.push(format!(
-                "  {:<3} {:<14} {:<26} expected {:<10} {:<10} cpu={}.{:03}ms weight={} hypercalls={} preemptions={}",
+                "  {:<3} {:<14} {:<26} expected {:<10} {:<10} cpu={}.{:03}ms weight={} hypercalls={} preemptions={} bounces={}",
                 d.id.0,
                 d.name,
                 ended,
@@ -555,7 +561,8 @@ impl System {
                 d.stats.cpu_ns / 1_000 % 1_000,
                 d.weight,
                 d.stats.hypercalls,
-                d.stats.preemptions
+                d.stats.preemptions,
+                d.stats.bounces
             ));
             if let Some(vm) = &d.vm {
                 let sh = vm.shadow.stats();

@@ -201,6 +201,7 @@ fn traps_bounce_to_the_guest_kernel_and_iret_returns_to_user_mode() {
     assert_eq!((f.vector, f.error_code, f.cr2, f.flags, f.rip), (14, 6, 0xdead_0000, frame_flags::FROM_USER, handler + 32));
     assert_eq!(g.regs.rsp % 16, 0);
     assert!(g.regs.rsp < g.si.stack_top);
+    assert_eq!(g.sys.domains[0].stats.bounces, 1, "the fault was bounced");
 
     // A user-mode syscall is bounced to the syscall callback, not served.
     g.sys.domains[0].vcpu.kernel_mode = false;
@@ -210,6 +211,15 @@ fn traps_bounce_to_the_guest_kernel_and_iret_returns_to_user_mode() {
     let sp = g.regs.rsp;
     g.view().read(GuestSlice::new(sp, bytes.len() as u64), &mut bytes).unwrap();
     assert_eq!(TrapFrame::read_from_bytes(&bytes).unwrap().vector, hypercall_abi::trap::VECTOR_SYSCALL);
+
+    // Both bounces are counted apart from the hypercalls, and summarized.
+    let hypercalls = g.sys.domains[0].stats.hypercalls;
+    assert_eq!(g.sys.domains[0].stats.bounces, 2);
+    let (_, _) = g.call(Hypercall::AbiVersion, &[]);
+    assert_eq!(g.sys.domains[0].stats.hypercalls, hypercalls + 1, "a kernel-mode call is a hypercall");
+    assert_eq!(g.sys.domains[0].stats.bounces, 2, "and no bounce");
+    let summary = g.sys.summary().join("\n");
+    assert!(summary.contains(&format!("hypercalls={} preemptions=0 bounces=2", hypercalls + 1)), "{summary}");
 }
 
 /// Regression tests for two escapes found in review: pages the hypervisor

@@ -106,6 +106,7 @@ fn yield_round_robin_and_isolated_crash() {
     assert_eq!(sys.current().map(|d| d.id.0), None);
     let summary = sys.summary().join("\n");
     assert!(summary.contains("crashed (#PF at 0x400000)") && summary.contains("UNEXPECTED"), "{summary}");
+    assert_eq!(sys.domains[1].stats.bounces, 0, "a fault with no handler to bounce to is no bounce");
 }
 
 #[test]
