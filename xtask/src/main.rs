@@ -2,7 +2,7 @@
 //! benchmarking Parvus.
 //!
 //! Each subcommand lives in its own module ([`build`], [`run`], [`test`],
-//! [`bench`], [`setup`]); what they share is split by job: [`repo`] (where
+//! [`bench`], [`compare`], [`setup`]); what they share is split by job: [`repo`] (where
 //! things are), [`cargo_build`] (the nested bare-metal cargo builds, one per
 //! kind of crate), [`manifest`] (reading and checking a manifest file),
 //! [`bundle`] (writing the boot archive), [`native`] (booting a bare-metal
@@ -17,6 +17,7 @@ mod bench;
 mod build;
 mod bundle;
 mod cargo_build;
+mod compare;
 mod manifest;
 mod native;
 mod qemu;
@@ -34,7 +35,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Build, run, test and benchmark the Parvus hypervisor and its guests.
+/// Build, run, test, benchmark and compare the Parvus hypervisor and its guests.
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask", version, about)]
 struct Cli {
@@ -57,6 +58,11 @@ enum Command {
     /// Count the instructions of a hypercall round trip under QEMU -icount;
     /// prints a table and writes target/bench.json.
     Bench(bench::BenchArgs),
+    /// Run the workload natively, under trap-and-emulate and
+    /// paravirtualized under QEMU -icount; prints a table of instructions,
+    /// ratios, exits and hypercalls per operation and writes
+    /// target/compare/compare.json and compare.svg.
+    Compare(compare::CompareArgs),
     /// Install what run, test and bench need (QEMU), if it is missing.
     Setup,
 }
@@ -68,6 +74,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(&args),
         Command::Test(args) => test::main(&args),
         Command::Bench(args) => bench::main(&args),
+        Command::Compare(args) => compare::main(&args),
         Command::Setup => setup::main(),
     };
     match result {

@@ -97,6 +97,11 @@ impl Repo {
         self.root.join("target/bench.json")
     }
 
+    /// Where `compare` writes its JSON, chart and manifests.
+    pub fn compare_dir(&self) -> PathBuf {
+        self.root.join("target/compare")
+    }
+
     /// The folder of demo-guest crates.
     pub fn demo_guests_dir(&self) -> PathBuf {
         self.root.join("demo-guests")
