@@ -12,8 +12,10 @@
 //! The pieces, one file each:
 //! - [`guest_phys`]: guest-physical memory and its machine frames;
 //! - [`guest_walk`]: the guest's own page tables, walked as its MMU would;
-//! - [`shadow`]: the shadow page tables the CPU walks instead.
+//! - [`shadow`]: the shadow page tables the CPU walks instead;
+//! - [`store`]: a guest's store to a write-protected page table, carried out.
 
 pub mod guest_phys;
 pub mod guest_walk;
 pub mod shadow;
+pub mod store;
