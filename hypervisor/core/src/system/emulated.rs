@@ -30,6 +30,7 @@ use crate::emulated::inject::{deliver, EventKind};
 use crate::emulated::instructions::{emulate, Outcome};
 use crate::emulated::machine::VirtualMachine;
 use crate::emulated::shadow::{FaultOutcome, ShadowEnv};
+use crate::emulated::store::{emulate_store, SegmentBases, StoreError};
 use crate::emulated::{REAL_CS, REAL_SS};
 use crate::hypercall::TlbFlush;
 use crate::machine_memory::MachineMemory;
@@ -128,12 +129,38 @@ impl System {
             Ok(x) => x,
             Err(next) => return next,
         };
-        let why = format!(
-            "it writes to its own page table with {} ({:?}), which the store emulator does not support",
-            hex(&bytes),
-            insn.op
-        );
-        self.crash(p, frame, &why, 0)
+        let id = self.current.expect("running");
+        let crate::domain::Domain { vm, vcpu, frames, .. } = &mut self.domains[usize::from(id.0)];
+        let vm = vm.as_deref_mut().expect("an emulated domain");
+        let seg = SegmentBases { fs: vm.cpu.fs_base, gs: vm.cpu.gs_base };
+        let mut mem = GuestVirt::new(&mut *p.mem, GuestPhys::new(frames), vm.cpu.cr3, vm.cpu.nxe(), vm.cpu.user_mode());
+        let result = emulate_store(&insn, frame, &vcpu.fpu, seg, &mut mem);
+        let written = core::mem::take(&mut mem.written);
+        let tlb = self.sync_guest_writes(p, id, &written);
+        let vm = self.domains[usize::from(id.0)].vm.as_deref_mut().expect("an emulated domain");
+        match result {
+            Ok(()) => self.emulated_resume(p, frame, false, tlb),
+            Err(StoreError::Memory(VirtFault::PageFault { va, error_code })) => {
+                vm.exits.guest_page_faults += 1;
+                vm.cpu.cr2 = va;
+                self.emulated_inject(p, frame, 14, EventKind::Exception { error_code: Some(error_code) })
+            }
+            Err(StoreError::GeneralProtection) => {
+                vm.exits.exceptions += 1;
+                self.emulated_inject(p, frame, 13, EventKind::Exception { error_code: Some(0) })
+            }
+            Err(StoreError::Memory(VirtFault::NotRam(e))) => {
+                self.crash(p, frame, &format!("its store to a page table leads outside its RAM: {e}"), 0)
+            }
+            Err(StoreError::NotAStore) => {
+                let why = format!(
+                    "it writes to its own page table with {} ({:?}), which the store emulator does not support",
+                    hex(&bytes),
+                    insn.op
+                );
+                self.crash(p, frame, &why, 0)
+            }
+        }
     }
 
     /// A #GP or #NP: the guest ran a privileged instruction (or an `iretq`
