@@ -185,14 +185,22 @@ fn idle(system: &mut System, frame: &mut GuestRegs) {
 /// [`crate::arch::x86_64::gdt::select_guest_segments`]).
 pub fn point_at_current_vcpu(system: &mut System) {
     let cpu = this_cpu();
-    cpu.current_domain = system.current().map(|d| u32::from(d.id.0));
-    if let Some(d) = system.current_mut() {
+    let Some(d) = system.current_mut() else {
+        cpu.current_domain = None;
+        return;
+    };
+    let id = u32::from(d.id.0);
+    if cpu.current_domain != Some(id) {
+        // Another domain: everything that is per domain. (A switch between
+        // a paravirtualized guest's kernel and user modes, the common case,
+        // skips all of this.)
+        cpu.current_domain = Some(id);
         cpu.guest_fpu = core::ptr::addr_of_mut!(d.vcpu.fpu);
         crate::arch::x86_64::cpu::set_umip(d.umip);
         crate::arch::x86_64::gdt::select_guest_segments(d.is_emulated());
-        let (fs, gs) = d.segment_bases();
-        crate::arch::x86_64::cpu::set_guest_segment_bases(fs, gs);
     }
+    let (fs, gs) = d.segment_bases();
+    crate::arch::x86_64::cpu::set_guest_segment_bases(cpu, fs, gs);
 }
 
 /// Prints the summary and stops the machine.

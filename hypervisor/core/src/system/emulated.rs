@@ -110,9 +110,11 @@ impl System {
                 vm.cpu.cr2 = cr2;
                 self.emulated_inject(p, frame, 14, EventKind::Exception { error_code: Some(error_code) })
             }
-            Ok(FaultOutcome::WriteToPageTable { .. }) => {
+            Ok(FaultOutcome::WriteToPageTable { tlb, .. }) => {
+                // Filling the path may have write-protected a new table and
+                // downgraded writable leaves: that flush must happen too.
                 vm.exits.page_table_writes += 1;
-                self.emulated_page_table_write(p, frame)
+                self.emulated_page_table_write(p, frame, tlb)
             }
             Err(e) => self.crash(p, frame, &format!("its shadow page tables cannot follow its own: {e}"), cr2),
         }
@@ -124,9 +126,12 @@ impl System {
         &mut self,
         p: &mut Platform<'_, M, C>,
         frame: &mut GuestRegs,
+        fill_tlb: TlbFlush,
     ) -> Next {
         let (bytes, insn) = match self.fetch_and_decode(p, frame) {
             Ok(x) => x,
+            // (A switch reloads CR3, which flushes anyway.)
+            Err(Next::Resume { tlb }) => return Next::Resume { tlb: merge(tlb, fill_tlb) },
             Err(next) => return next,
         };
         let id = self.current.expect("running");
@@ -136,7 +141,7 @@ impl System {
         let mut mem = GuestVirt::new(&mut *p.mem, GuestPhys::new(frames), vm.cpu.cr3, vm.cpu.nxe(), vm.cpu.user_mode());
         let result = emulate_store(&insn, frame, &vcpu.fpu, seg, &mut mem);
         let written = core::mem::take(&mut mem.written);
-        let tlb = self.sync_guest_writes(p, id, &written);
+        let tlb = merge(fill_tlb, self.sync_guest_writes(p, id, &written));
         let vm = self.domains[usize::from(id.0)].vm.as_deref_mut().expect("an emulated domain");
         match result {
             Ok(()) => self.emulated_resume(p, frame, false, tlb),
