@@ -142,7 +142,13 @@ fn apply_slow(next: Next, system: &mut System, frame: &mut GuestRegs) {
             // when it is made (parvus_core::emulated::shadow).
             unsafe { switch_address_space(root) };
             entry::set_syscall_path(door);
-            point_at_current_vcpu(system);
+            // A paravirtualized guest switching between its kernel and user
+            // modes keeps everything else; another domain, or an emulated
+            // kernel (whose segment bases may have changed), does not.
+            let same_domain = this_cpu().current_domain == system.current_id().map(|id| u32::from(id.0));
+            if !same_domain || door == Door::Emulated {
+                point_at_current_vcpu(system);
+            }
         }
         Next::Idle => return idle(system, frame),
         Next::Finished { all_as_expected } => finish(system, all_as_expected),
