@@ -89,18 +89,14 @@ impl System {
         cr2: u64,
     ) -> Next {
         let id = self.current.expect("running");
-        let d = &mut self.domains[usize::from(id.0)];
-        let vm = d.vm.as_deref_mut().expect("an emulated domain");
-        let access = Access { write: frame.error_code & 2 != 0, user: vm.cpu.user_mode(), fetch: frame.error_code & 16 != 0 };
-        let mut env = ShadowEnv {
-            mem: &mut *p.mem,
-            frames: &mut self.frames,
-            guest: GuestPhys::new(&d.frames),
-            hypervisor_half: &self.hypervisor_half,
-            nxe: vm.cpu.nxe(),
-        };
-        let mode = vm.mode();
-        match vm.shadow.on_page_fault(&mut env, vm.cpu.cr3, mode, cr2, access) {
+        let (write, fetch) = (frame.error_code & 2 != 0, frame.error_code & 16 != 0);
+        let outcome = self.with_shadow(p.mem, id, |vm, env| {
+            let access = Access { write, user: vm.cpu.user_mode(), fetch };
+            let (cr3, mode) = (vm.cpu.cr3, vm.mode());
+            vm.shadow.on_page_fault(env, cr3, mode, cr2, access)
+        });
+        let vm = self.vm_parts().1;
+        match outcome {
             Ok(FaultOutcome::Filled { tlb }) => {
                 vm.exits.shadow_fills += 1;
                 self.emulated_resume(p, frame, false, tlb)
@@ -294,16 +290,29 @@ impl System {
         id: DomainId,
         written: &[(crate::emulated::guest_phys::Gpa, u64)],
     ) -> TlbFlush {
+        self.with_shadow(p.mem, id, |vm, env| {
+            written.iter().fold(TlbFlush::None, |tlb, &(gpa, len)| merge(tlb, vm.shadow.guest_wrote(env, gpa, len)))
+        })
+    }
+
+    /// Runs `f` on the virtual machine of emulated domain `id` and the
+    /// shadow environment of its memory.
+    fn with_shadow<M: MachineMemory, R>(
+        &mut self,
+        mem: &mut M,
+        id: DomainId,
+        f: impl FnOnce(&mut VirtualMachine, &mut ShadowEnv<'_, M>) -> R,
+    ) -> R {
         let d = &mut self.domains[usize::from(id.0)];
         let vm = d.vm.as_deref_mut().expect("an emulated domain");
         let mut env = ShadowEnv {
-            mem: &mut *p.mem,
+            mem,
             frames: &mut self.frames,
             guest: GuestPhys::new(&d.frames),
             hypervisor_half: &self.hypervisor_half,
             nxe: vm.cpu.nxe(),
         };
-        written.iter().fold(TlbFlush::None, |tlb, &(gpa, len)| merge(tlb, vm.shadow.guest_wrote(&mut env, gpa, len)))
+        f(vm, &mut env)
     }
 
     /// A `syscall` from the emulated domain: done as the CPU would, from
@@ -420,24 +429,15 @@ impl System {
         if !space_changed && vm.root.is_some() {
             return Next::Resume { tlb };
         }
-        let mut env = ShadowEnv {
-            mem: &mut *p.mem,
-            frames: &mut self.frames,
-            guest: GuestPhys::new(&d.frames),
-            hypervisor_half: &self.hypervisor_half,
-            nxe: vm.cpu.nxe(),
-        };
-        let mode = vm.mode();
-        match vm.shadow.root(&mut env, vm.cpu.cr3, mode) {
-            Ok(root) => {
-                vm.root = Some(root);
-                Next::Switch { root, door: Door::Emulated }
-            }
-            Err(e) => {
-                vm.root = None;
-                let why = format!("no shadow page table for its CR3 {:#x}: {e}", vm.cpu.cr3);
-                self.crash(p, frame, &why, 0)
-            }
+        let root = self.with_shadow(p.mem, id, |vm, env| {
+            let (cr3, mode) = (vm.cpu.cr3, vm.mode());
+            let result = vm.shadow.root(env, cr3, mode);
+            vm.root = result.as_ref().ok().copied();
+            result.map_err(|e| (cr3, e))
+        });
+        match root {
+            Ok(root) => Next::Switch { root, door: Door::Emulated },
+            Err((cr3, e)) => self.crash(p, frame, &format!("no shadow page table for its CR3 {cr3:#x}: {e}"), 0),
         }
     }
 
@@ -472,17 +472,13 @@ impl System {
     /// Frees the shadow tables of an emulated domain that ended. The
     /// kernel loads another CR3 before anything is allocated again.
     pub(super) fn drop_shadows<M: MachineMemory>(&mut self, mem: &mut M, id: DomainId) {
-        let d = &mut self.domains[usize::from(id.0)];
-        let Some(vm) = d.vm.as_deref_mut() else { return };
-        let mut env = ShadowEnv {
-            mem,
-            frames: &mut self.frames,
-            guest: GuestPhys::new(&d.frames),
-            hypervisor_half: &self.hypervisor_half,
-            nxe: vm.cpu.nxe(),
-        };
-        vm.shadow.drop_all(&mut env);
-        vm.root = None;
+        if self.domains[usize::from(id.0)].vm.is_none() {
+            return;
+        }
+        self.with_shadow(mem, id, |vm, env| {
+            vm.shadow.drop_all(env);
+            vm.root = None;
+        });
     }
 }
 
