@@ -156,7 +156,7 @@ impl System {
             Err(StoreError::NotAStore) => {
                 let why = format!(
                     "it writes to its own page table with {} ({:?}), which the store emulator does not support",
-                    hex(&bytes),
+                    hex(&bytes[..insn.len.min(bytes.len())]),
                     insn.op
                 );
                 self.crash(p, frame, &why, 0)
@@ -231,7 +231,7 @@ impl System {
                 self.emulated_inject(p, frame, 14, EventKind::Exception { error_code: Some(error_code) })
             }
             Err(e) => {
-                let why = format!("it ran {} ({:?}), which cannot be emulated: {e}", hex(&bytes), insn.op);
+                let why = format!("it ran {} ({:?}), which cannot be emulated: {e}", hex(&bytes[..insn.len.min(bytes.len())]), insn.op);
                 self.crash(p, frame, &why, 0)
             }
         }
@@ -275,7 +275,7 @@ impl System {
             }
             Err(e) => {
                 let what = crate::fault::exception_name(frame.vector).0;
-                let why = format!("it raised {what} at {} and the decoder says: {e}", hex(&bytes));
+                let why = format!("it raised {what} at the bytes {} and the decoder says: {e}", hex(&bytes));
                 Err(self.crash(p, frame, &why, 0))
             }
         }
