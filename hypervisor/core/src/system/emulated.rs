@@ -155,7 +155,7 @@ impl System {
             }
             Err(StoreError::NotAStore) => {
                 let why = format!(
-                    "it writes to its own page table with {} ({:?}), which the store emulator does not support",
+                    "it writes to its own page table with {} ({}), which the store emulator does not support",
                     hex(&bytes[..insn.len.min(bytes.len())]),
                     insn.op
                 );
@@ -231,7 +231,7 @@ impl System {
                 self.emulated_inject(p, frame, 14, EventKind::Exception { error_code: Some(error_code) })
             }
             Err(e) => {
-                let why = format!("it ran {} ({:?}), which cannot be emulated: {e}", hex(&bytes[..insn.len.min(bytes.len())]), insn.op);
+                let why = format!("it ran {} ({}), which cannot be emulated: {e}", hex(&bytes[..insn.len.min(bytes.len())]), insn.op);
                 self.crash(p, frame, &why, 0)
             }
         }
