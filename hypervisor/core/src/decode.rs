@@ -514,6 +514,7 @@ fn two_byte(c: &mut Cursor<'_>, p: &Prefixes) -> Result<Op, DecodeError> {
 }
 
 pub mod data;
+mod display;
 #[cfg(test)]
 mod tests;
 

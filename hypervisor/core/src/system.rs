@@ -155,6 +155,12 @@ impl System {
         self.current.map(|id| &self.domains[usize::from(id.0)])
     }
 
+    /// The id of the running domain.
+    #[inline]
+    pub fn current_id(&self) -> Option<DomainId> {
+        self.current
+    }
+
     /// The running domain, mutably (the kernel points its per-CPU data at
     /// the vCPU's x87/SSE area).
     pub fn current_mut(&mut self) -> Option<&mut Domain> {

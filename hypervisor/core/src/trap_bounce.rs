@@ -121,7 +121,8 @@ pub fn stack_access(
     let writing = matches!(access, StackAccess::Write(_));
     // Translate both pages before touching either: all or nothing.
     let mut maddrs = [0u64; 2];
-    for (i, page) in [first_page, last_page].into_iter().enumerate() {
+    let pages = if first_page == last_page { 1 } else { 2 };
+    for (i, page) in [first_page, last_page].into_iter().take(pages).enumerate() {
         let cached = vcpu.stack_pages.iter().find(|(p, _, root)| *p == page && *root == vcpu.kernel_root);
         maddrs[i] = match cached {
             // A cached page was translated for writing, so reads are fine too.

@@ -142,7 +142,13 @@ fn apply_slow(next: Next, system: &mut System, frame: &mut GuestRegs) {
             // when it is made (parvus_core::emulated::shadow).
             unsafe { switch_address_space(root) };
             entry::set_syscall_path(door);
-            point_at_current_vcpu(system);
+            // A paravirtualized guest switching between its kernel and user
+            // modes keeps everything else; another domain, or an emulated
+            // kernel (whose segment bases may have changed), does not.
+            let same_domain = this_cpu().current_domain == system.current_id().map(|id| u32::from(id.0));
+            if !same_domain || door == Door::Emulated {
+                point_at_current_vcpu(system);
+            }
         }
         Next::Idle => return idle(system, frame),
         Next::Finished { all_as_expected } => finish(system, all_as_expected),
@@ -185,14 +191,22 @@ fn idle(system: &mut System, frame: &mut GuestRegs) {
 /// [`crate::arch::x86_64::gdt::select_guest_segments`]).
 pub fn point_at_current_vcpu(system: &mut System) {
     let cpu = this_cpu();
-    cpu.current_domain = system.current().map(|d| u32::from(d.id.0));
-    if let Some(d) = system.current_mut() {
+    let Some(d) = system.current_mut() else {
+        cpu.current_domain = None;
+        return;
+    };
+    let id = u32::from(d.id.0);
+    if cpu.current_domain != Some(id) {
+        // Another domain: everything that is per domain. (A switch between
+        // a paravirtualized guest's kernel and user modes, the common case,
+        // skips all of this.)
+        cpu.current_domain = Some(id);
         cpu.guest_fpu = core::ptr::addr_of_mut!(d.vcpu.fpu);
         crate::arch::x86_64::cpu::set_umip(d.umip);
         crate::arch::x86_64::gdt::select_guest_segments(d.is_emulated());
-        let (fs, gs) = d.segment_bases();
-        crate::arch::x86_64::cpu::set_guest_segment_bases(fs, gs);
     }
+    let (fs, gs) = d.segment_bases();
+    crate::arch::x86_64::cpu::set_guest_segment_bases(cpu, fs, gs);
 }
 
 /// Prints the summary and stops the machine.

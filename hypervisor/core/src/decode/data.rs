@@ -190,7 +190,13 @@ pub(super) fn decode(b: u8, c: &mut Cursor<'_>, p: &Prefixes) -> Result<Option<S
         0x00 | 0x01 | 0x08 | 0x09 | 0x20 | 0x21 | 0x28 | 0x29 | 0x30 | 0x31 => {
             let locked = lockable(p)?;
             let (dst, reg) = mem_reg(c, p, size)?;
-            StoreOp::Alu { op: alu_op(b >> 3).ok_or(DecodeError::Unsupported)?, dst, src: Source::Reg(reg), size, locked }
+            StoreOp::Alu {
+                op: alu_op(b >> 3).ok_or(DecodeError::Unsupported)?,
+                dst,
+                src: Source::Reg(reg),
+                size,
+                locked,
+            }
         }
         0x80 | 0x81 | 0x83 => {
             let locked = lockable(p)?;

@@ -128,6 +128,17 @@ impl<'a, M: MachineMemory> GuestVirt<'a, M> {
     }
 }
 
+/// The store emulator reaches guest memory the same way as everything else.
+impl<M: MachineMemory> super::store::GuestMemoryAccess for GuestVirt<'_, M> {
+    type Error = VirtFault;
+    fn read(&mut self, va: u64, buf: &mut [u8]) -> Result<(), VirtFault> {
+        GuestVirt::read(self, va, buf, false)
+    }
+    fn write(&mut self, va: u64, data: &[u8]) -> Result<(), VirtFault> {
+        GuestVirt::write(self, va, data)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -17,6 +17,7 @@
 //! - [`guest_walk`]: the guest's own page tables, walked as its MMU would;
 //! - [`guest_virt`]: guest-virtual memory, reached through that walk;
 //! - [`shadow`]: the shadow page tables the CPU walks instead;
+//! - [`store`]: a guest's store to a write-protected page table, carried out;
 //! - [`instructions`]: privileged instructions carried out on the virtual CPU;
 //! - [`inject`]: interrupts and exceptions delivered through the guest's IDT;
 //! - [`devices`]: the UART, PICs and PIT behind its I/O ports;
@@ -35,6 +36,7 @@ pub mod instructions;
 pub mod loader;
 pub mod machine;
 pub mod shadow;
+pub mod store;
 
 /// The real code selector an emulated kernel runs on, in either of its
 /// modes: GDT slot 15 (`hypercall_abi::bare_metal::RESERVED_GDT_SLOT` + 1),

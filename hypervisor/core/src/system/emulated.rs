@@ -30,6 +30,7 @@ use crate::emulated::inject::{deliver, EventKind};
 use crate::emulated::instructions::{emulate, Outcome};
 use crate::emulated::machine::VirtualMachine;
 use crate::emulated::shadow::{FaultOutcome, ShadowEnv};
+use crate::emulated::store::{emulate_store, SegmentBases, StoreError};
 use crate::emulated::{REAL_CS, REAL_SS};
 use crate::hypercall::TlbFlush;
 use crate::machine_memory::MachineMemory;
@@ -88,18 +89,14 @@ impl System {
         cr2: u64,
     ) -> Next {
         let id = self.current.expect("running");
-        let d = &mut self.domains[usize::from(id.0)];
-        let vm = d.vm.as_deref_mut().expect("an emulated domain");
-        let access = Access { write: frame.error_code & 2 != 0, user: vm.cpu.user_mode(), fetch: frame.error_code & 16 != 0 };
-        let mut env = ShadowEnv {
-            mem: &mut *p.mem,
-            frames: &mut self.frames,
-            guest: GuestPhys::new(&d.frames),
-            hypervisor_half: &self.hypervisor_half,
-            nxe: vm.cpu.nxe(),
-        };
-        let mode = vm.mode();
-        match vm.shadow.on_page_fault(&mut env, vm.cpu.cr3, mode, cr2, access) {
+        let (write, fetch) = (frame.error_code & 2 != 0, frame.error_code & 16 != 0);
+        let outcome = self.with_shadow(p.mem, id, |vm, env| {
+            let access = Access { write, user: vm.cpu.user_mode(), fetch };
+            let (cr3, mode) = (vm.cpu.cr3, vm.mode());
+            vm.shadow.on_page_fault(env, cr3, mode, cr2, access)
+        });
+        let vm = self.vm_parts().1;
+        match outcome {
             Ok(FaultOutcome::Filled { tlb }) => {
                 vm.exits.shadow_fills += 1;
                 self.emulated_resume(p, frame, false, tlb)
@@ -109,9 +106,11 @@ impl System {
                 vm.cpu.cr2 = cr2;
                 self.emulated_inject(p, frame, 14, EventKind::Exception { error_code: Some(error_code) })
             }
-            Ok(FaultOutcome::WriteToPageTable { .. }) => {
+            Ok(FaultOutcome::WriteToPageTable { tlb, .. }) => {
+                // Filling the path may have write-protected a new table and
+                // downgraded writable leaves: that flush must happen too.
                 vm.exits.page_table_writes += 1;
-                self.emulated_page_table_write(p, frame)
+                self.emulated_page_table_write(p, frame, tlb)
             }
             Err(e) => self.crash(p, frame, &format!("its shadow page tables cannot follow its own: {e}"), cr2),
         }
@@ -123,17 +122,46 @@ impl System {
         &mut self,
         p: &mut Platform<'_, M, C>,
         frame: &mut GuestRegs,
+        fill_tlb: TlbFlush,
     ) -> Next {
         let (bytes, insn) = match self.fetch_and_decode(p, frame) {
             Ok(x) => x,
+            // (A switch reloads CR3, which flushes anyway.)
+            Err(Next::Resume { tlb }) => return Next::Resume { tlb: merge(tlb, fill_tlb) },
             Err(next) => return next,
         };
-        let why = format!(
-            "it writes to its own page table with {} ({:?}), which the store emulator does not support",
-            hex(&bytes),
-            insn.op
-        );
-        self.crash(p, frame, &why, 0)
+        let id = self.current.expect("running");
+        let crate::domain::Domain { vm, vcpu, frames, .. } = &mut self.domains[usize::from(id.0)];
+        let vm = vm.as_deref_mut().expect("an emulated domain");
+        let seg = SegmentBases { fs: vm.cpu.fs_base, gs: vm.cpu.gs_base };
+        let mut mem = GuestVirt::new(&mut *p.mem, GuestPhys::new(frames), vm.cpu.cr3, vm.cpu.nxe(), vm.cpu.user_mode());
+        let result = emulate_store(&insn, frame, &vcpu.fpu, seg, &mut mem);
+        let written = core::mem::take(&mut mem.written);
+        let tlb = merge(fill_tlb, self.sync_guest_writes(p, id, &written));
+        let vm = self.domains[usize::from(id.0)].vm.as_deref_mut().expect("an emulated domain");
+        match result {
+            Ok(()) => self.emulated_resume(p, frame, false, tlb),
+            Err(StoreError::Memory(VirtFault::PageFault { va, error_code })) => {
+                vm.exits.guest_page_faults += 1;
+                vm.cpu.cr2 = va;
+                self.emulated_inject(p, frame, 14, EventKind::Exception { error_code: Some(error_code) })
+            }
+            Err(StoreError::GeneralProtection) => {
+                vm.exits.exceptions += 1;
+                self.emulated_inject(p, frame, 13, EventKind::Exception { error_code: Some(0) })
+            }
+            Err(StoreError::Memory(VirtFault::NotRam(e))) => {
+                self.crash(p, frame, &format!("its store to a page table leads outside its RAM: {e}"), 0)
+            }
+            Err(StoreError::NotAStore) => {
+                let why = format!(
+                    "it writes to its own page table with {} ({}), which the store emulator does not support",
+                    hex(&bytes[..insn.len.min(bytes.len())]),
+                    insn.op
+                );
+                self.crash(p, frame, &why, 0)
+            }
+        }
     }
 
     /// A #GP or #NP: the guest ran a privileged instruction (or an `iretq`
@@ -203,7 +231,7 @@ impl System {
                 self.emulated_inject(p, frame, 14, EventKind::Exception { error_code: Some(error_code) })
             }
             Err(e) => {
-                let why = format!("it ran {} ({:?}), which cannot be emulated: {e}", hex(&bytes), insn.op);
+                let why = format!("it ran {} ({}), which cannot be emulated: {e}", hex(&bytes[..insn.len.min(bytes.len())]), insn.op);
                 self.crash(p, frame, &why, 0)
             }
         }
@@ -247,7 +275,7 @@ impl System {
             }
             Err(e) => {
                 let what = crate::fault::exception_name(frame.vector).0;
-                let why = format!("it raised {what} at {} and the decoder says: {e}", hex(&bytes));
+                let why = format!("it raised {what} at the bytes {} and the decoder says: {e}", hex(&bytes));
                 Err(self.crash(p, frame, &why, 0))
             }
         }
@@ -262,16 +290,29 @@ impl System {
         id: DomainId,
         written: &[(crate::emulated::guest_phys::Gpa, u64)],
     ) -> TlbFlush {
+        self.with_shadow(p.mem, id, |vm, env| {
+            written.iter().fold(TlbFlush::None, |tlb, &(gpa, len)| merge(tlb, vm.shadow.guest_wrote(env, gpa, len)))
+        })
+    }
+
+    /// Runs `f` on the virtual machine of emulated domain `id` and the
+    /// shadow environment of its memory.
+    fn with_shadow<M: MachineMemory, R>(
+        &mut self,
+        mem: &mut M,
+        id: DomainId,
+        f: impl FnOnce(&mut VirtualMachine, &mut ShadowEnv<'_, M>) -> R,
+    ) -> R {
         let d = &mut self.domains[usize::from(id.0)];
         let vm = d.vm.as_deref_mut().expect("an emulated domain");
         let mut env = ShadowEnv {
-            mem: &mut *p.mem,
+            mem,
             frames: &mut self.frames,
             guest: GuestPhys::new(&d.frames),
             hypervisor_half: &self.hypervisor_half,
             nxe: vm.cpu.nxe(),
         };
-        written.iter().fold(TlbFlush::None, |tlb, &(gpa, len)| merge(tlb, vm.shadow.guest_wrote(&mut env, gpa, len)))
+        f(vm, &mut env)
     }
 
     /// A `syscall` from the emulated domain: done as the CPU would, from
@@ -388,24 +429,15 @@ impl System {
         if !space_changed && vm.root.is_some() {
             return Next::Resume { tlb };
         }
-        let mut env = ShadowEnv {
-            mem: &mut *p.mem,
-            frames: &mut self.frames,
-            guest: GuestPhys::new(&d.frames),
-            hypervisor_half: &self.hypervisor_half,
-            nxe: vm.cpu.nxe(),
-        };
-        let mode = vm.mode();
-        match vm.shadow.root(&mut env, vm.cpu.cr3, mode) {
-            Ok(root) => {
-                vm.root = Some(root);
-                Next::Switch { root, door: Door::Emulated }
-            }
-            Err(e) => {
-                vm.root = None;
-                let why = format!("no shadow page table for its CR3 {:#x}: {e}", vm.cpu.cr3);
-                self.crash(p, frame, &why, 0)
-            }
+        let root = self.with_shadow(p.mem, id, |vm, env| {
+            let (cr3, mode) = (vm.cpu.cr3, vm.mode());
+            let result = vm.shadow.root(env, cr3, mode);
+            vm.root = result.as_ref().ok().copied();
+            result.map_err(|e| (cr3, e))
+        });
+        match root {
+            Ok(root) => Next::Switch { root, door: Door::Emulated },
+            Err((cr3, e)) => self.crash(p, frame, &format!("no shadow page table for its CR3 {cr3:#x}: {e}"), 0),
         }
     }
 
@@ -440,17 +472,13 @@ impl System {
     /// Frees the shadow tables of an emulated domain that ended. The
     /// kernel loads another CR3 before anything is allocated again.
     pub(super) fn drop_shadows<M: MachineMemory>(&mut self, mem: &mut M, id: DomainId) {
-        let d = &mut self.domains[usize::from(id.0)];
-        let Some(vm) = d.vm.as_deref_mut() else { return };
-        let mut env = ShadowEnv {
-            mem,
-            frames: &mut self.frames,
-            guest: GuestPhys::new(&d.frames),
-            hypervisor_half: &self.hypervisor_half,
-            nxe: vm.cpu.nxe(),
-        };
-        vm.shadow.drop_all(&mut env);
-        vm.root = None;
+        if self.domains[usize::from(id.0)].vm.is_none() {
+            return;
+        }
+        self.with_shadow(mem, id, |vm, env| {
+            vm.shadow.drop_all(env);
+            vm.root = None;
+        });
     }
 }
 

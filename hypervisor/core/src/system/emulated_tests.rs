@@ -171,3 +171,66 @@ fn a_pit_tick_wakes_a_halted_kernel_through_its_idt() {
     let pushed_rip = phys.read_u64(&mem, crate::emulated::guest_phys::Gpa(frame.rsp)).unwrap();
     assert_eq!(pushed_rip, KERNEL + 1, "it resumes after the hlt");
 }
+
+mod hostile {
+    //! Whatever bytes a hostile emulated kernel faults on, with whatever
+    //! registers and virtual CPU state, the hypervisor answers without
+    //! panicking: it emulates, reflects, or stops the domain.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        #[test]
+        fn no_exit_panics_the_hypervisor(
+            code in proptest::collection::vec(any::<u8>(), 1..16),
+            prefix in proptest::sample::select(alloc::vec![
+                alloc::vec![], alloc::vec![0x0fu8, 0x01], alloc::vec![0x0f, 0x22], alloc::vec![0x0f, 0x20],
+                alloc::vec![0x48, 0xcf], alloc::vec![0x48, 0xcb], alloc::vec![0x0f, 0x00], alloc::vec![0x8e],
+                alloc::vec![0x48, 0x0f, 0x07], alloc::vec![0x0f, 0x30], alloc::vec![0x0f, 0x32],
+            ]),
+            regs in proptest::array::uniform16(any::<u64>()),
+            vector in proptest::sample::select(alloc::vec![6u64, 11, 13, 14, 0, 3]),
+            error_code in any::<u16>(),
+            cr2 in any::<u64>(),
+            user in any::<bool>(),
+            small_rsp in any::<bool>(),
+            then_timer in any::<bool>(),
+        ) {
+            let mut bytes = prefix.clone();
+            bytes.extend_from_slice(&code);
+            let (mut sys, mut mem) = emulated_system(&bytes, Expect::Crash);
+            let mut frame = GuestRegs::default();
+            let mut out = String::new();
+            sys.start(&mut Platform { mem: &mut mem, console: &mut out, tsc: 0 }, &mut frame);
+            {
+                let vm = sys.domains[0].vm.as_deref_mut().unwrap();
+                vm.cpu.cpl = if user { 3 } else { 0 };
+                vm.cpu.idtr = crate::emulated::cpu::TableRegister { base: regs[0] & 0x3f_ffff, limit: regs[1] as u16 };
+                vm.cpu.tss_base = regs[2] & 0x3f_ffff;
+            }
+            for (n, value) in regs.iter().enumerate() {
+                frame.set_gpr(n as u8, *value);
+            }
+            if small_rsp {
+                frame.rsp = regs[4] & 0x3f_fff8;
+            }
+            frame.vector = vector;
+            frame.error_code = u64::from(error_code);
+            frame.rip = KERNEL;
+            let mut p = Platform { mem: &mut mem, console: &mut out, tsc: 10 };
+            let _ = sys.on_guest_exception(&mut p, &mut frame, cr2);
+            if then_timer {
+                p.tsc = 50_000_000;
+                let _ = sys.on_timer(&mut p, &mut frame);
+            }
+            // Whatever happened, the books balance: a domain that ended
+            // holds no frames, shadow frames are only held while it lives.
+            let d = &sys.domains[0];
+            if !d.is_alive() {
+                prop_assert!(d.frames.is_empty());
+                prop_assert_eq!(sys.frames.count_owned(crate::frame_table::Owner::Hypervisor), 0);
+            }
+        }
+    }
+}

@@ -76,22 +76,18 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-/// The guest FS and GS bases last given to the CPU (to skip the MSR
-/// writes when nothing changes, which is every paravirtualized switch).
-static GUEST_BASES: spin::Mutex<(u64, u64)> = spin::Mutex::new((0, 0));
-
-/// Gives the CPU the FS and GS bases the next guest runs with. Called in
-/// the hypervisor, between the entry's `swapgs` and the exit's: the guest's
-/// GS base is then in IA32_KERNEL_GS_BASE, and the exit's `swapgs` makes it
-/// the active one.
-pub fn set_guest_segment_bases(fs: u64, gs: u64) {
-    let mut last = GUEST_BASES.lock();
-    if *last == (fs, gs) {
+/// Gives the CPU the FS and GS bases the next guest runs with (a no-op
+/// when they are those it has, as for every paravirtualized guest). Called
+/// in the hypervisor, between the entry's `swapgs` and the exit's: the
+/// guest's GS base is then in IA32_KERNEL_GS_BASE, and the exit's `swapgs`
+/// makes it the active one.
+pub fn set_guest_segment_bases(cpu: &mut super::percpu::PerCpu, fs: u64, gs: u64) {
+    if cpu.guest_segment_bases == (fs, gs) {
         return;
     }
-    *last = (fs, gs);
-    // Both are canonical or the write would fault: the emulator stores
-    // whatever the guest wrote, so clamp a non-canonical one to 0 (the
+    cpu.guest_segment_bases = (fs, gs);
+    // The emulator stores whatever the guest wrote; a non-canonical base
+    // would make the MSR write fault in ring 0, so it becomes 0 (the
     // guest then faults on its own use of it, not the hypervisor).
     let canonical = |v: u64| if ((v as i64) << 16 >> 16) as u64 == v { v } else { 0 };
     x86_64::registers::model_specific::FsBase::write(x86_64::VirtAddr::new_truncate(canonical(fs)));

@@ -89,6 +89,28 @@ global_asm!(
     pop rax
     .endm
 
+    /* The slow lane of every syscall door: switch to the per-CPU stack and
+       build the GuestRegs frame a fault from ring 3 would build, with the
+       selectors the guest runs on (`ss`, `cs`), then call the logic. */
+    .macro SYSCALL_FRAME ss, cs
+    swapgs
+    mov gs:[{scratch}], rsp
+    mov rsp, gs:[{stack_top}]
+    push \ss
+    push qword ptr gs:[{scratch}]
+    push r11                               /* guest RFLAGS */
+    push \cs
+    push rcx                               /* guest RIP */
+    push 0                                 /* error code */
+    push {vector_syscall}
+    PUSH_GPRS
+    mov rax, gs:[{fpu}]                    /* rax is saved: free */
+    fxsave64 [rax]
+    mov rdi, rsp
+    call {hypercall}
+    jmp return_to_guest
+    .endm
+
     .section .text, "ax"
     .p2align 6
     .global syscall_entry
@@ -101,22 +123,7 @@ syscall_entry:
        is a system call for the guest kernel, so there is no fast lane. */
     .global syscall_user_entry
 syscall_user_entry:
-    swapgs
-    mov gs:[{scratch}], rsp
-    mov rsp, gs:[{stack_top}]
-    push {guest_ss}
-    push qword ptr gs:[{scratch}]
-    push r11                               /* guest RFLAGS */
-    push {guest_cs}
-    push rcx                               /* guest RIP */
-    push 0                                 /* error code */
-    push {vector_syscall}
-    PUSH_GPRS
-    mov rax, gs:[{fpu}]                    /* rax is saved: free */
-    fxsave64 [rax]
-    mov rdi, rsp
-    call {hypercall}
-    jmp return_to_guest
+    SYSCALL_FRAME {guest_ss}, {guest_cs}
 
     /* LSTAR points here while an emulated kernel runs: `syscall` is one of
        its instructions, emulated like any other, and the frame records the
@@ -124,22 +131,7 @@ syscall_user_entry:
     .p2align 6
     .global syscall_emulated_entry
 syscall_emulated_entry:
-    swapgs
-    mov gs:[{scratch}], rsp
-    mov rsp, gs:[{stack_top}]
-    push {real_ss}
-    push qword ptr gs:[{scratch}]
-    push r11                               /* guest RFLAGS */
-    push {real_cs}
-    push rcx                               /* guest RIP */
-    push 0                                 /* error code */
-    push {vector_syscall}
-    PUSH_GPRS
-    mov rax, gs:[{fpu}]                    /* rax is saved: free */
-    fxsave64 [rax]
-    mov rdi, rsp
-    call {hypercall}
-    jmp return_to_guest
+    SYSCALL_FRAME {real_ss}, {real_cs}
 
     /* The floor path (bench_floor): a syscall round trip that does nothing. */
     .p2align 6

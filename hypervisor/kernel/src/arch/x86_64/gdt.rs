@@ -83,6 +83,10 @@ const _: () = assert!(parvus_core::emulated::REAL_CS == (EMULATED_SLOTS[1] as u6
 /// returning from ring 3 to ring 3, so the hypervisor sees the switch.
 pub fn select_guest_segments(emulated: bool) {
     let gdt = core::ptr::addr_of_mut!(GDT);
+    // SAFETY: one CPU with interrupts off in ring 0: no other access to the GDT.
+    if unsafe { (*gdt)[EMULATED_SLOTS[1]] } & PRESENT != 0 && emulated {
+        return;
+    }
     let (on, off) = if emulated { (EMULATED_SLOTS, PV_SLOTS) } else { (PV_SLOTS, EMULATED_SLOTS) };
     // SAFETY: (1) one CPU, interrupts off in ring 0, so nothing else reads or
     // writes the GDT now; (2) the descriptors changed are ring-3 ones, which

@@ -29,8 +29,11 @@ pub struct PerCpu {
     pub guest_fpu: *mut FpuState,
     /// Where `syscall` currently goes.
     pub syscall_path: parvus_core::system::Door,
-    /// The domain running on this CPU (for fault reports).
+    /// The domain running on this CPU (for fault reports, and to skip the
+    /// per-domain set-up when the same domain runs again).
     pub current_domain: Option<u32>,
+    /// The FS and GS bases the running guest has (0 for paravirtualized guests).
+    pub guest_segment_bases: (u64, u64),
 }
 
 /// Offset of [`PerCpu::self_ptr`].
@@ -51,7 +54,7 @@ static mut BSP_STACK: Stack = Stack([0; STACK_SIZE]);
 /// does; the pointer is never dangling).
 static mut BOOT_FPU: FpuState = FpuState([0; 512]);
 
-static mut BSP: PerCpu = PerCpu { self_ptr: 0, scratch_rsp: 0, stack_top: 0, guest_fpu: core::ptr::addr_of_mut!(BOOT_FPU), syscall_path: parvus_core::system::Door::Kernel, current_domain: None };
+static mut BSP: PerCpu = PerCpu { self_ptr: 0, scratch_rsp: 0, stack_top: 0, guest_fpu: core::ptr::addr_of_mut!(BOOT_FPU), syscall_path: parvus_core::system::Door::Kernel, current_domain: None, guest_segment_bases: (0, 0) };
 
 /// Sets up the boot CPU's data and points GS at it. Returns its stack top.
 pub fn init_bsp() -> u64 {
