@@ -69,8 +69,9 @@ pub struct CompareArgs {
     /// QEMU runs at once (the figures do not depend on it).
     #[arg(long, default_value_t = 2)]
     pub jobs: usize,
-    /// A run that has not ended after this long is killed and reported.
-    #[arg(long, default_value_t = 120)]
+    /// A run that has not ended after this long is killed and reported
+    /// (the slowest, mmap emulated at 2n, takes about 4 s under TCG).
+    #[arg(long, default_value_t = 60)]
     pub timeout_seconds: u64,
 }
 
@@ -100,9 +101,13 @@ pub fn check_n(n: Option<u64>) -> Result<()> {
 /// what went wrong (with the crash or failure line when there is one).
 pub fn judge(run: &Run, domain: Option<&str>, captured: &Captured, timeout: Duration) -> Result<log::RunData, String> {
     if captured.timed_out {
-        let last = log::failure(&captured.serial)
-            .or_else(|| captured.serial.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string()))
-            .unwrap_or_else(|| "(nothing on the serial port)".to_string());
+        let last = match log::failure(&captured.serial) {
+            Some(failure) => failure,
+            None => match captured.serial.lines().rev().find(|l| !l.trim().is_empty()) {
+                Some(line) => format!("last serial line: {}", line.trim()),
+                None => "nothing on the serial port".to_string(),
+            },
+        };
         return Err(format!("did not end within {} s; {last}", timeout.as_secs()));
     }
     let status_ok = captured.status == Some(STATUS_ALL_AS_EXPECTED);
@@ -280,7 +285,7 @@ mod tests {
         assert_eq!(judge(&run, None, &captured(GOOD, Some(3), false), t).unwrap_err(), "the kernel exited 1");
         assert_eq!(
             judge(&run, None, &captured("workload: loaded\nworkload: fork", None, true), t).unwrap_err(),
-            "did not end within 60 s; workload: fork"
+            "did not end within 60 s; last serial line: workload: fork"
         );
         let crash = "workload: loaded\nparvus: ERROR domain 0 (workload) crashed: #GP\nparvus: summary\n";
         let emulated = Run { mode: Mode::Emulated, ..run };

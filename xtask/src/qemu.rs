@@ -166,13 +166,25 @@ impl QemuConfig {
         command
     }
 
-    /// The command line, for logs.
+    /// The command line, for logs, as a shell would take it (an argument
+    /// with spaces or quotes, such as `-append op=fork n=200`, is quoted).
     pub fn shell_line(&self) -> String {
         std::iter::once(OsString::from(QEMU))
             .chain(self.args())
-            .map(|a| a.to_string_lossy().into_owned())
+            .map(|a| shell_quote(&a.to_string_lossy()))
             .collect::<Vec<_>>()
             .join(" ")
+    }
+}
+
+/// `arg` as one shell word: as it is when it has only characters no shell
+/// treats specially, else in single quotes.
+pub fn shell_quote(arg: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_=,./:+@%".contains(c);
+    if !arg.is_empty() && arg.chars().all(plain) {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
     }
 }
 
@@ -284,6 +296,16 @@ mod tests {
         c.gdb = true;
         c.extra_args = vec!["-d".into(), "int".into()];
         assert!(c.shell_line().ends_with("-icount shift=0,align=off,sleep=off -s -S -d int"));
+        c.append = Some("op=fork n=200".into());
+        assert!(c.shell_line().contains(" -append 'op=fork n=200' "), "{}", c.shell_line());
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("isa-debug-exit,iobase=0xf4"), "isa-debug-exit,iobase=0xf4");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
     }
 
     #[test]

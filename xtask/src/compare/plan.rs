@@ -228,7 +228,7 @@ mod tests {
         let planner = Planner { repo: &repo, hypervisor: repo.hypervisor_elf(), guests, manifests_dir: dir.path().into() };
         let p = planner.prepare(Run { op: Op::Fault, n: 5, mode: Mode::Native }).unwrap();
         let line = p.qemu.shell_line();
-        assert!(line.contains(&format!("-initrd {} -append op=fault n=5", repo.bare_metal_elf("workload").display())), "{line}");
+        assert!(line.contains(&format!("-initrd {} -append 'op=fault n=5'", repo.bare_metal_elf("workload").display())), "{line}");
         assert!(line.contains("-icount shift=0,align=off,sleep=off"), "{line}");
         assert_eq!((p.manifest, p.domain), (None, None));
         let missing = Planner { repo: &Repo { root: dir.path().into() }, ..planner };
