@@ -1,9 +1,9 @@
-//! `cargo xtask`: the one tool for building, running, testing and
-//! benchmarking Parvus.
+//! `cargo xtask`: the one tool for building, running, testing,
+//! benchmarking and comparing Parvus.
 //!
-//! Each subcommand lives in its own module ([`build`], [`run`], [`test`],
-//! [`bench`], [`compare`], [`setup`]); what they share is split by job: [`repo`] (where
-//! things are), [`cargo_build`] (the nested bare-metal cargo builds, one per
+//! Each subcommand lives in its own module ([`build`], [`run`],
+//! [`test`](mod@test), [`bench`](mod@bench), [`compare`], [`setup`]); what
+//! they share is split by job: [`repo`] (where things are), [`cargo_build`] (the nested bare-metal cargo builds, one per
 //! kind of crate), [`manifest`] (reading and checking a manifest file),
 //! [`bundle`] (writing the boot archive), [`native`] (booting a bare-metal
 //! kernel under the boot shim, without the hypervisor), [`qemu`] (finding,
