@@ -100,6 +100,10 @@ impl<'a> GuestPhys<'a> {
     /// Reads the little-endian `u64` at `gpa` (a page-table entry: 8-byte
     /// aligned, so it never straddles a page).
     pub fn read_u64(&self, mem: &impl MachineMemory, gpa: Gpa) -> Result<u64, NotRam> {
+        if gpa.0.is_multiple_of(8) {
+            // Aligned (every page-table entry): within one page.
+            return Ok(mem.read_u64(self.maddr(gpa)?));
+        }
         let mut b = [0; 8];
         self.read(mem, gpa, &mut b)?;
         Ok(u64::from_le_bytes(b))

@@ -14,7 +14,6 @@
 use super::guest_phys::{Gpa, GuestPhys, NotRam};
 use super::guest_walk::{walk, Access, WalkFault};
 use crate::machine_memory::MachineMemory;
-use alloc::vec::Vec;
 use hypercall_abi::PAGE_SIZE;
 
 /// Why a guest-virtual access failed.
@@ -53,13 +52,34 @@ pub struct GuestVirt<'a, M: MachineMemory> {
     /// Accesses are made at the guest's user privilege (virtual CPL 3).
     pub user: bool,
     /// Every guest-physical range written so far, for the shadow to resync.
-    pub written: Vec<(Gpa, u64)>,
+    pub written: Written,
+}
+
+/// The guest-physical ranges an emulated instruction wrote, without a heap
+/// allocation on the exit path. An instruction writes a few pieces (an
+/// interrupt frame straddles at most two pages; a `rep` string store
+/// stops after 64 KiB, 17 pieces); should more ever come, `overflowed` says
+/// so and the caller must assume any page table may have changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// The ranges, in the order written.
+    pub ranges: heapless::Vec<(Gpa, u64), 24>,
+    /// Some ranges did not fit in `ranges`.
+    pub overflowed: bool,
+}
+
+impl Written {
+    fn push(&mut self, gpa: Gpa, len: u64) {
+        if self.ranges.push((gpa, len)).is_err() {
+            self.overflowed = true;
+        }
+    }
 }
 
 impl<'a, M: MachineMemory> GuestVirt<'a, M> {
     /// A view of the memory of a guest whose CR3, NXE and CPL are given.
     pub fn new(mem: &'a mut M, phys: GuestPhys<'a>, cr3: u64, nxe: bool, user: bool) -> Self {
-        GuestVirt { mem, phys, cr3, nxe, user, written: Vec::new() }
+        GuestVirt { mem, phys, cr3, nxe, user, written: Written::default() }
     }
 
     /// Translates `va` for an access (`write`, `fetch`) at the guest's privilege.
@@ -74,11 +94,11 @@ impl<'a, M: MachineMemory> GuestVirt<'a, M> {
     /// Reads `buf.len()` bytes at `va` (`fetch`: as an instruction fetch).
     /// Nothing is read unless every page passes.
     pub fn read(&self, va: u64, buf: &mut [u8], fetch: bool) -> Result<(), VirtFault> {
-        let pieces = self.pieces(va, buf.len(), false, fetch)?;
-        let mut done = 0;
-        for (gpa, n) in pieces {
-            self.phys.read(&*self.mem, gpa, &mut buf[done..done + n]).map_err(VirtFault::NotRam)?;
-            done += n;
+        for (chunk_va, from, len) in chunks(va, buf.len()) {
+            for p in self.pieces(chunk_va, len, false, fetch)? {
+                let at = from + p.from;
+                self.phys.read(&*self.mem, p.gpa, &mut buf[at..at + p.len]).map_err(VirtFault::NotRam)?;
+            }
         }
         Ok(())
     }
@@ -97,12 +117,12 @@ impl<'a, M: MachineMemory> GuestVirt<'a, M> {
 
     /// Writes `data` at `va`. Nothing is written unless every page passes.
     pub fn write(&mut self, va: u64, data: &[u8]) -> Result<(), VirtFault> {
-        let pieces = self.pieces(va, data.len(), true, false)?;
-        let mut done = 0;
-        for (gpa, n) in pieces {
-            self.phys.write(self.mem, gpa, &data[done..done + n]).map_err(VirtFault::NotRam)?;
-            self.written.push((gpa, n as u64));
-            done += n;
+        for (chunk_va, from, len) in chunks(va, data.len()) {
+            for p in self.pieces(chunk_va, len, true, false)? {
+                let at = from + p.from;
+                self.phys.write(self.mem, p.gpa, &data[at..at + p.len]).map_err(VirtFault::NotRam)?;
+                self.written.push(p.gpa, p.len as u64);
+            }
         }
         Ok(())
     }
@@ -114,18 +134,46 @@ impl<'a, M: MachineMemory> GuestVirt<'a, M> {
         Ok(u64::from_le_bytes(b))
     }
 
-    /// The guest-physical pieces of `va..va + len`, one per page.
-    fn pieces(&self, va: u64, len: usize, write: bool, fetch: bool) -> Result<Vec<(Gpa, usize)>, VirtFault> {
-        let mut pieces = Vec::new();
+    /// The guest-physical pieces of `va..va + len` (at most
+    /// [`CHUNK_PAGES`] pages), one per page, all translated before any is
+    /// used.
+    fn pieces(&self, va: u64, len: usize, write: bool, fetch: bool) -> Result<heapless::Vec<Piece, CHUNK_PAGES>, VirtFault> {
+        let mut pieces = heapless::Vec::new();
         let mut done = 0;
         while done < len {
             let at = va.wrapping_add(done as u64);
             let n = (len - done).min((PAGE_SIZE - at % PAGE_SIZE) as usize);
-            pieces.push((self.translate(at, write, fetch)?, n));
+            let piece = Piece { gpa: self.translate(at, write, fetch)?, from: done, len: n };
+            pieces.push(piece).expect("chunks() keeps a range within CHUNK_PAGES pages");
             done += n;
         }
         Ok(pieces)
     }
+}
+
+/// Pages of one all-or-nothing access; a longer range is done in chunks
+/// (no caller needs one: the longest access is a 48-byte interrupt frame,
+/// and the store emulator's string instructions go a page at a time).
+pub const CHUNK_PAGES: usize = 4;
+
+/// One page's part of an access.
+#[derive(Clone, Copy, Debug)]
+struct Piece {
+    gpa: Gpa,
+    /// Offset of this part in the caller's buffer (from the chunk's start).
+    from: usize,
+    len: usize,
+}
+
+/// `va..va + len` cut into chunks of whole pages' worth (at most
+/// `CHUNK_PAGES - 1` bytes past a page start, so each spans at most
+/// `CHUNK_PAGES` pages): (chunk start, offset in the buffer, length).
+fn chunks(va: u64, len: usize) -> impl Iterator<Item = (u64, usize, usize)> {
+    const CHUNK: usize = (CHUNK_PAGES - 1) * PAGE_SIZE as usize;
+    (0..len.div_ceil(CHUNK).max(1)).map(move |i| {
+        let from = i * CHUNK;
+        (va.wrapping_add(from as u64), from, (len - from.min(len)).min(CHUNK))
+    })
 }
 
 /// The store emulator reaches guest memory the same way as everything else.
@@ -173,7 +221,7 @@ pub(crate) mod tests {
         let mut v = GuestVirt::new(&mut mem, GuestPhys::new(&map), 0x1000, true, false);
         v.write(0x9ffc, &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
         assert_eq!(v.read_u64(0x9ffc).unwrap(), 0x0807_0605_0403_0201);
-        assert_eq!(v.written, [(Gpa(0x9ffc), 4), (Gpa(0xa000), 4)]);
+        assert_eq!(v.written.ranges, [(Gpa(0x9ffc), 4), (Gpa(0xa000), 4)]);
     }
 
     #[test]
@@ -183,7 +231,7 @@ pub(crate) mod tests {
         assert_eq!(v.write(0x5000, &[1]), Err(VirtFault::PageFault { va: 0x5000, error_code: 0b111 }));
         v.user = false;
         assert_eq!(v.read_u64(0x40_0000), Err(VirtFault::PageFault { va: 0x40_0000, error_code: 0 }));
-        assert!(v.written.is_empty());
+        assert!(v.written.ranges.is_empty());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::console::ConsoleSink;
 use crate::decode::{self, Decoded, Op, MAX_LEN};
 use crate::domain::{DomainId, Ending};
 use crate::emulated::guest_phys::GuestPhys;
-use crate::emulated::guest_virt::{GuestVirt, VirtFault};
+use crate::emulated::guest_virt::{GuestVirt, VirtFault, Written};
 use crate::emulated::guest_walk::Access;
 use crate::emulated::inject::{deliver, EventKind};
 use crate::emulated::instructions::{emulate, Outcome};
@@ -37,7 +37,6 @@ use crate::machine_memory::MachineMemory;
 use crate::vcpu::{GuestRegs, GUEST_RFLAGS_MASK};
 use alloc::format;
 use alloc::string::String;
-use alloc::vec::Vec;
 
 /// The interrupt flag.
 const IF: u64 = 1 << 9;
@@ -205,7 +204,16 @@ impl System {
                 self.emulated_resume(p, frame, false, tlb)
             }
             Ok(Outcome::Flush(flush)) => self.emulated_resume(p, frame, false, merge(tlb, flush)),
-            Ok(Outcome::AddressSpace | Outcome::SegmentBases) => self.emulated_resume(p, frame, true, tlb),
+            Ok(Outcome::AddressSpace) => self.emulated_resume(p, frame, true, tlb),
+            Ok(Outcome::SegmentBases) => match self.emulated_resume(p, frame, false, tlb) {
+                // The same tables, but the CPU must load the new FS/GS bases,
+                // which it does on a switch (reloading CR3 flushes too).
+                Next::Resume { .. } => {
+                    let root = self.domains[usize::from(id.0)].root();
+                    Next::Switch { root, door: Door::Emulated }
+                }
+                other => other,
+            },
             Ok(Outcome::Halt) => self.emulated_halt(p, frame),
             Ok(Outcome::Console(byte)) => {
                 let d = &mut self.domains[usize::from(id.0)];
@@ -244,7 +252,7 @@ impl System {
         &mut self,
         p: &mut Platform<'_, M, C>,
         frame: &mut GuestRegs,
-    ) -> Result<(Vec<u8>, Decoded), Next> {
+    ) -> Result<(Fetched, Decoded), Next> {
         let id = self.current.expect("running");
         let d = &self.domains[usize::from(id.0)];
         let vm = d.vm.as_deref().expect("an emulated domain");
@@ -263,7 +271,7 @@ impl System {
                 return Err(self.crash(p, frame, &format!("its instruction pointer leads outside its RAM: {e}"), 0))
             }
         };
-        let bytes = buf[..n].to_vec();
+        let bytes = Fetched { buf, len: n };
         match decode::decode(&bytes) {
             Ok(insn) => Ok((bytes, insn)),
             Err(_) if self.domains[usize::from(id.0)].vm.as_deref().is_some_and(|vm| vm.cpu.user_mode()) => {
@@ -288,10 +296,17 @@ impl System {
         &mut self,
         p: &mut Platform<'_, M, C>,
         id: DomainId,
-        written: &[(crate::emulated::guest_phys::Gpa, u64)],
+        written: &Written,
     ) -> TlbFlush {
         self.with_shadow(p.mem, id, |vm, env| {
-            written.iter().fold(TlbFlush::None, |tlb, &(gpa, len)| merge(tlb, vm.shadow.guest_wrote(env, gpa, len)))
+            if written.overflowed {
+                // Too many pieces to follow one by one: any table may have
+                // changed, so every shadow goes (rebuilt on demand).
+                vm.shadow.drop_all(env);
+                vm.root = None;
+                return TlbFlush::All;
+            }
+            written.ranges.iter().fold(TlbFlush::None, |tlb, &(gpa, len)| merge(tlb, vm.shadow.guest_wrote(env, gpa, len)))
         })
     }
 
@@ -401,7 +416,7 @@ impl System {
         p: &mut Platform<'_, M, C>,
         frame: &mut GuestRegs,
         mut space_changed: bool,
-        tlb: TlbFlush,
+        mut tlb: TlbFlush,
     ) -> Next {
         let id = self.current.expect("running");
         let d = &mut self.domains[usize::from(id.0)];
@@ -414,7 +429,7 @@ impl System {
                 let mut mem = GuestVirt::new(&mut *p.mem, GuestPhys::new(&d.frames), vm.cpu.cr3, vm.cpu.nxe(), false);
                 let result = deliver(&mut vm.cpu, frame, &mut mem, vector, EventKind::External);
                 let written = core::mem::take(&mut mem.written);
-                self.sync_guest_writes(p, id, &written);
+                tlb = merge(tlb, self.sync_guest_writes(p, id, &written));
                 match result {
                     Ok(changed) => space_changed |= changed,
                     Err(e) => {
@@ -479,6 +494,19 @@ impl System {
             vm.shadow.drop_all(env);
             vm.root = None;
         });
+    }
+}
+
+/// Instruction bytes fetched at the guest's RIP (at most 15).
+struct Fetched {
+    buf: [u8; MAX_LEN],
+    len: usize,
+}
+
+impl core::ops::Deref for Fetched {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 }
 
