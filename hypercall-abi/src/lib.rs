@@ -49,6 +49,7 @@ pub mod event;
 pub mod hypercall;
 pub mod layout;
 pub mod mm;
+pub mod pvh;
 pub mod start_info;
 pub mod trap;
 
