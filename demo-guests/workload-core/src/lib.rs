@@ -42,6 +42,7 @@ pub mod ops;
 pub mod platform;
 pub mod process;
 pub mod syscall;
+pub mod table_list;
 pub mod user;
 pub mod work;
 

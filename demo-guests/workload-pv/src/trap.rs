@@ -33,10 +33,7 @@ use core::cell::UnsafeCell;
 use parvus_guest_sdk::hypercall_abi::trap::{frame_flags, TrapFrame, VECTOR_EVENT};
 use parvus_guest_sdk::hypercall_abi::{decode_result, Hypercall, HypercallError};
 use parvus_guest_sdk::trap::vector_name;
-use workload_core::context::{offset, UserContext};
-
-/// The power-on value of `mxcsr`, restored for the kernel after a trap.
-const MXCSR_DEFAULT: u64 = 0x1f80;
+use workload_core::context::{offset, UserContext, MXCSR_DEFAULT};
 
 /// What the assembly shares with Rust. Offsets are used by the assembly.
 #[repr(C)]
@@ -74,7 +71,7 @@ static STATE: StateCell = StateCell(UnsafeCell::new(TrapState {
     cr2: 0,
     mask_byte: 0,
     tick_seen: 0,
-    mxcsr: MXCSR_DEFAULT,
+    mxcsr: MXCSR_DEFAULT as u64,
 }));
 
 /// Size of the trap stack: a trap frame, or an upcall frame below it.

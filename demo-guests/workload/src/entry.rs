@@ -36,7 +36,7 @@ use bare_rt::cpu::{self, EFER_SCE, MSR_EFER, MSR_GS_BASE, MSR_KERNEL_GS_BASE, MS
 use bare_rt::gdt::{self, KERNEL_CS, KERNEL_DS, USER_CS, USER_DS};
 use bare_rt::idt;
 use bare_rt::pic::IRQ_BASE;
-use workload_core::context::{offset, resume, UserContext};
+use workload_core::context::{offset, resume, UserContext, MXCSR_DEFAULT};
 use x86_64::PrivilegeLevel;
 
 /// The vector [`enter`] reports for a system call (beyond the IDT's 256).
@@ -54,9 +54,6 @@ const VECTOR_SPURIOUS: u8 = IRQ_BASE + 7;
 
 /// Size of each stub (checked by the assembler's `.org`).
 const STUB_SIZE: u64 = 32;
-
-/// The power-on value of `mxcsr`, loaded for the kernel after a trap.
-const MXCSR_DEFAULT: u64 = 0x1f80;
 
 /// RFLAGS bits `syscall` clears: TF, IF, DF, NT, AC (the kernel runs with
 /// interrupts off and the direction flag clear).
@@ -95,8 +92,14 @@ struct PerCpuCell(UnsafeCell<PerCpu>);
 // runs) and by `enter` between traps, never concurrently.
 unsafe impl Sync for PerCpuCell {}
 
-static PER_CPU: PerCpuCell =
-    PerCpuCell(UnsafeCell::new(PerCpu { kernel_rsp: 0, context: 0, scratch: 0, vector: 0, error_code: 0, mxcsr: MXCSR_DEFAULT }));
+static PER_CPU: PerCpuCell = PerCpuCell(UnsafeCell::new(PerCpu {
+    kernel_rsp: 0,
+    context: 0,
+    scratch: 0,
+    vector: 0,
+    error_code: 0,
+    mxcsr: MXCSR_DEFAULT as u64,
+}));
 
 /// Size of the stack the CPU switches to on an interrupt from user mode
 /// (only the hardware frame and the stub's two words ever go there).
