@@ -35,6 +35,7 @@
 
 pub mod cmdline;
 pub mod context;
+pub mod context_asm;
 pub mod frames;
 pub mod kernel;
 pub mod layout;
