@@ -97,14 +97,8 @@ struct PerCpuCell(UnsafeCell<PerCpu>);
 // runs) and by `enter` between traps, never concurrently.
 unsafe impl Sync for PerCpuCell {}
 
-static PER_CPU: PerCpuCell = PerCpuCell(UnsafeCell::new(PerCpu {
-    kernel_rsp: 0,
-    context: 0,
-    scratch: 0,
-    vector: 0,
-    error_code: 0,
-    mxcsr: MXCSR_DEFAULT as u64,
-}));
+static PER_CPU: PerCpuCell =
+    PerCpuCell(UnsafeCell::new(PerCpu { kernel_rsp: 0, context: 0, scratch: 0, vector: 0, error_code: 0, mxcsr: MXCSR_DEFAULT as u64 }));
 
 /// Size of the stack the CPU switches to on an interrupt from user mode
 /// (only the hardware frame and the stub's two words ever go there).
