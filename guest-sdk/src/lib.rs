@@ -32,6 +32,8 @@
 //!   works;
 //! - a panic handler that reports `panicked at <file>:<line>: <message>` and
 //!   exits with [`status::PANIC`];
+//! - `memcpy` and the other C-library symbols the prebuilt `core` calls, by
+//!   linking `parvus-intrinsics` (`guest-sdk/intrinsics`);
 //! - [`cmdline`]: `key=value` look-ups in the domain's command line;
 //! - [`frames`]: pfn, mfn and virtual address of the domain's frames, and
 //!   whole zeroed frames from the heap;
@@ -46,7 +48,7 @@
 //!   the hypervisor can refuse a guest built for another ABI.
 //!
 //! Design rule: `unsafe` lives only in small modules whose names say what
-//! they touch (`hypercall::raw`, `console::ring`, `heap`, `mem`, `entry`,
+//! they touch (`hypercall::raw`, `console::ring`, `heap`, `entry`,
 //! `frames`, `paging`, `trap::entry`, `user`), and each block explains why
 //! it is sound.
 #![no_std]
@@ -55,6 +57,9 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 extern crate alloc;
+// `memcpy` and the other C-library symbols the prebuilt `core` calls,
+// shared with the hypervisor, bare-rt and the boot shim (see that crate).
+extern crate parvus_intrinsics;
 
 mod abi_note;
 pub mod bench;
@@ -65,7 +70,6 @@ pub mod event;
 pub mod frames;
 pub mod heap;
 pub mod hypercall;
-mod mem;
 mod panic;
 pub mod paging;
 mod start_info;

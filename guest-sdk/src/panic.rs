@@ -32,3 +32,14 @@ fn panic(info: &PanicInfo<'_>) -> ! {
     }
     hypercall::exit(status::PANIC)
 }
+
+/// The prebuilt `alloc` is compiled for unwinding: its landing pads
+/// (dropping a half-built collection when a panic passes through) end in a
+/// call to this. Guests use `panic = "abort"`, so no panic ever passes
+/// through and it is never called; if it somehow were, ending the domain is
+/// the only safe thing to do. (`rust_eh_personality`, which `core` names,
+/// is in `parvus-intrinsics` with `memcpy`.)
+#[no_mangle]
+extern "C" fn _Unwind_Resume() -> ! {
+    hypercall::exit(status::PANIC)
+}

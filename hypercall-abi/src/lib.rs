@@ -47,8 +47,10 @@ pub mod elf_note;
 pub mod error;
 pub mod event;
 pub mod hypercall;
+pub mod idt;
 pub mod layout;
 pub mod mm;
+pub mod pvh;
 pub mod start_info;
 pub mod trap;
 

@@ -18,6 +18,7 @@
 
 use core::mem::size_of;
 
+use hypercall_abi::idt::IdtGate;
 use x86_64::structures::DescriptorTablePointer;
 use x86_64::{PrivilegeLevel, VirtAddr};
 
@@ -25,43 +26,19 @@ use crate::gdt::KERNEL_CS;
 use crate::trap::{self, Handler};
 use crate::TrapFrame;
 
-/// One 16-byte gate, as the CPU reads it.
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct Gate {
-    offset_low: u16,
-    selector: u16,
-    ist: u8,
-    attributes: u8,
-    offset_mid: u16,
-    offset_high: u32,
-    reserved: u32,
-}
+/// The table (every gate missing until [`init`]; the gate encoding is
+/// [`IdtGate`], shared with the hypervisor, which reads these gates itself
+/// under trap-and-emulate).
+static mut IDT: [IdtGate; 256] = [IdtGate::MISSING; 256];
 
-/// A not-present gate (none is left after [`init`]).
-const MISSING: Gate = Gate { offset_low: 0, selector: 0, ist: 0, attributes: 0, offset_mid: 0, offset_high: 0, reserved: 0 };
-
-/// Attribute byte bits: present, 64-bit interrupt gate; the DPL goes in bits 5-6.
-const PRESENT_INTERRUPT_GATE: u8 = 0x8e;
-
-static mut IDT: [Gate; 256] = [MISSING; 256];
-
-/// A gate to `handler` in ring 0 that code running at `dpl` or more
-/// privileged may raise with `int n`.
-fn gate(handler: u64, dpl: PrivilegeLevel) -> Gate {
-    Gate {
-        offset_low: handler as u16,
-        selector: KERNEL_CS,
-        ist: 0,
-        attributes: PRESENT_INTERRUPT_GATE | ((dpl as u8) << 5),
-        offset_mid: (handler >> 16) as u16,
-        offset_high: (handler >> 32) as u32,
-        reserved: 0,
-    }
+/// A gate to `handler` in ring 0, on the current stack (no IST), that code
+/// running at `dpl` or more privileged may raise with `int n`.
+fn gate(handler: u64, dpl: PrivilegeLevel) -> IdtGate {
+    IdtGate::interrupt(handler, KERNEL_CS, 0, dpl as u8)
 }
 
 /// Writes one gate.
-fn write_gate(vector: u8, gate: Gate) {
+fn write_gate(vector: u8, gate: IdtGate) {
     let idt = &raw mut IDT;
     // SAFETY: one CPU, and ring 0 runs with interrupts off, so no interrupt
     // reads the IDT while this 16-byte store is half done (an exception
@@ -105,7 +82,7 @@ pub unsafe fn set_gate(vector: u8, entry: unsafe extern "C" fn(), dpl: Privilege
 /// shows when nothing intercepts it).
 pub fn table() -> DescriptorTablePointer {
     let idt = &raw const IDT;
-    DescriptorTablePointer { limit: (size_of::<[Gate; 256]>() - 1) as u16, base: VirtAddr::new(idt as u64) }
+    DescriptorTablePointer { limit: (size_of::<[IdtGate; 256]>() - 1) as u16, base: VirtAddr::new(idt as u64) }
 }
 
 /// A handler that does nothing: for a vector the kernel wants to ignore.

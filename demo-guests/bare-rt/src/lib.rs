@@ -47,7 +47,8 @@
 //!   or the domain under the hypervisor); the panic handler prints
 //!   `panic: <message>` and exits with [`status::PANIC`];
 //! - `memcpy`, `memmove`, `memset`, `memcmp`, `bcmp` and
-//!   `rust_eh_personality`, which the prebuilt `core` needs;
+//!   `rust_eh_personality`, which the prebuilt `core` needs, by linking
+//!   `parvus-intrinsics` (`guest-sdk/intrinsics`);
 //! - `kernel.ld`, the linker script (at the crate's root).
 //!
 //! ## What an unmodified kernel may execute
@@ -73,7 +74,8 @@
 //! `pushfq`/`popfq` (never relied upon to change IF: use `cli`/`sti`),
 //! `cpuid` and `rdtsc`. Every other instruction the kernel runs is an
 //! ordinary unprivileged one (`fxsave64`/`fxrstor64` in the trap entry,
-//! `fninit`/`ldmxcsr` at start, `rep movsb`/`stosb` in `memcpy`).
+//! `fninit`/`ldmxcsr` at start, `rep movs`/`stos`/`cmps` in `memcpy` and
+//! friends).
 //!
 //! Ring-0 code runs with interrupts off, except for the idle
 //! `sti; hlt; cli`: an interrupt taken in ring 0 would land on the current
@@ -81,7 +83,7 @@
 //! (the build also turns off the red zone, so it would still be safe).
 //!
 //! Design rule: `unsafe` lives in the small modules whose names say what
-//! they touch (`cpu`, `start`, `gdt`, `idt`, `trap`, `mem`) and in the
+//! they touch (`cpu`, `start`, `gdt`, `idt`, `trap`) and in the
 //! one-line port accesses of the device drivers (`serial`, `pic`, `pit`,
 //! `exit`), and each block says why it is sound.
 #![no_std]
@@ -89,11 +91,14 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+// `memcpy` and the other C-library symbols the prebuilt `core` calls,
+// shared with the hypervisor, the guest SDK and the boot shim (see that crate).
+extern crate parvus_intrinsics;
+
 pub mod cpu;
 mod exit;
 pub mod gdt;
 pub mod idt;
-mod mem;
 pub mod memory;
 mod panic;
 pub mod pic;

@@ -28,6 +28,8 @@
 
 use core::arch::global_asm;
 
+use hypercall_abi::pvh::PvhNote;
+
 /// The shim's own stack (its Rust code runs on it; the kernel gets another).
 pub const SHIM_STACK_SIZE: usize = 16 * 1024;
 
@@ -38,22 +40,16 @@ pub struct Stack<const N: usize>(pub [u8; N]);
 /// Only the entry assembly uses it, by address.
 static mut SHIM_STACK: Stack<SHIM_STACK_SIZE> = Stack([0; SHIM_STACK_SIZE]);
 
-// The PVH note: owner "Xen", type 18 (XEN_ELFNOTE_PHYS32_ENTRY), descriptor
-// the 32-bit entry address. QEMU 7.2 reads the descriptor as 8 bytes.
-global_asm!(
-    r#"
-    .section .note.pvh, "a", @note
-    .p2align 2
-    .long 4
-    .long 8
-    .long 18
-    .asciz "Xen"
-    .p2align 2
-    .quad pvh_start32
-    .p2align 2
-"#,
-    options(att_syntax)
-);
+extern "C" {
+    /// The 32-bit entry below (only its address is used, in the note).
+    fn pvh_start32();
+}
+
+/// The PVH note that tells QEMU to enter at `pvh_start32` (`shim.ld`
+/// points a `PT_NOTE` header at its section).
+#[used]
+#[link_section = ".note.pvh"]
+static PVH_NOTE: PvhNote = PvhNote::new(pvh_start32);
 
 global_asm!(
     r#"

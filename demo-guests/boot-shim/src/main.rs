@@ -26,10 +26,13 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+// `memcpy` and the other C-library symbols the prebuilt `core` calls,
+// shared with the hypervisor, the guest SDK and bare-rt (see that crate).
+extern crate parvus_intrinsics;
+
 mod console;
 mod entry;
 mod load;
-mod mem;
 mod panic;
 mod start_info;
 

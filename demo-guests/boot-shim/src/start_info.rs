@@ -1,54 +1,20 @@
 //! What QEMU tells the shim: the PVH `hvm_start_info` block.
 //!
-//! The layout is Xen's (`hvm_start_info`, version 1): a magic, the module
-//! list (module 0 is the `-initrd` file: the kernel ELF), the command line
-//! (`-append`) and the E820-style memory map. The shim reads it once,
-//! before it loads anything, and keeps only plain values: the module's
-//! range, the RAM size and a copy of the command line. (Loading the kernel
-//! may overwrite memory the block lives in; the module itself is checked
-//! not to be overwritten.)
+//! The layout is Xen's (`hvm_start_info`, version 1), written down once for
+//! the shim and the hypervisor in [`hypercall_abi::pvh`]: a magic, the
+//! module list (module 0 is the `-initrd` file: the kernel ELF), the
+//! command line (`-append`) and the E820-style memory map. The shim reads
+//! it once, before it loads anything, and keeps only plain values: the
+//! module's range, the RAM size and a copy of the command line. (Loading
+//! the kernel may overwrite memory the block lives in; the module itself
+//! is checked not to be overwritten.)
 
 use core::fmt;
 use core::ops::Range;
 
 use hypercall_abi::bare_metal::{BOOT_CMDLINE_MAX, MAX_MEMORY};
-
-/// `hvm_start_info.magic`.
-const HVM_START_MAGIC: u32 = 0x336e_c578;
-/// E820 type of usable RAM.
-const E820_RAM: u32 = 1;
-/// Page size; `mem_bytes` is a multiple of it.
-const PAGE_SIZE: u64 = 4096;
-
-#[repr(C)]
-struct HvmStartInfo {
-    magic: u32,
-    version: u32,
-    flags: u32,
-    nr_modules: u32,
-    modlist_paddr: u64,
-    cmdline_paddr: u64,
-    rsdp_paddr: u64,
-    memmap_paddr: u64,
-    memmap_entries: u32,
-    reserved: u32,
-}
-
-#[repr(C)]
-struct HvmModule {
-    paddr: u64,
-    size: u64,
-    cmdline_paddr: u64,
-    reserved: u64,
-}
-
-#[repr(C)]
-struct HvmMemmapEntry {
-    addr: u64,
-    size: u64,
-    kind: u32,
-    reserved: u32,
-}
+use hypercall_abi::pvh::{HvmMemmapEntry, HvmModlistEntry, HvmStartInfo, PvhError};
+use hypercall_abi::PAGE_SIZE;
 
 /// What the shim needs from the block.
 pub struct StartInfo {
@@ -66,10 +32,8 @@ pub struct StartInfo {
 /// Why the block cannot be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartInfoError {
-    /// The magic is wrong: not booted by a PVH loader.
-    BadMagic(u32),
-    /// Version 0 has no memory map (QEMU before 4.0).
-    NoMemoryMap,
+    /// The block itself is not usable (wrong magic, no memory map).
+    Block(PvhError),
     /// The memory map lists no RAM.
     NoRam,
     /// No `-initrd`: there is no kernel to load.
@@ -81,10 +45,7 @@ pub enum StartInfoError {
 impl fmt::Display for StartInfoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StartInfoError::BadMagic(m) => {
-                write!(f, "hvm_start_info magic is {m:#x}, expected {HVM_START_MAGIC:#x}: not a PVH boot")
-            }
-            StartInfoError::NoMemoryMap => write!(f, "hvm_start_info has no memory map (QEMU 4.0 or later is needed)"),
+            StartInfoError::Block(e) => e.fmt(f),
             StartInfoError::NoRam => write!(f, "the memory map lists no RAM"),
             StartInfoError::NoModule => write!(f, "no kernel: QEMU was started without -initrd <kernel ELF>"),
             StartInfoError::CmdlineTooLong(len) => {
@@ -102,30 +63,26 @@ impl fmt::Display for StartInfoError {
 /// (which covers all of QEMU's low memory) is active.
 pub unsafe fn read(paddr: u64) -> Result<StartInfo, StartInfoError> {
     // SAFETY: the caller guarantees paddr is QEMU's start-info block, which
-    // is identity-mapped and written by no one while the shim runs.
+    // is identity-mapped and written by no one while the shim runs; any
+    // bytes are a valid `HvmStartInfo` (it is `FromBytes`).
     let si = unsafe { &*(paddr as *const HvmStartInfo) };
-    if si.magic != HVM_START_MAGIC {
-        return Err(StartInfoError::BadMagic(si.magic));
-    }
-    if si.version < 1 || si.memmap_paddr == 0 {
-        return Err(StartInfoError::NoMemoryMap);
-    }
-    // SAFETY: QEMU built the memory map with the count it gives, in
-    // identity-mapped memory.
+    si.check().map_err(StartInfoError::Block)?;
+    // SAFETY: `check` passed, so QEMU built the memory map, with the count
+    // it gives, in identity-mapped memory.
     let memmap =
         unsafe { core::slice::from_raw_parts(si.memmap_paddr as *const HvmMemmapEntry, si.memmap_entries as usize) };
-    let ram_end = memmap.iter().filter(|e| e.kind == E820_RAM).map(|e| e.addr.saturating_add(e.size)).max();
+    let ram_end = memmap.iter().filter_map(HvmMemmapEntry::ram).map(|ram| ram.end).max();
     let mem_bytes = ram_end.ok_or(StartInfoError::NoRam)?.min(MAX_MEMORY) & !(PAGE_SIZE - 1);
     if si.nr_modules == 0 || si.modlist_paddr == 0 {
         return Err(StartInfoError::NoModule);
     }
     // SAFETY: as above: the module list has at least one entry.
-    let module = unsafe { &*(si.modlist_paddr as *const HvmModule) };
+    let module = unsafe { &*(si.modlist_paddr as *const HvmModlistEntry) };
     let mut cmdline = [0u8; BOOT_CMDLINE_MAX];
     // SAFETY: QEMU's command line is 0 or a NUL-terminated string in
     // identity-mapped memory.
     let cmdline_len = unsafe { copy_c_string(si.cmdline_paddr, &mut cmdline) }?;
-    Ok(StartInfo { kernel: module.paddr..module.paddr.saturating_add(module.size), mem_bytes, cmdline, cmdline_len })
+    Ok(StartInfo { kernel: module.range(), mem_bytes, cmdline, cmdline_len })
 }
 
 /// Copies the NUL-terminated string at `paddr` into `out`; returns its length.

@@ -71,48 +71,51 @@ impl TableRegister {
     }
 }
 
-/// `sgdt`: the GDT register.
-pub fn sgdt() -> Outcome<TableRegister> {
-    let mut bytes = [0u8; 10];
-    netted(|resume| {
-        // SAFETY: stores 10 bytes into `bytes` (10 bytes long); arms the net
-        // first, so a fault resumes after the instruction.
-        unsafe {
-            asm!(
-                "lea {t}, [rip + 2f]",
-                "mov qword ptr [{resume}], {t}",
-                "sgdt [{buf}]",
-                "2:",
-                t = out(reg) _,
-                resume = in(reg) resume.as_ptr(),
-                buf = in(reg) bytes.as_mut_ptr(),
-                options(nostack),
-            )
-        };
-        TableRegister::from_bytes(bytes)
-    })
+/// `asm!` for one probe: arms the net (stores the address of the block's
+/// end in [`RESUME`], whose address is `$resume`), runs `$template`, and
+/// ends at the resume point, so a fault in the templates resumes after
+/// them. The templates may use the scratch register `{t}` (free after
+/// the arming) and the caller's operands, each followed by a comma.
+macro_rules! netted_asm {
+    ($resume:expr, $($template:literal),+ ; $($operands:tt)*) => {
+        asm!(
+            "lea {t}, [rip + 2f]",
+            "mov qword ptr [{resume}], {t}",
+            $($template,)+
+            "2:",
+            $($operands)*
+            t = out(reg) _,
+            resume = in(reg) $resume.as_ptr(),
+            options(nostack),
+        )
+    };
 }
 
-/// `sidt`: the IDT register.
-pub fn sidt() -> Outcome<TableRegister> {
-    let mut bytes = [0u8; 10];
-    netted(|resume| {
-        // SAFETY: as in `sgdt`.
-        unsafe {
-            asm!(
-                "lea {t}, [rip + 2f]",
-                "mov qword ptr [{resume}], {t}",
-                "sidt [{buf}]",
-                "2:",
-                t = out(reg) _,
-                resume = in(reg) resume.as_ptr(),
-                buf = in(reg) bytes.as_mut_ptr(),
-                options(nostack),
-            )
-        };
-        TableRegister::from_bytes(bytes)
-    })
+/// Defines a probe of `sgdt`/`sidt`: the descriptor-table register the
+/// instruction stores, netted.
+macro_rules! table_register_probe {
+    ($(#[$doc:meta])* $name:ident, $insn:literal) => {
+        $(#[$doc])*
+        pub fn $name() -> Outcome<TableRegister> {
+            let mut bytes = [0u8; 10];
+            netted(|resume| {
+                // SAFETY: the instruction stores 10 bytes into `bytes` (10
+                // bytes long); the net is armed first.
+                unsafe { netted_asm!(resume, $insn; buf = in(reg) bytes.as_mut_ptr(),) };
+                TableRegister::from_bytes(bytes)
+            })
+        }
+    };
 }
+
+table_register_probe!(
+    /// `sgdt`: the GDT register.
+    sgdt, "sgdt [{buf}]"
+);
+table_register_probe!(
+    /// `sidt`: the IDT register.
+    sidt, "sidt [{buf}]"
+);
 
 /// Defines a probe that runs one instruction writing `eax`, netted.
 macro_rules! eax_probe {
@@ -123,18 +126,7 @@ macro_rules! eax_probe {
                 let mut value: u64 = 0;
                 // SAFETY: the instruction only reads CPU state into eax
                 // (declared); the net is armed first.
-                unsafe {
-                    asm!(
-                        "lea {t}, [rip + 2f]",
-                        "mov qword ptr [{resume}], {t}",
-                        $insn,
-                        "2:",
-                        t = out(reg) _,
-                        resume = in(reg) resume.as_ptr(),
-                        inout("rax") value,
-                        options(nostack),
-                    )
-                };
+                unsafe { netted_asm!(resume, $insn; inout("rax") value,) };
                 value & $mask
             })
         }
@@ -209,19 +201,10 @@ macro_rules! selector_query {
                 // selector names into a register and sets ZF; the net is
                 // armed first (a fault leaves `valid` 0).
                 unsafe {
-                    asm!(
-                        "xor {ok:e}, {ok:e}",
-                        "lea {t}, [rip + 2f]",
-                        "mov qword ptr [{resume}], {t}",
-                        $insn,
-                        "setz {ok:l}",
-                        "2:",
-                        t = out(reg) _,
-                        resume = in(reg) resume.as_ptr(),
+                    netted_asm!(resume, "xor {ok:e}, {ok:e}", $insn, "setz {ok:l}";
                         sel = in(reg) u64::from(selector),
                         v = out(reg) value,
                         ok = out(reg) valid,
-                        options(nostack),
                     )
                 };
                 (valid != 0).then_some(value)
@@ -250,18 +233,9 @@ macro_rules! verify {
                 // SAFETY: the instruction only reads the descriptor and sets
                 // ZF; the net is armed first (a fault leaves `ok` 0).
                 unsafe {
-                    asm!(
-                        "xor {ok:e}, {ok:e}",
-                        "lea {t}, [rip + 2f]",
-                        "mov qword ptr [{resume}], {t}",
-                        $insn,
-                        "setz {ok:l}",
-                        "2:",
-                        t = out(reg) _,
-                        resume = in(reg) resume.as_ptr(),
+                    netted_asm!(resume, "xor {ok:e}, {ok:e}", $insn, "setz {ok:l}";
                         sel = in(reg) u64::from(selector),
                         ok = out(reg) ok,
-                        options(nostack),
                     )
                 };
                 ok != 0

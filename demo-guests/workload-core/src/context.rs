@@ -17,8 +17,10 @@
 /// The initial x87 control word (every exception masked), as after `fninit`.
 const FCW_DEFAULT: u16 = 0x037f;
 
-/// The initial `mxcsr` (every SSE exception masked, round to nearest).
-const MXCSR_DEFAULT: u32 = 0x1f80;
+/// The initial `mxcsr` (every SSE exception masked, round to nearest): what
+/// a new process starts with, and what both platforms' trap entries load
+/// for the kernel after saving the process's own.
+pub const MXCSR_DEFAULT: u32 = 0x1f80;
 
 /// `rflags` of a new process: the always-one bit 1 and IF, so the timer
 /// can interrupt it.

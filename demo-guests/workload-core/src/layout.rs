@@ -43,3 +43,23 @@ pub const MMAP_MAX_PAGES: u64 = 4096;
 pub const fn table_index(va: u64, level: u32) -> usize {
     ((va >> (12 + 9 * (level - 1))) & 0x1ff) as usize
 }
+
+/// The bits of a page-table entry both platforms write (x86-64 4-level
+/// paging), and the two combinations the workload uses.
+pub mod pte {
+    /// The entry maps something.
+    pub const PRESENT: u64 = 1;
+    /// Writes are allowed.
+    pub const WRITABLE: u64 = 1 << 1;
+    /// User mode may access.
+    pub const USER: u64 = 1 << 2;
+    /// No instruction fetch.
+    pub const NO_EXECUTE: u64 = 1 << 63;
+    /// The frame-address bits.
+    pub const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
+    /// Flags of an entry linking a lower table: every right, so that the
+    /// level-1 entry alone decides what a page allows.
+    pub const LINK: u64 = PRESENT | WRITABLE | USER;
+    /// Flags of a user data page: present, writable, user, not executable.
+    pub const USER_DATA: u64 = PRESENT | WRITABLE | USER | NO_EXECUTE;
+}

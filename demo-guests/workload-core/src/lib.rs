@@ -35,6 +35,7 @@
 
 pub mod cmdline;
 pub mod context;
+pub mod context_asm;
 pub mod frames;
 pub mod kernel;
 pub mod layout;
@@ -42,6 +43,7 @@ pub mod ops;
 pub mod platform;
 pub mod process;
 pub mod syscall;
+pub mod table_list;
 pub mod user;
 pub mod work;
 

@@ -59,6 +59,22 @@ pub enum Trap {
     },
 }
 
+/// The vector of a page fault (#PF).
+pub const PAGE_FAULT_VECTOR: u64 = 14;
+
+/// Page-fault error code bit: the page was present (a protection violation).
+const PF_PRESENT: u64 = 1;
+
+/// Page-fault error code bit: the access was a write.
+const PF_WRITE: u64 = 1 << 1;
+
+impl Trap {
+    /// The page fault at `address` (CR2) with the CPU's `error_code`.
+    pub fn page_fault(address: u64, error_code: u64) -> Trap {
+        Trap::PageFault { address, present: error_code & PF_PRESENT != 0, write: error_code & PF_WRITE != 0 }
+    }
+}
+
 /// Why a platform could not do what the kernel asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlatformError {
@@ -134,4 +150,18 @@ pub trait Platform {
 
     /// Writes text to the console (whole lines, each ending in `\n`).
     fn console_write(&mut self, text: &str);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_fault_decodes_its_error_code() {
+        let fault = |present, write| Trap::PageFault { address: 0x8000_1000, present, write };
+        assert_eq!(Trap::page_fault(0x8000_1000, 0b11), fault(true, true));
+        assert_eq!(Trap::page_fault(0x8000_1000, 0b01), fault(true, false));
+        assert_eq!(Trap::page_fault(0x8000_1000, 0b10), fault(false, true));
+        assert_eq!(Trap::page_fault(0x8000_1000, 0b100), fault(false, false), "bit 2 (user mode) is not asked");
+    }
 }

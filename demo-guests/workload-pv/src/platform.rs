@@ -37,14 +37,15 @@ use parvus_guest_sdk::hypercall_abi::event::{virq, UPCALL_MASK_OFFSET};
 use parvus_guest_sdk::hypercall_abi::mm::MmuextCmd;
 use parvus_guest_sdk::hypercall_abi::trap::{TrapInfo, TRAP_VECTORS, VECTOR_EVENT, VECTOR_SYSCALL};
 use parvus_guest_sdk::hypercall_abi::{HypercallError, PAGE_SIZE};
-use parvus_guest_sdk::paging::PteFlags;
 use parvus_guest_sdk::{heap, start_info, time, user};
 use workload_core::frames::FramePool;
+use workload_core::layout::pte::{NO_EXECUTE, PRESENT, USER};
+use workload_core::platform::PAGE_FAULT_VECTOR;
 use workload_core::{Platform, PlatformError, Trap, UserContext};
 
 use crate::memory;
 use crate::queue::Queue;
-use crate::tables::{self, TableLists, TablePools, Tree, TreeContext, SPARE_TREES};
+use crate::tables::{self, Table, TableLists, TablePools, Tree, TreeContext, SPARE_TREES};
 use crate::trap;
 
 /// Most data frames (64 MiB).
@@ -55,9 +56,6 @@ const HEAP_RESERVE: usize = 256 * 1024;
 
 /// Nanoseconds between scheduler ticks (100 Hz).
 const TICK_NS: u64 = 10_000_000;
-
-/// The page-fault vector.
-const PAGE_FAULT: u64 = 14;
 
 /// A page frame of the data block (its pfn).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,7 +119,7 @@ impl PvPlatform {
         PvPlatform {
             queue: Queue::new(),
             tables: TablePools::new(),
-            lists: TableLists::new(),
+            lists: TableLists::new(Table::UNUSED),
             data: FramePool::empty(),
             image: None,
             spare: [const { None }; SPARE_TREES],
@@ -180,12 +178,12 @@ impl PvPlatform {
     /// at slot 0.
     fn build_image_tree(&mut self) -> Result<(), PlatformError> {
         let mut tree = Tree::new(3, &mut self.cx())?;
-        let text = PteFlags::PRESENT | PteFlags::USER;
-        for (range, flags) in [(user::text_range(), text), (user::rodata_range(), text | PteFlags::NO_EXECUTE)] {
+        let text = PRESENT | USER;
+        for (range, flags) in [(user::text_range(), text), (user::rodata_range(), text | NO_EXECUTE)] {
             for va in range.step_by(PAGE_SIZE as usize) {
                 let pfn = va_to_pfn(va).expect("the image is in the linear window");
                 let mfn = pfn_to_mfn(pfn).expect("an image frame is the domain's");
-                tree.set_leaf(va, (mfn << 12) | flags.bits(), &mut self.cx())?;
+                tree.set_leaf(va, (mfn << 12) | flags, &mut self.cx())?;
             }
         }
         self.image = Some(tree);
@@ -313,11 +311,7 @@ impl Platform for PvPlatform {
                 self.take_tick();
                 Trap::Timer
             }
-            PAGE_FAULT => Trap::PageFault {
-                address: raw.cr2,
-                present: raw.error_code & 1 != 0,
-                write: raw.error_code & 2 != 0,
-            },
+            PAGE_FAULT_VECTOR => Trap::page_fault(raw.cr2, raw.error_code),
             vector => Trap::Fault { vector: vector as u8, error_code: raw.error_code },
         }
     }

@@ -24,10 +24,12 @@
 
 use parvus_guest_sdk::frames::{pfn_to_mfn, va_to_pfn};
 use parvus_guest_sdk::hypercall_abi::PAGE_SIZE;
-use parvus_guest_sdk::paging::{PageTable, PagingError, PteFlags};
+use parvus_guest_sdk::paging::{PageTable, PagingError};
 use workload_core::frames::FramePool;
 use workload_core::kernel::MAX_SPACES;
+use workload_core::layout::pte::{ADDRESS_MASK, LINK, PRESENT, USER_DATA};
 use workload_core::layout::table_index;
+use workload_core::table_list::{self, ListId};
 use workload_core::PlatformError;
 
 use crate::memory;
@@ -35,16 +37,6 @@ use crate::queue::Queue;
 
 /// Tables of each level kept pinned (index 0 is level 1).
 pub const POOL_SIZES: [usize; 4] = [256, 32, 16, 8];
-
-/// Most tables below its root one [`Tree`] may have.
-pub const MAX_TABLES: usize = 32;
-
-/// The frame-address bits of an entry.
-const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
-
-/// Flags of an entry linking a lower table: the level-1 entry decides the
-/// rights (every entry needs `USER`: both guest modes run in ring 3).
-const LINK: u64 = PteFlags::PRESENT.union(PteFlags::WRITABLE).union(PteFlags::USER).bits();
 
 /// Pools of pinned, empty tables, one per level (see the module docs).
 pub struct TablePools {
@@ -86,7 +78,7 @@ impl TablePools {
 
 /// One table below a tree's root.
 #[derive(Clone, Copy, Debug)]
-struct Table {
+pub struct Table {
     /// Machine address of the parent entry that links it.
     link: u64,
     /// The address bits above this table's reach (`va >> (12 + 9 * level)`).
@@ -96,6 +88,9 @@ struct Table {
 }
 
 impl Table {
+    /// What the unused slots of a list hold.
+    pub const UNUSED: Table = Table { link: 0, prefix: 0, pfn: 0, level: 0 };
+
     fn mfn(&self) -> u64 {
         pfn_to_mfn(u64::from(self.pfn)).expect("a table frame is the domain's")
     }
@@ -106,14 +101,6 @@ fn prefix(va: u64, level: u8) -> u32 {
     (va >> (12 + 9 * u32::from(level))) as u32
 }
 
-/// The tables below one tree's root (emptied by resetting `len`: no
-/// rewrite of the array).
-#[derive(Clone, Copy)]
-struct TableList {
-    len: usize,
-    tables: [Table; MAX_TABLES],
-}
-
 /// Trees the platform holds at once: the kernel's spaces, its spares, and
 /// the tree of the user programs' code.
 pub const MAX_TREES: usize = MAX_SPACES + SPARE_TREES + 1;
@@ -121,32 +108,9 @@ pub const MAX_TREES: usize = MAX_SPACES + SPARE_TREES + 1;
 /// Trees of destroyed spaces the platform keeps for the next spaces.
 pub const SPARE_TREES: usize = 4;
 
-/// The table lists of every tree, so that a [`Tree`] itself is a small
-/// handle (spaces move with their processes, and under `-icount` every
-/// byte a `memcpy` moves counts as an instruction).
-pub struct TableLists {
-    lists: [TableList; MAX_TREES],
-    in_use: [bool; MAX_TREES],
-}
-
-impl TableLists {
-    /// No list in use.
-    pub const fn new() -> Self {
-        const EMPTY: TableList = TableList { len: 0, tables: [Table { link: 0, prefix: 0, pfn: 0, level: 0 }; MAX_TABLES] };
-        TableLists { lists: [EMPTY; MAX_TREES], in_use: [false; MAX_TREES] }
-    }
-
-    fn take(&mut self) -> Result<usize, PlatformError> {
-        let index = self.in_use.iter().position(|used| !used).ok_or(PlatformError::TooManyTables)?;
-        self.in_use[index] = true;
-        self.lists[index].len = 0;
-        Ok(index)
-    }
-
-    fn give_back(&mut self, index: usize) {
-        self.in_use[index] = false;
-    }
-}
+/// The table lists of every tree (the bookkeeping is workload-core's,
+/// shared with the native build, so that a [`Tree`] is a small handle).
+pub type TableLists = table_list::TableLists<Table, MAX_TREES>;
 
 /// Where a tree's tables come from, where they are remembered, and where
 /// its requests go.
@@ -165,7 +129,7 @@ pub struct Tree {
     top: u8,
     root_pfn: u64,
     root_mfn: u64,
-    list: usize,
+    list: ListId,
 }
 
 impl Tree {
@@ -195,8 +159,7 @@ impl Tree {
 
     fn find<'l>(&self, lists: &'l TableLists, level: u8, va: u64) -> Option<&'l Table> {
         let prefix = prefix(va, level);
-        let list = &lists.lists[self.list];
-        list.tables[..list.len].iter().find(|t| t.level == level && t.prefix == prefix)
+        lists.list(self.list).tables().iter().find(|t| t.level == level && t.prefix == prefix)
     }
 
     /// Machine frame of the level-`level` table on `va`'s path, made (and
@@ -209,16 +172,15 @@ impl Tree {
             return Ok(t.mfn());
         }
         let parent = self.table(va, level + 1, cx)?;
-        if cx.lists.lists[self.list].len == MAX_TABLES {
+        let list = cx.lists.list_mut(self.list);
+        if list.is_full() {
             return Err(PlatformError::TooManyTables);
         }
         let pfn = cx.pools.take(level)?;
         let mfn = pfn_to_mfn(pfn).expect("a heap frame is the domain's");
         let link = parent * PAGE_SIZE + table_index(va, u32::from(level) + 1) as u64 * 8;
         cx.queue.update(link, (mfn << 12) | LINK);
-        let list = &mut cx.lists.lists[self.list];
-        list.tables[list.len] = Table { link, prefix: prefix(va, level), pfn: pfn as u32, level };
-        list.len += 1;
+        list.push(Table { link, prefix: prefix(va, level), pfn: pfn as u32, level });
         Ok(mfn)
     }
 
@@ -243,9 +205,9 @@ impl Tree {
     /// goes) and gives the tables back, the root included. The caller has
     /// cleared the leaves, and any root entry it wrote itself.
     pub fn destroy(self, cx: &mut TreeContext<'_>) {
-        let list = &cx.lists.lists[self.list];
+        let tables = cx.lists.list(self.list).tables();
         for level in 1..self.top {
-            for t in list.tables[..list.len].iter().filter(|t| t.level == level) {
+            for t in tables.iter().filter(|t| t.level == level) {
                 cx.queue.update(t.link, 0);
                 cx.pools.give_back(level, u64::from(t.pfn));
             }
@@ -262,12 +224,12 @@ pub fn entry_mfn(entry: u64) -> u64 {
 
 /// Whether an entry maps something.
 pub fn is_present(entry: u64) -> bool {
-    entry & PteFlags::PRESENT.bits() != 0
+    entry & PRESENT != 0
 }
 
 /// The entry for a user data page: present, writable, user, not executable.
 pub fn data_entry(mfn: u64) -> u64 {
-    (mfn << 12) | PteFlags::PRESENT.union(PteFlags::WRITABLE).union(PteFlags::USER).union(PteFlags::NO_EXECUTE).bits()
+    (mfn << 12) | USER_DATA
 }
 
 /// The entry linking a lower table (or the shared image tree) of frame `mfn`.

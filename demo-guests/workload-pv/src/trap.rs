@@ -27,16 +27,18 @@
 //! instruction) finds `FROM_USER` clear: the entry then only notes that
 //! the timer fired, unmasks, and returns to where it was with `iret`.
 //! Any other trap in kernel mode is a kernel bug and panics.
+//!
+//! What the native build does the same way (storing and loading the
+//! registers a context holds, `enter`'s callee-saved registers) is written
+//! once in [`workload_core::context_asm`]; what is left here is the
+//! paravirtualized way in and out.
 
 use core::cell::UnsafeCell;
 
 use parvus_guest_sdk::hypercall_abi::trap::{frame_flags, TrapFrame, VECTOR_EVENT};
 use parvus_guest_sdk::hypercall_abi::{decode_result, Hypercall, HypercallError};
 use parvus_guest_sdk::trap::vector_name;
-use workload_core::context::{offset, UserContext};
-
-/// The power-on value of `mxcsr`, restored for the kernel after a trap.
-const MXCSR_DEFAULT: u64 = 0x1f80;
+use workload_core::context::{UserContext, MXCSR_DEFAULT};
 
 /// What the assembly shares with Rust. Offsets are used by the assembly.
 #[repr(C)]
@@ -74,7 +76,7 @@ static STATE: StateCell = StateCell(UnsafeCell::new(TrapState {
     cr2: 0,
     mask_byte: 0,
     tick_seen: 0,
-    mxcsr: MXCSR_DEFAULT,
+    mxcsr: MXCSR_DEFAULT as u64,
 }));
 
 /// Size of the trap stack: a trap frame, or an upcall frame below it.
@@ -100,7 +102,7 @@ fn frame_slot() -> u64 {
     (trap_stack_top() - core::mem::size_of::<TrapFrame>() as u64) & !15
 }
 
-core::arch::global_asm!(
+workload_core::user_context_asm!(
     ".pushsection .text.workload_pv_trap, \"ax\", @progbits",
     // ---- entry: every trap, system call and upcall --------------------
     ".globl workload_pv_entry",
@@ -113,18 +115,7 @@ core::arch::global_asm!(
     "mov rax, qword ptr [rip + {state} + 40]",
     "mov byte ptr [rax], 1",
     "mov rax, qword ptr [rip + {state} + 8]",
-    "mov [rax + {rbx}], rbx",
-    "mov [rax + {rdx}], rdx",
-    "mov [rax + {rsi}], rsi",
-    "mov [rax + {rdi}], rdi",
-    "mov [rax + {rbp}], rbp",
-    "mov [rax + {r8}], r8",
-    "mov [rax + {r9}], r9",
-    "mov [rax + {r10}], r10",
-    "mov [rax + {r12}], r12",
-    "mov [rax + {r13}], r13",
-    "mov [rax + {r14}], r14",
-    "mov [rax + {r15}], r15",
+    workload_core::store_user_registers!("rax"),
     "mov rbx, [rsp + {f_rax}]",
     "mov [rax + {rax}], rbx",
     "mov rbx, [rsp + {f_r11}]",
@@ -147,13 +138,7 @@ core::arch::global_asm!(
     "mov rbx, [rsp + {f_cr2}]",
     "mov [rip + {state} + 32], rbx",
     "mov rsp, [rip + {state}]",
-    "pop r15",
-    "pop r14",
-    "pop r13",
-    "pop r12",
-    "pop rbp",
-    "pop rbx",
-    "ret",
+    workload_core::pop_callee_saved_and_return!(),
     // From kernel mode: an upcall in the window, or a kernel bug.
     "3:",
     "cmp qword ptr [rsp + {f_vector}], {vector_event}",
@@ -180,12 +165,7 @@ core::arch::global_asm!(
     ".type workload_pv_enter, @function",
     ".p2align 4",
     "workload_pv_enter:",
-    "push rbx",
-    "push rbp",
-    "push r12",
-    "push r13",
-    "push r14",
-    "push r15",
+    workload_core::push_callee_saved!(),
     "mov [rip + {state}], rsp",
     "mov [rip + {state} + 8], rdi",
     "mov rax, [rdi + {rax}]",
@@ -203,17 +183,7 @@ core::arch::global_asm!(
     "mov [rsi + {f_rsp}], rax",
     "fxrstor64 [rdi + {fpu}]",
     "mov rsp, rsi",
-    "mov rbx, [rdi + {rbx}]",
-    "mov rdx, [rdi + {rdx}]",
-    "mov rsi, [rdi + {rsi}]",
-    "mov rbp, [rdi + {rbp}]",
-    "mov r8, [rdi + {r8}]",
-    "mov r9, [rdi + {r9}]",
-    "mov r10, [rdi + {r10}]",
-    "mov r12, [rdi + {r12}]",
-    "mov r13, [rdi + {r13}]",
-    "mov r14, [rdi + {r14}]",
-    "mov r15, [rdi + {r15}]",
+    workload_core::load_user_registers!("rdi"),
     "mov rax, qword ptr [rip + {state} + 40]",
     "mov byte ptr [rax], 0",
     "mov rdi, [rdi + {rdi}]",
@@ -225,6 +195,7 @@ core::arch::global_asm!(
     "ud2",
     ".size workload_pv_enter, . - workload_pv_enter",
     ".popsection",
+    ;
     state = sym STATE,
     kernel_trap = sym kernel_trap,
     iret_refused = sym iret_refused,
@@ -241,25 +212,6 @@ core::arch::global_asm!(
     f_rip = const core::mem::offset_of!(TrapFrame, rip),
     f_rflags = const core::mem::offset_of!(TrapFrame, rflags),
     f_rsp = const core::mem::offset_of!(TrapFrame, rsp),
-    rax = const offset::RAX,
-    rbx = const offset::RBX,
-    rcx = const offset::RCX,
-    rdx = const offset::RDX,
-    rsi = const offset::RSI,
-    rdi = const offset::RDI,
-    rbp = const offset::RBP,
-    r8 = const offset::R8,
-    r9 = const offset::R9,
-    r10 = const offset::R10,
-    r11 = const offset::R11,
-    r12 = const offset::R12,
-    r13 = const offset::R13,
-    r14 = const offset::R14,
-    r15 = const offset::R15,
-    rip = const offset::RIP,
-    rflags = const offset::RFLAGS,
-    rsp = const offset::RSP,
-    fpu = const offset::FPU,
 );
 
 const _: () = {

@@ -29,6 +29,11 @@
 //!
 //! Privileged instructions here: `swapgs`, `sysretq`, `iretq` (and, in
 //! [`init`], `wrmsr`/`rdmsr` through bare-rt).
+//!
+//! What the paravirtualized build does the same way (storing and loading
+//! the registers a context holds, `enter`'s callee-saved registers) is
+//! written once in [`workload_core::context_asm`]; what is left here is
+//! the native way in and out.
 
 use core::cell::UnsafeCell;
 
@@ -36,7 +41,7 @@ use bare_rt::cpu::{self, EFER_SCE, MSR_EFER, MSR_GS_BASE, MSR_KERNEL_GS_BASE, MS
 use bare_rt::gdt::{self, KERNEL_CS, KERNEL_DS, USER_CS, USER_DS};
 use bare_rt::idt;
 use bare_rt::pic::IRQ_BASE;
-use workload_core::context::{offset, resume, UserContext};
+use workload_core::context::{resume, UserContext, MXCSR_DEFAULT};
 use x86_64::PrivilegeLevel;
 
 /// The vector [`enter`] reports for a system call (beyond the IDT's 256).
@@ -54,9 +59,6 @@ const VECTOR_SPURIOUS: u8 = IRQ_BASE + 7;
 
 /// Size of each stub (checked by the assembler's `.org`).
 const STUB_SIZE: u64 = 32;
-
-/// The power-on value of `mxcsr`, loaded for the kernel after a trap.
-const MXCSR_DEFAULT: u64 = 0x1f80;
 
 /// RFLAGS bits `syscall` clears: TF, IF, DF, NT, AC (the kernel runs with
 /// interrupts off and the direction flag clear).
@@ -96,7 +98,7 @@ struct PerCpuCell(UnsafeCell<PerCpu>);
 unsafe impl Sync for PerCpuCell {}
 
 static PER_CPU: PerCpuCell =
-    PerCpuCell(UnsafeCell::new(PerCpu { kernel_rsp: 0, context: 0, scratch: 0, vector: 0, error_code: 0, mxcsr: MXCSR_DEFAULT }));
+    PerCpuCell(UnsafeCell::new(PerCpu { kernel_rsp: 0, context: 0, scratch: 0, vector: 0, error_code: 0, mxcsr: MXCSR_DEFAULT as u64 }));
 
 /// Size of the stack the CPU switches to on an interrupt from user mode
 /// (only the hardware frame and the stub's two words ever go there).
@@ -110,7 +112,7 @@ unsafe impl Sync for InterruptStack {}
 
 static INTERRUPT_STACK: InterruptStack = InterruptStack(UnsafeCell::new([0; INTERRUPT_STACK_SIZE]));
 
-core::arch::global_asm!(
+workload_core::user_context_asm!(
     ".pushsection .text.workload_entry, \"ax\", @progbits",
     // ---- one stub per vector 0..=32 ------------------------------------
     ".p2align 5",
@@ -142,20 +144,9 @@ core::arch::global_asm!(
     "swapgs",
     "mov qword ptr gs:[16], rax",
     "mov rax, qword ptr gs:[8]",
-    "mov [rax + {rbx}], rbx",
+    workload_core::store_user_registers!("rax"),
     "mov [rax + {rcx}], rcx",
-    "mov [rax + {rdx}], rdx",
-    "mov [rax + {rsi}], rsi",
-    "mov [rax + {rdi}], rdi",
-    "mov [rax + {rbp}], rbp",
-    "mov [rax + {r8}], r8",
-    "mov [rax + {r9}], r9",
-    "mov [rax + {r10}], r10",
     "mov [rax + {r11}], r11",
-    "mov [rax + {r12}], r12",
-    "mov [rax + {r13}], r13",
-    "mov [rax + {r14}], r14",
-    "mov [rax + {r15}], r15",
     "mov rbx, qword ptr gs:[16]",
     "mov [rax + {rax}], rbx",
     "mov rbx, [rsp + 16]",
@@ -181,20 +172,9 @@ core::arch::global_asm!(
     "mov qword ptr gs:[16], rsp",
     "mov rsp, qword ptr gs:[8]",
     "mov [rsp + {rax}], rax",
-    "mov [rsp + {rbx}], rbx",
+    workload_core::store_user_registers!("rsp"),
     "mov [rsp + {rcx}], rcx",
-    "mov [rsp + {rdx}], rdx",
-    "mov [rsp + {rsi}], rsi",
-    "mov [rsp + {rdi}], rdi",
-    "mov [rsp + {rbp}], rbp",
-    "mov [rsp + {r8}], r8",
-    "mov [rsp + {r9}], r9",
-    "mov [rsp + {r10}], r10",
     "mov [rsp + {r11}], r11",
-    "mov [rsp + {r12}], r12",
-    "mov [rsp + {r13}], r13",
-    "mov [rsp + {r14}], r14",
-    "mov [rsp + {r15}], r15",
     "mov [rsp + {rip}], rcx",
     "mov [rsp + {rflags}], r11",
     "mov rax, qword ptr gs:[16]",
@@ -207,23 +187,12 @@ core::arch::global_asm!(
     // ---- both: back into `enter`'s caller --------------------------------
     "3:",
     "mov rsp, qword ptr gs:[0]",
-    "pop r15",
-    "pop r14",
-    "pop r13",
-    "pop r12",
-    "pop rbp",
-    "pop rbx",
-    "ret",
+    workload_core::pop_callee_saved_and_return!(),
     // ---- enter(context): run a process until its next trap -------------
     ".p2align 4",
     ".globl workload_enter",
     "workload_enter:",
-    "push rbx",
-    "push rbp",
-    "push r12",
-    "push r13",
-    "push r14",
-    "push r15",
+    workload_core::push_callee_saved!(),
     "mov qword ptr gs:[0], rsp",
     "mov qword ptr gs:[8], rdi",
     "fxrstor64 [rdi + {fpu}]",
@@ -235,19 +204,9 @@ core::arch::global_asm!(
     "push {user_cs}",
     "push qword ptr [rdi + {rip}]",
     "mov rax, [rdi + {rax}]",
-    "mov rbx, [rdi + {rbx}]",
     "mov rcx, [rdi + {rcx}]",
-    "mov rdx, [rdi + {rdx}]",
-    "mov rsi, [rdi + {rsi}]",
-    "mov rbp, [rdi + {rbp}]",
-    "mov r8, [rdi + {r8}]",
-    "mov r9, [rdi + {r9}]",
-    "mov r10, [rdi + {r10}]",
     "mov r11, [rdi + {r11}]",
-    "mov r12, [rdi + {r12}]",
-    "mov r13, [rdi + {r13}]",
-    "mov r14, [rdi + {r14}]",
-    "mov r15, [rdi + {r15}]",
+    workload_core::load_user_registers!("rdi"),
     "mov rdi, [rdi + {rdi}]",
     "swapgs",
     "iretq",
@@ -255,22 +214,13 @@ core::arch::global_asm!(
     "mov rcx, [rdi + {rip}]",
     "mov r11, [rdi + {rflags}]",
     "mov rax, [rdi + {rax}]",
-    "mov rbx, [rdi + {rbx}]",
-    "mov rdx, [rdi + {rdx}]",
-    "mov rsi, [rdi + {rsi}]",
-    "mov rbp, [rdi + {rbp}]",
-    "mov r8, [rdi + {r8}]",
-    "mov r9, [rdi + {r9}]",
-    "mov r10, [rdi + {r10}]",
-    "mov r12, [rdi + {r12}]",
-    "mov r13, [rdi + {r13}]",
-    "mov r14, [rdi + {r14}]",
-    "mov r15, [rdi + {r15}]",
+    workload_core::load_user_registers!("rdi"),
     "mov rsp, [rdi + {rsp}]",
     "mov rdi, [rdi + {rdi}]",
     "swapgs",
     "sysretq",
     ".popsection",
+    ;
     stub_vectors = const STUB_VECTORS,
     stub_size = const STUB_SIZE,
     vector_syscall = const VECTOR_SYSCALL,
@@ -278,26 +228,6 @@ core::arch::global_asm!(
     resume_syscall = const resume::AFTER_SYSCALL,
     user_ds = const USER_DS,
     user_cs = const USER_CS,
-    rax = const offset::RAX,
-    rbx = const offset::RBX,
-    rcx = const offset::RCX,
-    rdx = const offset::RDX,
-    rsi = const offset::RSI,
-    rdi = const offset::RDI,
-    rbp = const offset::RBP,
-    r8 = const offset::R8,
-    r9 = const offset::R9,
-    r10 = const offset::R10,
-    r11 = const offset::R11,
-    r12 = const offset::R12,
-    r13 = const offset::R13,
-    r14 = const offset::R14,
-    r15 = const offset::R15,
-    rip = const offset::RIP,
-    rflags = const offset::RFLAGS,
-    rsp = const offset::RSP,
-    resume = const offset::RESUME,
-    fpu = const offset::FPU,
 );
 
 extern "C" {

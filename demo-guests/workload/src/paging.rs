@@ -23,28 +23,12 @@
 
 use workload_core::frames::FramePool;
 use workload_core::kernel::MAX_SPACES;
+use workload_core::layout::pte::{ADDRESS_MASK, LINK, NO_EXECUTE, PRESENT, USER, WRITABLE};
 use workload_core::layout::{table_index, PAGE_SIZE};
+use workload_core::table_list::{self, ListId};
 use workload_core::PlatformError;
 
 use crate::phys;
-
-/// Entry bit: present.
-pub const PRESENT: u64 = 1;
-/// Entry bit: writable.
-pub const WRITABLE: u64 = 1 << 1;
-/// Entry bit: user mode may access.
-pub const USER: u64 = 1 << 2;
-/// Entry bit: no instruction fetch.
-pub const NO_EXECUTE: u64 = 1 << 63;
-/// The frame-address bits of an entry.
-pub const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
-/// Flags of a link to a lower table.
-pub const LINK: u64 = PRESENT | WRITABLE | USER;
-/// Flags of a user data page.
-pub const USER_DATA: u64 = PRESENT | WRITABLE | USER | NO_EXECUTE;
-
-/// Most tables below its root one [`Space`] may have.
-pub const MAX_TABLES: usize = 32;
 
 /// Retired (empty) tables kept for reuse.
 const RETIRED_TABLES: usize = 64;
@@ -86,7 +70,7 @@ impl TablePool {
 
 /// One table below a space's root, remembered for the teardown.
 #[derive(Clone, Copy, Debug)]
-struct Table {
+pub struct Table {
     /// Physical address of the parent entry that links it.
     link: u64,
     /// The table's frame.
@@ -94,40 +78,15 @@ struct Table {
     level: u8,
 }
 
-/// The tables below one space's root (emptied by resetting `len`: no
-/// rewrite of the array).
-#[derive(Clone, Copy)]
-struct TableList {
-    len: usize,
-    tables: [Table; MAX_TABLES],
+impl Table {
+    /// What the unused slots of a list hold.
+    pub const UNUSED: Table = Table { link: 0, frame: 0, level: 0 };
 }
 
-/// The table lists of every space, so that a [`Space`] itself is a small
-/// handle (spaces move with their processes, and under `-icount` every
-/// byte a `memcpy` moves counts as an instruction).
-pub struct TableLists {
-    lists: [TableList; MAX_SPACES],
-    in_use: [bool; MAX_SPACES],
-}
-
-impl TableLists {
-    /// No list in use.
-    pub const fn new() -> Self {
-        const EMPTY: TableList = TableList { len: 0, tables: [Table { link: 0, frame: 0, level: 0 }; MAX_TABLES] };
-        TableLists { lists: [EMPTY; MAX_SPACES], in_use: [false; MAX_SPACES] }
-    }
-
-    fn take(&mut self) -> Result<usize, PlatformError> {
-        let index = self.in_use.iter().position(|used| !used).ok_or(PlatformError::TooManyTables)?;
-        self.in_use[index] = true;
-        self.lists[index].len = 0;
-        Ok(index)
-    }
-
-    fn give_back(&mut self, index: usize) {
-        self.in_use[index] = false;
-    }
-}
+/// The table lists of every space (the bookkeeping is workload-core's,
+/// shared with the paravirtualized build, so that a [`Space`] is a small
+/// handle).
+pub type TableLists = table_list::TableLists<Table, MAX_SPACES>;
 
 /// Where a space's tables come from and are remembered.
 pub struct Pools<'a, const N: usize> {
@@ -143,7 +102,7 @@ pub struct Pools<'a, const N: usize> {
 /// tables of its own slots.
 pub struct Space {
     root: u64,
-    list: usize,
+    list: ListId,
 }
 
 impl Space {
@@ -169,9 +128,9 @@ impl Space {
     /// Clears every link it wrote, leaves first, and retires its tables.
     /// Every page must be unmapped already, so each table is then empty.
     pub fn destroy<const N: usize>(self, pools: &mut Pools<'_, N>) {
-        let list = &pools.lists.lists[self.list];
+        let tables = pools.lists.list(self.list).tables();
         for level in 1..=3 {
-            for t in list.tables[..list.len].iter().filter(|t| t.level == level) {
+            for t in tables.iter().filter(|t| t.level == level) {
                 phys::write_entry(t.link, 0);
                 pools.tables.retire(t.frame, pools.frames);
             }
@@ -191,14 +150,13 @@ impl Space {
                 table = entry & ADDRESS_MASK;
                 continue;
             }
-            let list = &mut pools.lists.lists[self.list];
-            if list.len == MAX_TABLES {
+            let list = pools.lists.list_mut(self.list);
+            if list.is_full() {
                 return Err(PlatformError::TooManyTables);
             }
             let new = pools.tables.take(pools.frames)?;
             phys::write_entry(link, new | LINK);
-            list.tables[list.len] = Table { link, frame: new, level: level - 1 };
-            list.len += 1;
+            list.push(Table { link, frame: new, level: level - 1 });
             table = new;
         }
         Ok(table)
@@ -234,7 +192,7 @@ pub fn build_identity_map<const N: usize>(
     let mut l1_region = u64::MAX;
     for page in (PAGE_SIZE..mem_bytes).step_by(PAGE_SIZE as usize) {
         if page >> 21 != l1_region {
-            pools.lists.lists[kernel.list].len = 0;
+            pools.lists.list_mut(kernel.list).clear();
             l1 = kernel.l1_table(page, pools)?;
             l1_region = page >> 21;
         }

@@ -18,10 +18,12 @@
 use bare_rt::pic::{self, IRQ_TIMER};
 use bare_rt::{cpu, memory, pit, BootInfo};
 use workload_core::frames::FramePool;
+use workload_core::layout::pte::{ADDRESS_MASK, PRESENT, USER_DATA};
+use workload_core::platform::PAGE_FAULT_VECTOR;
 use workload_core::{Platform, PlatformError, Trap, UserContext};
 
 use crate::entry::{self, VECTOR_SYSCALL, VECTOR_TIMER};
-use crate::paging::{self, Pools, Space, TableLists, TablePool, ADDRESS_MASK, PRESENT, USER_DATA};
+use crate::paging::{self, Pools, Space, Table, TableLists, TablePool};
 use crate::phys;
 
 /// Most frames the pool can manage: all of the largest memory the boot
@@ -30,9 +32,6 @@ const FRAMES: usize = (bare_rt::bare_metal::MAX_MEMORY / 4096) as usize;
 
 /// Scheduler ticks per second.
 const TICK_HZ: u32 = 100;
-
-/// The page-fault vector.
-const PAGE_FAULT: u64 = 14;
 
 /// A page frame (its physical address).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +56,7 @@ impl NativePlatform {
         NativePlatform {
             frames: FramePool::empty(),
             tables: TablePool::new(),
-            lists: TableLists::new(),
+            lists: TableLists::new(Table::UNUSED),
             kernel_root: 0,
             slot0: 0,
             active_root: 0,
@@ -166,11 +165,7 @@ impl Platform for NativePlatform {
                 pic::eoi(IRQ_TIMER);
                 Trap::Timer
             }
-            PAGE_FAULT => Trap::PageFault {
-                address: cpu::read_cr2(),
-                present: raw.error_code & 1 != 0,
-                write: raw.error_code & 2 != 0,
-            },
+            PAGE_FAULT_VECTOR => Trap::page_fault(cpu::read_cr2(), raw.error_code),
             vector => Trap::Fault { vector: vector as u8, error_code: raw.error_code },
         }
     }

@@ -15,6 +15,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 extern crate alloc;
+// `memcpy` and the other C-library symbols the prebuilt `core` calls,
+// shared with the guest SDK, bare-rt and the boot shim (see that crate).
+extern crate parvus_intrinsics;
 
 mod arch;
 mod exclusive;
@@ -166,4 +169,13 @@ fn fail_boot(reason: core::fmt::Arguments) -> ! {
 fn panic(info: &core::panic::PanicInfo) -> ! {
     logger::emergency(format_args!("PANIC {info}"));
     exit_qemu(ExitCode::HypervisorFailure)
+}
+
+/// Named by the prebuilt `alloc` (built with unwinding) on its cleanup
+/// paths. With `panic = "abort"` no unwinding starts, so this is
+/// unreachable. (`rust_eh_personality`, which `core` names, is in
+/// `parvus-intrinsics` with `memcpy`.)
+#[no_mangle]
+extern "C" fn _Unwind_Resume() -> ! {
+    panic!("_Unwind_Resume called, but Parvus never unwinds")
 }

@@ -11,6 +11,8 @@
 
 use core::arch::global_asm;
 
+use hypercall_abi::pvh::PvhNote;
+
 /// Size of the stack `kmain` runs on until the first guest is entered.
 pub const BOOT_STACK_SIZE: usize = 64 * 1024;
 
@@ -21,22 +23,16 @@ pub struct BootStack(pub [u8; BOOT_STACK_SIZE]);
 #[no_mangle]
 pub static mut BOOT_STACK: BootStack = BootStack([0; BOOT_STACK_SIZE]);
 
-// The PVH note: owner "Xen", type 18 (XEN_ELFNOTE_PHYS32_ENTRY), descriptor
-// the physical entry address. QEMU 7.2 reads the descriptor as 8 bytes.
-global_asm!(
-    r#"
-    .section .note.pvh, "a", @note
-    .p2align 2
-    .long 4
-    .long 8
-    .long 18
-    .asciz "Xen"
-    .p2align 2
-    .quad pvh_start32
-    .p2align 2
-"#,
-    options(att_syntax)
-);
+extern "C" {
+    /// The 32-bit entry below (only its address is used, in the note).
+    fn pvh_start32();
+}
+
+/// The PVH note that tells QEMU to enter at `pvh_start32` (`linker.ld`
+/// points a `PT_NOTE` header at its section).
+#[used]
+#[link_section = ".note.pvh"]
+static PVH_NOTE: PvhNote = PvhNote::new(pvh_start32);
 
 global_asm!(
     r#"

@@ -1,46 +1,16 @@
 //! What QEMU tells us at boot: the PVH `hvm_start_info` block.
 //!
-//! The layout is Xen's (`hvm_start_info`, version 1): a magic, the module
-//! list (module 0 is the `-initrd` file, our boot bundle), the command line
-//! and the E820-style memory map. It is read once, through the boot identity
-//! map, into owned Rust values; nothing keeps pointers into it.
+//! The layout is Xen's (`hvm_start_info`, version 1), written down once for
+//! the hypervisor and the boot shim in [`hypercall_abi::pvh`]: a magic, the
+//! module list (module 0 is the `-initrd` file, our boot bundle), the
+//! command line and the E820-style memory map. It is read once, through the
+//! boot identity map, into owned Rust values; nothing keeps pointers into it.
 
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::ops::Range;
 
-const HVM_START_MAGIC: u32 = 0x336e_c578;
-const E820_RAM: u32 = 1;
-
-#[repr(C)]
-struct HvmStartInfo {
-    magic: u32,
-    version: u32,
-    flags: u32,
-    nr_modules: u32,
-    modlist_paddr: u64,
-    cmdline_paddr: u64,
-    rsdp_paddr: u64,
-    memmap_paddr: u64,
-    memmap_entries: u32,
-    reserved: u32,
-}
-
-#[repr(C)]
-struct HvmModule {
-    paddr: u64,
-    size: u64,
-    cmdline_paddr: u64,
-    reserved: u64,
-}
-
-#[repr(C)]
-struct HvmMemmapEntry {
-    addr: u64,
-    size: u64,
-    kind: u32,
-    reserved: u32,
-}
+use hypercall_abi::pvh::{HvmMemmapEntry, HvmModlistEntry, HvmStartInfo, PvhError};
 
 /// The parts of `hvm_start_info` Parvus uses.
 #[derive(Debug)]
@@ -55,50 +25,30 @@ pub struct BootInfo {
     pub reserved: Vec<Range<u64>>,
 }
 
-/// Why the block could not be used.
-#[derive(Debug)]
-pub enum BootInfoError {
-    /// The magic is wrong: not booted by a PVH loader.
-    BadMagic(u32),
-    /// Version 0 has no memory map.
-    NoMemoryMap,
-}
-
-impl core::fmt::Display for BootInfoError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            BootInfoError::BadMagic(m) => write!(f, "hvm_start_info magic is {m:#x}, expected {HVM_START_MAGIC:#x}: not a PVH boot"),
-            BootInfoError::NoMemoryMap => write!(f, "hvm_start_info version 0 has no memory map; QEMU 4.0 or later is needed"),
-        }
-    }
-}
-
 /// Reads the block at physical address `paddr`.
 ///
 /// # Safety
 /// `paddr` must be the address QEMU passed in `ebx`, and the boot identity
 /// map (first GiB) must still be active.
-pub unsafe fn read(paddr: u64) -> Result<BootInfo, BootInfoError> {
+pub unsafe fn read(paddr: u64) -> Result<BootInfo, PvhError> {
     // SAFETY: the caller guarantees paddr is QEMU's start-info block, which
-    // is identity-mapped and not written by anyone while we read it.
+    // is identity-mapped and not written by anyone while we read it; any
+    // bytes are a valid `HvmStartInfo` (it is `FromBytes`).
     let si = unsafe { &*(paddr as *const HvmStartInfo) };
-    if si.magic != HVM_START_MAGIC {
-        return Err(BootInfoError::BadMagic(si.magic));
-    }
-    if si.version < 1 || si.memmap_paddr == 0 {
-        return Err(BootInfoError::NoMemoryMap);
-    }
+    si.check()?;
     let mut reserved = alloc::vec![paddr..paddr + core::mem::size_of::<HvmStartInfo>() as u64];
-    // SAFETY: QEMU built these arrays with the counts it gives, in low,
-    // identity-mapped memory.
-    let modules = unsafe { core::slice::from_raw_parts(si.modlist_paddr as *const HvmModule, si.nr_modules as usize) };
+    // SAFETY: `check` passed, so QEMU built these arrays, with the counts
+    // it gives, in low, identity-mapped memory.
+    let modules =
+        unsafe { core::slice::from_raw_parts(si.modlist_paddr as *const HvmModlistEntry, si.nr_modules as usize) };
     // SAFETY: as above.
-    let memmap = unsafe { core::slice::from_raw_parts(si.memmap_paddr as *const HvmMemmapEntry, si.memmap_entries as usize) };
+    let memmap =
+        unsafe { core::slice::from_raw_parts(si.memmap_paddr as *const HvmMemmapEntry, si.memmap_entries as usize) };
     reserved.push(si.modlist_paddr..si.modlist_paddr + core::mem::size_of_val(modules) as u64);
     reserved.push(si.memmap_paddr..si.memmap_paddr + core::mem::size_of_val(memmap) as u64);
     Ok(BootInfo {
-        ram: memmap.iter().filter(|e| e.kind == E820_RAM).map(|e| e.addr..e.addr + e.size).collect(),
-        modules: modules.iter().map(|m| m.paddr..m.paddr + m.size).collect(),
+        ram: memmap.iter().filter_map(HvmMemmapEntry::ram).collect(),
+        modules: modules.iter().map(HvmModlistEntry::range).collect(),
         // SAFETY: a NUL-terminated string QEMU wrote in identity-mapped memory.
         cmdline: unsafe { c_string(si.cmdline_paddr) },
         reserved,

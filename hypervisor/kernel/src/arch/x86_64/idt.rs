@@ -9,41 +9,14 @@
 
 use super::entry::exception_stubs;
 use super::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI, KERNEL_CS};
+use hypercall_abi::idt::IdtGate;
 use x86_64::structures::DescriptorTablePointer;
 use x86_64::VirtAddr;
 
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct Gate {
-    offset_low: u16,
-    selector: u16,
-    ist: u8,
-    attributes: u8,
-    offset_mid: u16,
-    offset_high: u32,
-    reserved: u32,
-}
-
-const MISSING: Gate = Gate { offset_low: 0, selector: 0, ist: 0, attributes: 0, offset_mid: 0, offset_high: 0, reserved: 0 };
-
-static mut IDT: [Gate; 256] = [MISSING; 256];
-
-/// Present, DPL 0, 64-bit interrupt gate (interrupts stay off in the handler).
-const INTERRUPT_GATE: u8 = 0x8e;
-/// The same, but ring 3 may raise it with `int n`.
-const USER_INTERRUPT_GATE: u8 = 0xee;
-
-fn gate(handler: u64, ist: u8, attributes: u8) -> Gate {
-    Gate {
-        offset_low: handler as u16,
-        selector: KERNEL_CS,
-        ist,
-        attributes,
-        offset_mid: (handler >> 16) as u16,
-        offset_high: (handler >> 32) as u32,
-        reserved: 0,
-    }
-}
+/// The hypervisor's IDT. Every gate is an interrupt gate
+/// ([`IdtGate::interrupt`]: interrupts stay off in the handler) into the
+/// hypervisor's code segment.
+static mut IDT: [IdtGate; 256] = [IdtGate::MISSING; 256];
 
 /// Fills in the exception gates and loads the IDT.
 pub fn init() {
@@ -55,22 +28,23 @@ pub fn init() {
             18 => IST_MACHINE_CHECK,
             _ => 0,
         };
-        let attributes = if matches!(vector, 3 | 4) { USER_INTERRUPT_GATE } else { INTERRUPT_GATE };
+        // Ring 3 may raise only `int3` and `into` itself (see the module docs).
+        let dpl = if matches!(vector, 3 | 4) { 3 } else { 0 };
         // SAFETY: exception_stubs is a static table of 32 code addresses
         // emitted by the entry assembly.
         let handler = unsafe { exception_stubs[usize::from(vector)] };
         // SAFETY: init runs once, before the IDT is loaded, so nothing else
         // reads IDT while it is written.
-        unsafe { (*idt)[usize::from(vector)] = gate(handler, ist, attributes) };
+        unsafe { (*idt)[usize::from(vector)] = IdtGate::interrupt(handler, KERNEL_CS, ist, dpl) };
     }
     for (vector, stub) in [
         (super::lapic::TIMER_VECTOR, super::entry::timer_interrupt_stub as *const ()),
         (super::lapic::SPURIOUS_VECTOR, super::entry::spurious_interrupt_stub as *const ()),
     ] {
         // SAFETY: as above; the stubs expect the frame of an external interrupt.
-        unsafe { (*idt)[usize::from(vector)] = gate(stub as u64, 0, INTERRUPT_GATE) };
+        unsafe { (*idt)[usize::from(vector)] = IdtGate::interrupt(stub as u64, KERNEL_CS, 0, 0) };
     }
-    let pointer = DescriptorTablePointer { limit: (core::mem::size_of::<[Gate; 256]>() - 1) as u16, base: VirtAddr::new(idt as u64) };
+    let pointer = DescriptorTablePointer { limit: (core::mem::size_of::<[IdtGate; 256]>() - 1) as u16, base: VirtAddr::new(idt as u64) };
     // SAFETY: the IDT is static, fully initialised for the exception vectors,
     // and its stubs expect exactly the frames the CPU produces.
     unsafe { x86_64::instructions::tables::lidt(&pointer) };

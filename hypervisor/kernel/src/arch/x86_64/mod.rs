@@ -8,7 +8,6 @@ pub mod cpu;
 pub mod entry;
 pub mod gdt;
 pub mod idt;
-pub mod intrinsics;
 pub mod lapic;
 pub mod machine_memory;
 pub mod paging;
