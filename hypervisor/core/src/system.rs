@@ -597,3 +597,5 @@ mod tests;
 mod event_tests;
 #[cfg(test)]
 mod emulated_tests;
+#[cfg(test)]
+mod emulated_regression_tests;

@@ -439,6 +439,12 @@ impl System {
                 }
             }
         }
+        if !crate::emulated::cpu::canonical(frame.rip) {
+            // Every emulated path that sets RIP checks it as the CPU would;
+            // this is the last line: the kernel's `iretq` to a non-canonical
+            // RIP would fault in ring 0 and stop the machine.
+            return self.crash(p, frame, "its instruction pointer is not canonical", 0);
+        }
         let d = &mut self.domains[usize::from(id.0)];
         let vm = d.vm.as_deref_mut().expect("an emulated domain");
         if !space_changed && vm.root.is_some() {

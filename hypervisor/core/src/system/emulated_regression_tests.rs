@@ -1,0 +1,148 @@
+//! Regression tests from the review of trap-and-emulate: each drives the
+//! system with a hostile emulated kernel and names the bug it caught.
+//!
+//! - **Non-canonical RIP.** The hypervisor returns to a guest with
+//!   `iretq`, which raises #GP *in ring 0* when the RIP it pops is not
+//!   canonical (Intel SDM vol. 2, IRET: "#GP(0) if the return instruction
+//!   pointer is non-canonical"); a fault in ring 0 stops the machine. So an
+//!   emulated instruction must never leave a non-canonical RIP in the frame:
+//!   where a real CPU refuses (`sysretq`, `iretq`, `lretq`, `wrmsr` of an
+//!   address MSR) the guest gets its #GP, and where a real CPU would
+//!   double-fault (an IDT gate to a non-canonical handler) the domain is
+//!   stopped.
+
+use super::emulated_tests::{emulated_system, gp_at, KERNEL};
+use super::*;
+use crate::emulated::guest_phys::{Gpa, GuestPhys};
+use crate::emulated::{REAL_CS, REAL_SS};
+use crate::machine_memory::TestMemory;
+use crate::manifest::Expect;
+
+/// Where the tests put the guest's IDT and its #GP handler.
+const IDT: u64 = 0x30_0000;
+const GP_HANDLER: u64 = 0x20_0800;
+/// A non-canonical address (bit 47 set, bits 63..48 clear).
+const NON_CANONICAL: u64 = 0x0000_8000_0000_0000;
+
+fn canonical(v: u64) -> bool {
+    ((v as i64) << 16 >> 16) as u64 == v
+}
+
+fn write_guest(sys: &System, mem: &mut TestMemory, gpa: u64, bytes: &[u8]) {
+    GuestPhys::new(&sys.domains[0].frames).write(mem, Gpa(gpa), bytes).unwrap();
+}
+
+/// Gives the guest an IDT whose gate `vector` goes to `handler` (an
+/// interrupt gate, DPL 0, code selector 0x08).
+fn set_gate(sys: &mut System, mem: &mut TestMemory, vector: u8, handler: u64) {
+    let mut gate = [0u8; 16];
+    gate[0..2].copy_from_slice(&(handler as u16).to_le_bytes());
+    gate[2..4].copy_from_slice(&0x08u16.to_le_bytes());
+    gate[5] = 0x8e;
+    gate[6..8].copy_from_slice(&((handler >> 16) as u16).to_le_bytes());
+    gate[8..12].copy_from_slice(&((handler >> 32) as u32).to_le_bytes());
+    write_guest(sys, mem, IDT + u64::from(vector) * 16, &gate);
+    let vm = sys.domains[0].vm.as_deref_mut().unwrap();
+    vm.cpu.idtr = crate::emulated::cpu::TableRegister { base: IDT, limit: 0xfff };
+}
+
+/// Starts a one-domain system running `code` at `KERNEL`, with a #GP gate.
+fn started(code: &[u8], expect: Expect) -> (System, TestMemory, GuestRegs) {
+    let (mut sys, mut mem) = emulated_system(code, expect);
+    let mut frame = GuestRegs::default();
+    sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame);
+    set_gate(&mut sys, &mut mem, 13, GP_HANDLER);
+    (sys, mem, frame)
+}
+
+/// What the kernel's `return_to_guest` needs to `iretq` without faulting in
+/// ring 0: a canonical RIP and the emulated-mode selectors.
+fn assert_safe_to_return(next: Next, frame: &GuestRegs) {
+    if matches!(next, Next::Resume { .. } | Next::Switch { .. }) {
+        assert!(canonical(frame.rip), "the hypervisor would iretq to rip={:#x} and #GP in ring 0", frame.rip);
+        assert_eq!((frame.cs, frame.ss), (REAL_CS, REAL_SS));
+    }
+}
+
+/// Bug: `sysretq` set RIP from RCX unchecked; with a non-canonical RCX the
+/// hypervisor's own `iretq` faulted in ring 0 (machine down). Intel raises
+/// #GP(0) in the kernel for it (SDM vol. 2, SYSRET).
+#[test]
+fn sysretq_to_a_non_canonical_rcx_is_a_gp_in_the_guest_kernel() {
+    let (mut sys, mut mem, mut frame) = started(&[0x48, 0x0f, 0x07], Expect::Exit(0));
+    {
+        let cpu = &mut sys.domains[0].vm.as_deref_mut().unwrap().cpu;
+        cpu.efer |= crate::emulated::cpu::cr::EFER_SCE;
+        cpu.star = (0x10 << 48) | (0x08 << 32);
+    }
+    frame = GuestRegs { rcx: NON_CANONICAL, r11: 0x202, ..gp_at(&frame, KERNEL) };
+    let next = sys.on_guest_exception(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame, 0);
+    assert_safe_to_return(next, &frame);
+    assert_eq!(frame.rip, GP_HANDLER);
+    assert_eq!(sys.domains[0].vm.as_ref().unwrap().cpu.cpl, 0, "still in the kernel");
+}
+
+/// Bug: `iretq` set RIP from the popped frame unchecked (machine down, as
+/// above). A real CPU raises #GP(0) at the `iretq`.
+#[test]
+fn iretq_to_a_non_canonical_rip_is_a_gp_in_the_guest_kernel() {
+    let (mut sys, mut mem, mut frame) = started(&[0x48, 0xcf], Expect::Exit(0));
+    let stack = 0x3f_0000;
+    let words = [NON_CANONICAL, 0x2b, 0x202, 0x3f_8000, 0x23];
+    let bytes: alloc::vec::Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    write_guest(&sys, &mut mem, stack, &bytes);
+    frame = GuestRegs { rsp: stack, ..gp_at(&frame, KERNEL) };
+    frame.vector = 11; // #NP: the user selector's slot is not present
+    let next = sys.on_guest_exception(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame, 0);
+    assert_safe_to_return(next, &frame);
+    assert_eq!(frame.rip, GP_HANDLER);
+    assert_eq!(sys.domains[0].vm.as_ref().unwrap().cpu.cpl, 0, "the return did not happen");
+}
+
+/// Bug: `lretq` likewise (machine down).
+#[test]
+fn lretq_to_a_non_canonical_rip_is_a_gp_in_the_guest_kernel() {
+    let (mut sys, mut mem, mut frame) = started(&[0x48, 0xcb], Expect::Exit(0));
+    let stack = 0x3f_0000;
+    let bytes: alloc::vec::Vec<u8> = [NON_CANONICAL, 0x08].iter().flat_map(|w: &u64| w.to_le_bytes()).collect();
+    write_guest(&sys, &mut mem, stack, &bytes);
+    frame = GuestRegs { rsp: stack, ..gp_at(&frame, KERNEL) };
+    let next = sys.on_guest_exception(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame, 0);
+    assert_safe_to_return(next, &frame);
+    assert_eq!(frame.rip, GP_HANDLER);
+}
+
+/// Bug: `wrmsr` stored any LSTAR, and the next `syscall` jumped there
+/// (machine down on the way back). A real CPU raises #GP(0) for a
+/// non-canonical address in LSTAR, CSTAR, FS_BASE, GS_BASE or
+/// KERNEL_GS_BASE (SDM vol. 2, WRMSR).
+#[test]
+fn wrmsr_of_a_non_canonical_address_is_a_gp_and_syscall_cannot_reach_it() {
+    use crate::emulated::cpu::msr;
+    for which in [msr::LSTAR, msr::CSTAR, msr::FS_BASE, msr::GS_BASE, msr::KERNEL_GS_BASE] {
+        let (mut sys, mut mem, mut frame) = started(&[0x0f, 0x30], Expect::Exit(0));
+        sys.domains[0].vm.as_deref_mut().unwrap().cpu.efer |= crate::emulated::cpu::cr::EFER_SCE;
+        frame = GuestRegs { rcx: u64::from(which), rdx: NON_CANONICAL >> 32, rax: 0, ..gp_at(&frame, KERNEL) };
+        let mut p = Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 };
+        let next = sys.on_guest_exception(&mut p, &mut frame, 0);
+        assert_safe_to_return(next, &frame);
+        assert_eq!(frame.rip, GP_HANDLER, "msr {which:#x}");
+        // A `syscall` now enters where LSTAR says.
+        frame = GuestRegs { rip: KERNEL + 2, rcx: KERNEL + 2, r11: 0x202, vector: VECTOR_SYSCALL, ..frame };
+        let next = sys.on_hypercall(&mut p, &mut frame);
+        assert_safe_to_return(next, &frame);
+    }
+}
+
+/// Bug: an IDT gate's offset was used unchecked as the handler's RIP
+/// (machine down). A real CPU cannot deliver through it (#GP, then a
+/// double fault): the domain is stopped.
+#[test]
+fn a_gate_to_a_non_canonical_handler_stops_the_domain() {
+    let (mut sys, mut mem, mut frame) = started(&[0x0f, 0x0b], Expect::Crash); // ud2
+    set_gate(&mut sys, &mut mem, 6, NON_CANONICAL);
+    frame = GuestRegs { vector: 6, error_code: 0, rip: KERNEL, ..frame };
+    let next = sys.on_guest_exception(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame, 0);
+    assert_safe_to_return(next, &frame);
+    assert_eq!(next, Next::Finished { all_as_expected: true });
+}
