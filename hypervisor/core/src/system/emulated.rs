@@ -88,6 +88,21 @@ impl System {
         cr2: u64,
     ) -> Next {
         let id = self.current.expect("running");
+        let reset = self.with_shadow(p.mem, id, |vm, env| {
+            // Over budget: drop every shadow and start again from a new
+            // root, on which the guest retries (a fill allocates a few
+            // frames, so this bounds them whether or not it loads CR3).
+            let over = vm.shadow.over_budget(env);
+            if over {
+                vm.shadow.reset(env);
+                vm.root = None;
+                vm.exits.shadow_fills += 1;
+            }
+            over
+        });
+        if reset {
+            return self.emulated_resume(p, frame, true, TlbFlush::None);
+        }
         let (write, fetch) = (frame.error_code & 2 != 0, frame.error_code & 16 != 0);
         let outcome = self.with_shadow(p.mem, id, |vm, env| {
             let access = Access { write, user: vm.cpu.user_mode(), fetch };

@@ -1,6 +1,7 @@
 //! Regression tests from the review of trap-and-emulate: each drives the
 //! system with a hostile emulated kernel and names the bug it caught.
 //!
+//! Two families:
 //! - **Non-canonical RIP.** The hypervisor returns to a guest with
 //!   `iretq`, which raises #GP *in ring 0* when the RIP it pops is not
 //!   canonical (Intel SDM vol. 2, IRET: "#GP(0) if the return instruction
@@ -10,13 +11,20 @@
 //!   address MSR) the guest gets its #GP, and where a real CPU would
 //!   double-fault (an IDT gate to a non-canonical handler) the domain is
 //!   stopped.
+//! - **Shadow memory.** The shadow budget must hold while the guest runs on
+//!   one CR3, and the reverse map of writable leaves (hypervisor heap) must
+//!   stay bounded: the heap is a fixed 8 MiB, and running out of it panics
+//!   the hypervisor.
 
 use super::emulated_tests::{emulated_system, gp_at, KERNEL};
 use super::*;
 use crate::emulated::guest_phys::{Gpa, GuestPhys};
+use crate::emulated::machine::SHADOW_BUDGET_FRAMES;
 use crate::emulated::{REAL_CS, REAL_SS};
+use crate::frame_table::Owner;
 use crate::machine_memory::TestMemory;
 use crate::manifest::Expect;
+use crate::paging::flags::{ACCESSED, DIRTY, HUGE, PRESENT, USER, WRITABLE};
 
 /// Where the tests put the guest's IDT and its #GP handler.
 const IDT: u64 = 0x30_0000;
@@ -145,4 +153,65 @@ fn a_gate_to_a_non_canonical_handler_stops_the_domain() {
     let next = sys.on_guest_exception(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame, 0);
     assert_safe_to_return(next, &frame);
     assert_eq!(next, Next::Finished { all_as_expected: true });
+}
+
+/// Maps 1 GiB pages at guest-physical 0 (writable, dirty, user) in every
+/// slot of a new guest level-3 table at 0x31_0000, which the kernel's
+/// top-level table links at slot 1 (from 0x80_0000_0000).
+fn map_gigabyte_pages(sys: &System, mem: &mut TestMemory) -> u64 {
+    let l3 = 0x31_0000u64;
+    let large = PRESENT | WRITABLE | USER | ACCESSED | DIRTY | HUGE;
+    let table: alloc::vec::Vec<u8> = (0..512).flat_map(|_| large.to_le_bytes()).collect();
+    write_guest(sys, mem, l3, &table);
+    let l4 = sys.domains[0].vm.as_ref().unwrap().cpu.cr3;
+    write_guest(sys, mem, l4 + 8, &(l3 | PRESENT | WRITABLE | USER | ACCESSED).to_le_bytes());
+    1 << 39
+}
+
+/// The guest writes `va` and the shadow misses: the page fault the CPU reports.
+fn write_fault(sys: &mut System, mem: &mut TestMemory, frame: &mut GuestRegs, va: u64) -> Next {
+    *frame = GuestRegs { vector: 14, error_code: 0x6, rip: KERNEL, ..*frame };
+    sys.on_guest_exception(&mut Platform { mem, console: &mut String::new(), tsc: 0 }, frame, va)
+}
+
+/// Bug: the shadow budget was checked only when CR3 was loaded, so a
+/// kernel that never reloads CR3 grew its shadows without limit: every
+/// 2 MiB of a 1 GiB guest page is one more shadow frame, until the
+/// machine's free frames ran out (and another domain's next shadow table
+/// or memory reservation failed).
+#[test]
+fn the_shadow_budget_holds_without_cr3_loads() {
+    let (mut sys, mut mem, mut frame) = started(&[0x90], Expect::Exit(0));
+    let base = map_gigabyte_pages(&sys, &mut mem);
+    // Two 2 MiB splinters per 1 GiB page (the guest has 4 MiB of RAM).
+    for gib in 0..512u64 {
+        for half in 0..2u64 {
+            let next = write_fault(&mut sys, &mut mem, &mut frame, base + (gib << 30) + (half << 21));
+            assert!(matches!(next, Next::Resume { .. } | Next::Switch { .. }), "{next:?}");
+            assert_safe_to_return(next, &frame);
+        }
+    }
+    let held = sys.frames.count_owned(Owner::Hypervisor);
+    assert!(held <= SHADOW_BUDGET_FRAMES + 8, "{held} shadow frames held, budget {SHADOW_BUDGET_FRAMES}");
+}
+
+/// Bug: the reverse map of writable shadow leaves (16 bytes of hypervisor
+/// heap per leaf) was bounded only by the shadow frames, 512 leaves each:
+/// within the frame budget a kernel could make 1024 * 512 leaves, 8 MiB,
+/// the whole hypervisor heap, and the allocation failure panics the
+/// machine. Here 40 of its 1 GiB pages are written page by page (the
+/// 512 pages of guest RAM from 1 MiB, where none of its tables is).
+#[test]
+fn the_reverse_map_of_writable_leaves_stays_bounded() {
+    let (mut sys, mut mem, mut frame) = started(&[0x90], Expect::Exit(0));
+    let base = map_gigabyte_pages(&sys, &mut mem);
+    let mut most = 0;
+    for gib in 0..40u64 {
+        for page in 0x100..0x300u64 {
+            let next = write_fault(&mut sys, &mut mem, &mut frame, base + (gib << 30) + (page << 12));
+            assert!(matches!(next, Next::Resume { .. } | Next::Switch { .. }), "{next:?}");
+            most = most.max(sys.domains[0].vm.as_ref().unwrap().shadow.reverse_map_len());
+        }
+    }
+    assert!(most <= crate::emulated::shadow::REVERSE_MAP_BUDGET + 1, "{most} slots in the reverse map");
 }
