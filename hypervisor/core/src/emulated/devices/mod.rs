@@ -103,6 +103,15 @@ impl Devices {
         due
     }
 
+    /// Whether a PIT tick (IRQ 0) would interrupt the CPU now: the PIC is
+    /// initialized, the line unmasked and not in service (nothing has a
+    /// higher priority). If not, a tick cannot wake a halted kernel.
+    pub fn tick_would_interrupt(&self) -> bool {
+        let mut pic = self.pic.clone();
+        pic.raise(0);
+        pic.pending() == Some(0)
+    }
+
     /// The vector the PIC would deliver now, if any, without taking it.
     pub fn pending_vector(&self) -> Option<u8> {
         self.pic.pending().map(|irq| self.pic.vector_base() + irq)
