@@ -28,7 +28,7 @@ use crate::emulated::guest_virt::{GuestVirt, VirtFault, Written};
 use crate::emulated::guest_walk::Access;
 use crate::emulated::inject::{deliver, EventKind};
 use crate::emulated::instructions::{emulate, Outcome};
-use crate::emulated::machine::VirtualMachine;
+use crate::emulated::machine::{StiShadow, VirtualMachine};
 use crate::emulated::shadow::{FaultOutcome, ShadowEnv};
 use crate::emulated::store::{emulate_store, SegmentBases, StoreError};
 use crate::emulated::{REAL_CS, REAL_SS};
@@ -214,7 +214,7 @@ impl System {
         match result {
             Ok(Outcome::Next) => {
                 if insn.op == Op::Sti {
-                    vm.interrupt_shadow = true;
+                    vm.interrupt_shadow = Some(StiShadow { rip: frame.rip, sti_exit: true });
                 }
                 self.emulated_resume(p, frame, false, tlb)
             }
@@ -379,6 +379,7 @@ impl System {
     /// `hlt`: sleep until a virtual interrupt can be delivered.
     fn emulated_halt<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>, frame: &mut GuestRegs) -> Next {
         let (id, vm) = self.vm_parts();
+        vm.interrupt_shadow = None; // the `hlt` is the instruction that ran
         if vm.cpu.interrupts && vm.devices.pending_vector().is_some() {
             return self.emulated_resume(p, frame, false, TlbFlush::None);
         }
@@ -436,9 +437,17 @@ impl System {
         let id = self.current.expect("running");
         let d = &mut self.domains[usize::from(id.0)];
         let vm = d.vm.as_deref_mut().expect("an emulated domain");
-        if core::mem::take(&mut vm.interrupt_shadow) {
-            // The instruction after `sti` runs first.
-        } else if vm.cpu.interrupts {
+        let held = match vm.interrupt_shadow.take() {
+            Some(shadow) if shadow.rip == frame.rip => {
+                // The instruction after `sti` runs first (see `StiShadow`).
+                if shadow.sti_exit {
+                    vm.interrupt_shadow = Some(StiShadow { sti_exit: false, ..shadow });
+                }
+                true
+            }
+            _ => false,
+        };
+        if !held && vm.cpu.interrupts {
             if let Some(vector) = vm.devices.acknowledge() {
                 vm.exits.interrupts += 1;
                 let mut mem = GuestVirt::new(&mut *p.mem, GuestPhys::new(&d.frames), vm.cpu.cr3, vm.cpu.nxe(), false);

@@ -270,3 +270,46 @@ fn a_preempted_kernels_fast_pit_does_not_interrupt_the_others() {
     assert_eq!(sys.current_id(), Some(DomainId(0)));
     assert_eq!(sys.domains[0].vm.as_ref().unwrap().devices.pic.irr & 1, 1);
 }
+
+/// Bug: the `sti` shadow lasted only to the end of the `sti` exit. If the
+/// platform timer fired while the hypervisor handled that exit, the CPU
+/// took it right after the `iretq`, before the guest's `hlt`, and the
+/// virtual interrupt was delivered *before* the `hlt` instead of waking it.
+/// With a one-shot PIT (a tickless kernel's idle loop: arm, `sti; hlt`)
+/// the `hlt` then found no timer armed and the domain was stopped; on a
+/// real CPU nothing can come between `sti` and `hlt`.
+#[test]
+fn an_interrupt_between_sti_and_hlt_waits_for_the_hlt() {
+    let (mut sys, mut mem, mut frame) = started(&[0xfb, 0xf4], Expect::Exit(0)); // sti; hlt
+    set_gate(&mut sys, &mut mem, 0x20, GP_HANDLER + 0x100);
+    let deadline = {
+        let devices = &mut sys.domains[0].vm.as_deref_mut().unwrap().devices;
+        for (p, v) in [(0x20u16, 0x11u8), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01), (0x21, 0xfe)] {
+            devices.write(p, v, 0);
+        }
+        // PIT mode 0 (one-shot), 1000 counts.
+        devices.write(0x43, 0x30, 0);
+        devices.write(0x40, 0xe8, 0);
+        devices.write(0x40, 0x03, 0);
+        devices.pit.deadline_ns().unwrap()
+    };
+    let mut out = String::new();
+    frame = gp_at(&frame, KERNEL);
+    let mut p = Platform { mem: &mut mem, console: &mut out, tsc: deadline - 10 };
+    assert_eq!(sys.on_guest_exception(&mut p, &mut frame, 0), Next::RESUME); // sti
+    assert_eq!(frame.rip, KERNEL + 1);
+    // The tick came due while the `sti` exit was handled: the timer
+    // interrupt strikes before the `hlt` has run.
+    p.tsc = deadline;
+    let next = sys.on_timer(&mut p, &mut frame);
+    assert_safe_to_return(next, &frame);
+    assert_eq!(frame.rip, KERNEL + 1, "nothing is delivered before the instruction after sti");
+    // The `hlt` traps, and the interrupt wakes it at once.
+    frame = gp_at(&frame, KERNEL + 1);
+    let next = sys.on_guest_exception(&mut p, &mut frame, 0);
+    assert_safe_to_return(next, &frame);
+    assert!(sys.domains[0].is_alive());
+    assert_eq!(frame.rip, GP_HANDLER + 0x100, "in its timer handler");
+    let pushed = GuestPhys::new(&sys.domains[0].frames).read_u64(&mem, Gpa(frame.rsp)).unwrap();
+    assert_eq!(pushed, KERNEL + 2, "returning after the hlt");
+}
