@@ -254,7 +254,7 @@ fn a_preempted_kernels_fast_pit_does_not_interrupt_the_others() {
     assert_eq!(sys.current_id(), Some(DomainId(0)));
     // Domain 0 programs PIT channel 0: mode 2, reload 2.
     let pit = &mut sys.domains[0].vm.as_deref_mut().unwrap().devices.pit;
-    pit.write_command(0x34);
+    pit.write_command(0x34, 0);
     pit.write_data(2, 0);
     pit.write_data(0, 0);
     let period = pit.period_ns();
@@ -312,4 +312,20 @@ fn an_interrupt_between_sti_and_hlt_waits_for_the_hlt() {
     assert_eq!(frame.rip, GP_HANDLER + 0x100, "in its timer handler");
     let pushed = GuestPhys::new(&sys.domains[0].frames).read_u64(&mem, Gpa(frame.rsp)).unwrap();
     assert_eq!(pushed, KERNEL + 2, "returning after the hlt");
+}
+
+/// Bug: the PIT's counter-latch command latched the count at the moment
+/// counting *started*, not now, so a kernel that reads channel 0 the usual
+/// way (latch, then low and high byte) always saw the full reload value: a
+/// delay or calibration loop on it never ends.
+#[test]
+fn a_latched_pit_count_is_the_count_now() {
+    let mut d = crate::emulated::devices::Devices::default();
+    d.write(0x43, 0x34, 0); // channel 0, low/high, mode 2
+    d.write(0x40, 0x9b, 0);
+    d.write(0x40, 0x2e, 0); // 11931 counts
+    let half = d.pit.period_ns() / 2;
+    d.write(0x43, 0x00, half); // latch channel 0
+    let count = u16::from(d.read(0x40, half + 1000)) | (u16::from(d.read(0x40, half + 2000)) << 8);
+    assert!((5900..6020).contains(&count), "latched {count}, expected about 11931 / 2");
 }

@@ -83,7 +83,7 @@ impl Devices {
             port::PIC1_DATA => self.pic.write_data(value),
             port::PIC2_COMMAND => self.pic_slave.write_command(value),
             port::PIC2_DATA => self.pic_slave.write_data(value),
-            port::PIT_COMMAND => return timer(self.pit.write_command(value)),
+            port::PIT_COMMAND => return timer(self.pit.write_command(value, now_ns)),
             port::PIT_CHANNEL0 => return timer(self.pit.write_data(value, now_ns)),
             port::DEBUG_EXIT => return PortWrite::Exit(value),
             _ => self.unclaimed += 1,
