@@ -16,10 +16,15 @@
 //! | `cr3-outside-ram` | loads CR3 with an address beyond its RAM | read garbage tables |
 //! | `no-idt` | `lidt` with limit 0, then `ud2` | triple-fault: #UD finds no gate |
 //! | `halt-forever` | `cli; hlt` | hang until reset |
+//! | `shadow-heap` | maps 1 GiB pages over its RAM in 512 slots and writes every page through each, never loading CR3 | nothing special: 512 aliases of its RAM |
 //!
 //! Each line the kernel prints before the attack names it; if the attack
 //! somehow "works", the kernel says so and exits with status 1, which the
-//! scenario (expecting a crash) reports as unexpected.
+//! scenario (expecting a crash) reports as unexpected. `shadow-heap` is
+//! the exception: nothing in it is refused, it is the hypervisor's shadow
+//! budget that must hold (half a million shadow leaves once filled the
+//! hypervisor's heap and panicked it), so it ends with status 0 (scenario
+//! `shadow-exhaustion`).
 #![no_std]
 #![no_main]
 
@@ -61,6 +66,7 @@ fn main(boot: &'static BootInfo) -> u8 {
             // SAFETY: an IDT of limit 0: the next exception finds no gate.
             unsafe { core::arch::asm!("lidt [{}]", "ud2", in(reg) empty.as_ptr(), options(nostack, readonly)) };
         }
+        "shadow-heap" => shadow_heap(boot.mem_bytes),
         "halt-forever" => {
             cpu::cli();
             cpu::hlt();
@@ -113,4 +119,41 @@ fn upper_half() {
         let value = upper.read_volatile();
         println!("emulation-abuse: read {value:#x} from the upper half");
     }
+}
+
+/// Maps 1 GiB pages over its RAM in all 512 slots of a new level-3 table
+/// (top-level slot 1) and writes every page of RAM through every one of
+/// them, without loading CR3 again: 512 * (RAM / 4 KiB) distinct writable
+/// mappings, each one shadow leaf (and one reverse-map slot).
+fn shadow_heap(mem_bytes: u64) {
+    #[repr(C, align(4096))]
+    struct Table([u64; 512]);
+    static mut L3: Table = Table([0; 512]);
+    let l3 = &raw mut L3;
+    // present, writable, accessed, dirty, 1 GiB page at physical 0
+    let large = 0b1110_0011u64;
+    // SAFETY: (1) one CPU, nothing else uses L3; (2) the kernel is
+    // identity-mapped, so the static's address is its physical address;
+    // (3) top-level slot 1 of the loader's tables is empty.
+    unsafe {
+        for e in (*l3).0.iter_mut() {
+            *e = large;
+        }
+        let top = (cpu::read_cr3() & !0xfff) as *mut u64;
+        top.add(1).write_volatile((l3 as u64) | 0b11);
+    }
+    let pages = mem_bytes / 4096;
+    for gib in 0..512u64 {
+        if gib % 64 == 0 {
+            println!("emulation-abuse: shadow-heap: 1 GiB page {gib}");
+        }
+        for page in 0..pages {
+            let p = ((1u64 << 39) + (gib << 30) + (page << 12)) as *mut u8;
+            // SAFETY: an alias of RAM page `page`; writing back the byte
+            // just read changes nothing.
+            unsafe { p.write_volatile(p.read_volatile()) };
+        }
+    }
+    println!("emulation-abuse: shadow-heap: done");
+    bare_rt::exit(0);
 }

@@ -528,7 +528,10 @@ impl System {
         *frame = d.vcpu.regs;
         let upcall_due = d.events.upcall_due;
         self.current = Some(next);
-        if d.vm.is_some() {
+        if let Some(vm) = d.vm.as_deref_mut() {
+            // The PIT ticks it missed while preempted (they did not arm the
+            // platform timer: see `emulated_deadline_ns`).
+            vm.devices.tick(self.time.now_ns(p.tsc));
             // Its root may have to be made, and a virtual interrupt may be due.
             return match self.emulated_resume(p, frame, true, TlbFlush::None) {
                 Next::Resume { .. } => unreachable!("a dispatch always switches"),
@@ -597,3 +600,5 @@ mod tests;
 mod event_tests;
 #[cfg(test)]
 mod emulated_tests;
+#[cfg(test)]
+mod emulated_regression_tests;

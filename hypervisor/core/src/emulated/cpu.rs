@@ -58,6 +58,15 @@ pub mod msr {
     pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
 }
 
+/// Whether `va` is canonical: bits 63..47 all equal, as every address
+/// that RIP, a descriptor's handler or an address MSR (LSTAR, the FS and
+/// GS bases) may hold. The CPU refuses the others with #GP (`wrmsr`,
+/// `sysretq`, `iretq`, `lretq`) and, worse for a hypervisor, its own
+/// `iretq` to a guest at a non-canonical RIP faults in ring 0.
+pub fn canonical(va: u64) -> bool {
+    ((va as i64) << 16 >> 16) as u64 == va
+}
+
 /// A descriptor-table register (GDTR or IDTR): a linear base and a limit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TableRegister {
@@ -180,5 +189,15 @@ mod tests {
         assert_eq!((cpu.cpl, cpu.interrupts, cpu.cs, cpu.ss), (0, false, 0x08, 0x10));
         assert!(cpu.cr0 & cr::CR0_PG != 0 && cpu.cr4 & cr::CR4_PAE != 0 && cpu.nxe());
         assert_eq!(cpu.visible_rflags(0x202), 0x002);
+    }
+
+    #[test]
+    fn canonical_addresses() {
+        for va in [0, 0x7fff_ffff_ffff, 0xffff_8000_0000_0000, u64::MAX] {
+            assert!(canonical(va), "{va:#x}");
+        }
+        for va in [0x8000_0000_0000, 0xffff_7fff_ffff_ffff, 1 << 63] {
+            assert!(!canonical(va), "{va:#x}");
+        }
     }
 }

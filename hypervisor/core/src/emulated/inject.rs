@@ -41,7 +41,8 @@ pub enum EventKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InjectError {
     /// The vector is beyond the IDT limit or its gate is not present (or
-    /// not an interrupt or trap gate).
+    /// not an interrupt or trap gate, or its handler address is not
+    /// canonical).
     NoGate(u8),
     /// The IDT, the TSS or the new stack could not be accessed.
     Memory(VirtFault),
@@ -94,6 +95,11 @@ pub fn read_gate<M: MachineMemory>(cpu: &VirtualCpu, mem: &GuestVirt<'_, M>, vec
     let offset = u64::from(u16::from_le_bytes([raw[0], raw[1]]))
         | (u64::from(u16::from_le_bytes([raw[6], raw[7]])) << 16)
         | (u64::from(u32::from_le_bytes([raw[8], raw[9], raw[10], raw[11]])) << 32);
+    if !super::cpu::canonical(offset) {
+        // The CPU cannot jump there (#GP while delivering, then a double
+        // fault), and the hypervisor's `iretq` to it would fault in ring 0.
+        return Err(InjectError::NoGate(vector));
+    }
     Ok(Gate {
         offset,
         selector: u16::from_le_bytes([raw[2], raw[3]]),

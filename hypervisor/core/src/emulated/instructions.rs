@@ -14,7 +14,7 @@
 //! instruction ([`EmulationError::Unsupported`]); nothing here can fault in
 //! the hypervisor.
 
-use super::cpu::{cr, msr, TableRegister, VirtualCpu};
+use super::cpu::{canonical, cr, msr, TableRegister, VirtualCpu};
 use super::devices::{Devices, PortWrite};
 use super::guest_virt::{GuestVirt, VirtFault};
 use super::inject::{deliver, EventKind, InjectError};
@@ -212,6 +212,15 @@ pub fn emulate<M: MachineMemory>(
         }
         Op::Wrmsr => {
             let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
+            let address_msr = matches!(
+                regs.rcx as u32,
+                msr::LSTAR | msr::CSTAR | msr::FS_BASE | msr::GS_BASE | msr::KERNEL_GS_BASE
+            );
+            if address_msr && !canonical(value) {
+                // An address MSR holds only canonical addresses (SDM vol. 2,
+                // WRMSR); LSTAR becomes RIP at the next `syscall`.
+                return Ok(Outcome::Fault { vector: GP, error_code: Some(0) });
+            }
             let mut bases = false;
             match regs.rcx as u32 {
                 msr::EFER => cpu.efer = (value & (cr::EFER_SCE | cr::EFER_NXE)) | cr::EFER_LME | cr::EFER_LMA,
@@ -412,7 +421,7 @@ fn load_task_register<M: MachineMemory>(
         | (u64::from(d[7]) << 24)
         | (u64::from(u32::from_le_bytes([d[8], d[9], d[10], d[11]])) << 32);
     cpu.tr = selector;
-    if let Err(f) = mem.write(at + 5, &[d[5] | 0x02]) {
+    if let Err(f) = mem.write(at.wrapping_add(5), &[d[5] | 0x02]) {
         return memory_fault(f);
     }
     regs.rip = next_rip;
@@ -424,6 +433,10 @@ fn load_task_register<M: MachineMemory>(
 fn sysret(cpu: &mut VirtualCpu, regs: &mut GuestRegs) -> Result<Outcome, EmulationError> {
     if cpu.efer & cr::EFER_SCE == 0 {
         return Ok(Outcome::Fault { vector: UD, error_code: None });
+    }
+    if !canonical(regs.rcx) {
+        // Intel raises #GP(0) in the kernel, before anything changes.
+        return Ok(Outcome::Fault { vector: GP, error_code: Some(0) });
     }
     let base = (cpu.star >> 48) as u16;
     regs.rip = regs.rcx;
@@ -452,6 +465,9 @@ fn iret<M: MachineMemory>(
     if rpl != 0 && rpl != 3 {
         return Ok(Outcome::Fault { vector: GP, error_code: Some(u64::from(cs & !3)) });
     }
+    if !canonical(rip) {
+        return Ok(Outcome::Fault { vector: GP, error_code: Some(0) });
+    }
     let mode_changed = rpl != cpu.cpl;
     regs.rip = rip;
     regs.rsp = rsp;
@@ -478,6 +494,9 @@ fn far_return<M: MachineMemory>(
     let cs = u64::from_le_bytes(raw[8..].try_into().expect("8 bytes")) as u16;
     if (cs & 3) as u8 != cpu.cpl {
         return Err(EmulationError::Unsupported("a far return to another privilege level is not emulated"));
+    }
+    if !canonical(rip) {
+        return Ok(Outcome::Fault { vector: GP, error_code: Some(0) });
     }
     regs.rip = rip;
     regs.rsp = regs.rsp.wrapping_add(16);

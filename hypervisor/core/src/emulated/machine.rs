@@ -28,7 +28,22 @@ pub struct VirtualMachine {
     /// An `sti` was just emulated: no interrupt may be delivered before the
     /// next instruction has run (the CPU's interrupt shadow; `sti; hlt`
     /// relies on it to sleep without losing a wake-up).
-    pub interrupt_shadow: bool,
+    pub interrupt_shadow: Option<StiShadow>,
+}
+
+/// The CPU's interrupt shadow after an emulated `sti`, which the hypervisor
+/// cannot give the real CPU: interrupts wait while the guest is still at
+/// the instruction after `sti`. That holds through the `sti` exit itself and
+/// through one more exit at that instruction: one that comes before it ran
+/// (the platform timer fired while the `sti` exit was handled, and struck
+/// right after the `iretq`). A second exit there means it has run (as in
+/// `sti; jmp .`), and the interrupt goes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StiShadow {
+    /// The address of the instruction after `sti`.
+    pub rip: u64,
+    /// Whether this is still the `sti` exit (one more exit may be held).
+    pub sti_exit: bool,
 }
 
 impl VirtualMachine {
@@ -41,7 +56,7 @@ impl VirtualMachine {
             exits: ExitCounters::default(),
             root: None,
             halted: false,
-            interrupt_shadow: false,
+            interrupt_shadow: None,
         }
     }
 

@@ -28,7 +28,7 @@ use crate::emulated::guest_virt::{GuestVirt, VirtFault, Written};
 use crate::emulated::guest_walk::Access;
 use crate::emulated::inject::{deliver, EventKind};
 use crate::emulated::instructions::{emulate, Outcome};
-use crate::emulated::machine::VirtualMachine;
+use crate::emulated::machine::{StiShadow, VirtualMachine};
 use crate::emulated::shadow::{FaultOutcome, ShadowEnv};
 use crate::emulated::store::{emulate_store, SegmentBases, StoreError};
 use crate::emulated::{REAL_CS, REAL_SS};
@@ -88,6 +88,21 @@ impl System {
         cr2: u64,
     ) -> Next {
         let id = self.current.expect("running");
+        let reset = self.with_shadow(p.mem, id, |vm, env| {
+            // Over budget: drop every shadow and start again from a new
+            // root, on which the guest retries (a fill allocates a few
+            // frames, so this bounds them whether or not it loads CR3).
+            let over = vm.shadow.over_budget(env);
+            if over {
+                vm.shadow.reset(env);
+                vm.root = None;
+                vm.exits.shadow_fills += 1;
+            }
+            over
+        });
+        if reset {
+            return self.emulated_resume(p, frame, true, TlbFlush::None);
+        }
         let (write, fetch) = (frame.error_code & 2 != 0, frame.error_code & 16 != 0);
         let outcome = self.with_shadow(p.mem, id, |vm, env| {
             let access = Access { write, user: vm.cpu.user_mode(), fetch };
@@ -199,7 +214,7 @@ impl System {
         match result {
             Ok(Outcome::Next) => {
                 if insn.op == Op::Sti {
-                    vm.interrupt_shadow = true;
+                    vm.interrupt_shadow = Some(StiShadow { rip: frame.rip, sti_exit: true });
                 }
                 self.emulated_resume(p, frame, false, tlb)
             }
@@ -364,6 +379,7 @@ impl System {
     /// `hlt`: sleep until a virtual interrupt can be delivered.
     fn emulated_halt<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>, frame: &mut GuestRegs) -> Next {
         let (id, vm) = self.vm_parts();
+        vm.interrupt_shadow = None; // the `hlt` is the instruction that ran
         if vm.cpu.interrupts && vm.devices.pending_vector().is_some() {
             return self.emulated_resume(p, frame, false, TlbFlush::None);
         }
@@ -421,9 +437,17 @@ impl System {
         let id = self.current.expect("running");
         let d = &mut self.domains[usize::from(id.0)];
         let vm = d.vm.as_deref_mut().expect("an emulated domain");
-        if core::mem::take(&mut vm.interrupt_shadow) {
-            // The instruction after `sti` runs first.
-        } else if vm.cpu.interrupts {
+        let held = match vm.interrupt_shadow.take() {
+            Some(shadow) if shadow.rip == frame.rip => {
+                // The instruction after `sti` runs first (see `StiShadow`).
+                if shadow.sti_exit {
+                    vm.interrupt_shadow = Some(StiShadow { sti_exit: false, ..shadow });
+                }
+                true
+            }
+            _ => false,
+        };
+        if !held && vm.cpu.interrupts {
             if let Some(vector) = vm.devices.acknowledge() {
                 vm.exits.interrupts += 1;
                 let mut mem = GuestVirt::new(&mut *p.mem, GuestPhys::new(&d.frames), vm.cpu.cr3, vm.cpu.nxe(), false);
@@ -438,6 +462,12 @@ impl System {
                     }
                 }
             }
+        }
+        if !crate::emulated::cpu::canonical(frame.rip) {
+            // Every emulated path that sets RIP checks it as the CPU would;
+            // this is the last line: the kernel's `iretq` to a non-canonical
+            // RIP would fault in ring 0 and stop the machine.
+            return self.crash(p, frame, "its instruction pointer is not canonical", 0);
         }
         let d = &mut self.domains[usize::from(id.0)];
         let vm = d.vm.as_deref_mut().expect("an emulated domain");
@@ -474,13 +504,23 @@ impl System {
         woke
     }
 
-    /// The earliest virtual PIT deadline (system-time ns) of the live
-    /// emulated domains.
+    /// The earliest virtual PIT deadline (system-time ns) the platform
+    /// timer must honour: the running emulated domain's, and those of
+    /// halted ones that the tick would wake. A preempted domain cannot see
+    /// its IRQ 0 before it runs again, so its ticks wait for the next time
+    /// the timer fires anyway, or its dispatch (see `dispatch_next`):
+    /// otherwise a kernel that programs a very fast PIT would have the
+    /// hypervisor take an interrupt every few microseconds during the
+    /// other domains' slices, at their expense.
     pub(super) fn emulated_deadline_ns(&self) -> Option<u64> {
         self.domains
             .iter()
             .filter(|d| d.is_alive())
-            .filter_map(|d| d.vm.as_deref().and_then(|vm| vm.devices.pit.deadline_ns()))
+            .filter_map(|d| {
+                let vm = d.vm.as_deref()?;
+                let wakes = vm.halted && vm.cpu.interrupts && vm.devices.tick_would_interrupt();
+                (self.current == Some(d.id) || wakes).then(|| vm.devices.pit.deadline_ns()).flatten()
+            })
             .min()
     }
 

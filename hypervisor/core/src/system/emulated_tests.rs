@@ -10,12 +10,12 @@ use crate::manifest::{Expect, Mode};
 use crate::time::{TimeBase, TscClock};
 
 const FRAMES: u64 = 4096;
-const KERNEL: u64 = 0x20_0000;
+pub(super) const KERNEL: u64 = 0x20_0000;
 /// 1 GHz: one TSC tick is one nanosecond.
 const TSC_HZ: u64 = 1_000_000_000;
 
 /// A system with one emulated 4 MiB domain whose kernel is `code` at 2 MiB.
-fn emulated_system(code: &[u8], expect: Expect) -> (System, TestMemory) {
+pub(super) fn emulated_system(code: &[u8], expect: Expect) -> (System, TestMemory) {
     let mut mem = TestMemory::new(FRAMES);
     let mut frames = FrameTable::new(FRAMES);
     frames.add_free(256, FRAMES);
@@ -42,7 +42,7 @@ fn emulated_system(code: &[u8], expect: Expect) -> (System, TestMemory) {
 }
 
 /// The frame of a #GP raised at `rip` with `regs`.
-fn gp_at(frame: &GuestRegs, rip: u64) -> GuestRegs {
+pub(super) fn gp_at(frame: &GuestRegs, rip: u64) -> GuestRegs {
     GuestRegs { vector: 13, error_code: 0, rip, ..*frame }
 }
 
@@ -208,6 +208,11 @@ mod hostile {
                 vm.cpu.cpl = if user { 3 } else { 0 };
                 vm.cpu.idtr = crate::emulated::cpu::TableRegister { base: regs[0] & 0x3f_ffff, limit: regs[1] as u16 };
                 vm.cpu.tss_base = regs[2] & 0x3f_ffff;
+                if then_timer {
+                    // (Any bit will do: `syscall`/`sysretq` enabled.)
+                    vm.cpu.efer |= crate::emulated::cpu::cr::EFER_SCE;
+                    vm.cpu.star = regs[3];
+                }
             }
             for (n, value) in regs.iter().enumerate() {
                 frame.set_gpr(n as u8, *value);
@@ -219,10 +224,19 @@ mod hostile {
             frame.error_code = u64::from(error_code);
             frame.rip = KERNEL;
             let mut p = Platform { mem: &mut mem, console: &mut out, tsc: 10 };
-            let _ = sys.on_guest_exception(&mut p, &mut frame, cr2);
+            // Whatever the guest resumes with, the kernel's `iretq` must
+            // take without faulting in ring 0: a canonical RIP, the
+            // emulated-mode selectors.
+            let resumable = |next: Next, frame: &GuestRegs| {
+                !matches!(next, Next::Resume { .. } | Next::Switch { .. })
+                    || (crate::emulated::cpu::canonical(frame.rip) && (frame.cs, frame.ss) == (REAL_CS, REAL_SS))
+            };
+            let next = sys.on_guest_exception(&mut p, &mut frame, cr2);
+            prop_assert!(resumable(next, &frame), "{next:?} {frame:x?}");
             if then_timer {
                 p.tsc = 50_000_000;
-                let _ = sys.on_timer(&mut p, &mut frame);
+                let next = sys.on_timer(&mut p, &mut frame);
+                prop_assert!(resumable(next, &frame), "{next:?} {frame:x?}");
             }
             // Whatever happened, the books balance: a domain that ended
             // holds no frames, shadow frames are only held while it lives.

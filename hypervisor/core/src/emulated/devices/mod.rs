@@ -83,7 +83,7 @@ impl Devices {
             port::PIC1_DATA => self.pic.write_data(value),
             port::PIC2_COMMAND => self.pic_slave.write_command(value),
             port::PIC2_DATA => self.pic_slave.write_data(value),
-            port::PIT_COMMAND => return timer(self.pit.write_command(value)),
+            port::PIT_COMMAND => return timer(self.pit.write_command(value, now_ns)),
             port::PIT_CHANNEL0 => return timer(self.pit.write_data(value, now_ns)),
             port::DEBUG_EXIT => return PortWrite::Exit(value),
             _ => self.unclaimed += 1,
@@ -101,6 +101,15 @@ impl Devices {
             self.pic.raise(0);
         }
         due
+    }
+
+    /// Whether a PIT tick (IRQ 0) would interrupt the CPU now: the PIC is
+    /// initialized, the line unmasked and not in service (nothing has a
+    /// higher priority). If not, a tick cannot wake a halted kernel.
+    pub fn tick_would_interrupt(&self) -> bool {
+        let mut pic = self.pic.clone();
+        pic.raise(0);
+        pic.pending() == Some(0)
     }
 
     /// The vector the PIC would deliver now, if any, without taking it.

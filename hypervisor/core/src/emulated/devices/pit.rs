@@ -55,15 +55,16 @@ impl Pit {
         self.deadline_ns
     }
 
-    /// A write to the mode/command port (0x43). Returns whether the
-    /// deadline changed.
-    pub fn write_command(&mut self, value: u8) -> bool {
+    /// A write to the mode/command port (0x43) at system time `now_ns`.
+    /// Returns whether the deadline changed.
+    pub fn write_command(&mut self, value: u8, now_ns: u64) -> bool {
         if value >> 6 != 0 {
             return false; // channels 1 and 2, read-back: not modelled
         }
         let access = (value >> 4) & 3;
         if access == 0 {
-            self.latched = Some((self.current_count_at(self.now_hint()), false));
+            // Counter latch: the count as it is now, until read.
+            self.latched = Some((self.current_count_at(now_ns), false));
             return false;
         }
         self.access = match access {
@@ -150,10 +151,6 @@ impl Pit {
         true
     }
 
-    fn now_hint(&self) -> u64 {
-        self.started_ns.unwrap_or(0)
-    }
-
     fn current_count_at(&self, now_ns: u64) -> u16 {
         let Some(start) = self.started_ns else { return self.reload };
         let ticks = (now_ns.saturating_sub(start) as u128 * u128::from(PIT_HZ) / 1_000_000_000) as u64;
@@ -168,7 +165,7 @@ mod tests {
 
     fn periodic(hz: u64, now: u64) -> Pit {
         let mut p = Pit::default();
-        p.write_command(0x34); // channel 0, low/high, mode 2
+        p.write_command(0x34, now); // channel 0, low/high, mode 2
         let reload = (PIT_HZ / hz) as u16;
         assert!(!p.write_data(reload as u8, now));
         assert!(p.write_data((reload >> 8) as u8, now));
@@ -196,13 +193,13 @@ mod tests {
     #[test]
     fn one_shot_fires_once_and_a_new_mode_stops_it() {
         let mut p = Pit::default();
-        p.write_command(0x30); // mode 0
+        p.write_command(0x30, 0); // mode 0
         p.write_data(0x10, 0);
         p.write_data(0x00, 0);
         assert!(p.expire(u64::MAX / 2));
         assert_eq!(p.deadline_ns(), None);
         let mut q = periodic(100, 0);
-        assert!(q.write_command(0x34));
+        assert!(q.write_command(0x34, 0));
         assert_eq!(q.deadline_ns(), None);
     }
 
@@ -214,7 +211,7 @@ mod tests {
         let high = p.read_data(half);
         let count = u16::from(low) | (u16::from(high) << 8);
         assert!((5900..6020).contains(&count), "{count}");
-        p.write_command(0x00); // latch
+        p.write_command(0x00, 0); // latch
         let l = p.read_data(0);
         let h = p.read_data(0);
         assert_eq!(u16::from(l) | (u16::from(h) << 8), 11931, "latched at start");

@@ -112,7 +112,7 @@ impl Shadow {
 
     /// Drops the slots of the reverse map that no longer map their frame
     /// writable, and duplicates.
-    fn prune<M: MachineMemory>(&mut self, env: &mut ShadowEnv<'_, M>) {
+    pub(super) fn prune<M: MachineMemory>(&mut self, env: &mut ShadowEnv<'_, M>) {
         let mem = &*env.mem;
         let guest = env.guest;
         self.writable.retain(|gfn, slots| {

@@ -78,10 +78,14 @@
 //!
 //! Shadow frames are never freed one by one: the reverse map may hold
 //! stale entries, and they are harmless only because they can never point
-//! at a frame that was reused for something else. Instead the frames are
-//! counted, and when [`Shadow::root`] is called while the count is above
-//! the budget, everything is dropped (a *shadow reset*) and rebuilt lazily.
-//! [`Shadow::drop_all`] does the same when the domain ends.
+//! at a frame that was reused for something else. Instead the frames, and
+//! the reverse map's slots (hypervisor heap), are counted, and when either
+//! is above its budget ([`Shadow::over_budget`]) at a CR3 load
+//! ([`Shadow::root`]) or before a fill (the integrator asks), everything is
+//! dropped (a *shadow reset*) and rebuilt lazily. Checking at fills too
+//! matters: a kernel that never loads CR3 would otherwise grow its shadows
+//! until the machine has no frame (or heap) left. [`Shadow::drop_all`]
+//! does the same when the domain ends.
 //!
 //! ## What the shadows do not copy
 //!
@@ -279,6 +283,12 @@ pub struct Shadow {
     stats: ShadowStats,
 }
 
+/// Slots the reverse map of writable leaves may hold before the shadows
+/// are reset, like the frame budget: each is 16 bytes of the hypervisor's
+/// fixed heap (so 256 KiB, twice that with the vectors' slack), whereas
+/// the frame budget alone would allow 512 per shadow frame, 8 MiB.
+pub const REVERSE_MAP_BUDGET: usize = 16 * 1024;
+
 /// The reverse map is pruned no earlier than this many slots (tests prune
 /// early and often).
 const PRUNE_MIN: usize = if cfg!(test) { 2 } else { 1024 };
@@ -317,9 +327,8 @@ impl Shadow {
     ) -> Result<u64, ShadowError> {
         let gfn = (guest_cr3 & ADDRESS_MASK) / PAGE_SIZE;
         env.guest.mfn(gfn).map_err(|_| NotRam(Gpa(guest_cr3 & ADDRESS_MASK)))?;
-        if self.frames.len() as u64 > self.budget_frames || self.nxe.is_some_and(|n| n != env.nxe) {
-            self.drop_all(env);
-            self.stats.resets += 1;
+        if self.over_budget(env) || self.nxe.is_some_and(|n| n != env.nxe) {
+            self.reset(env);
         }
         self.nxe = Some(env.nxe);
         if let Some(mfn) = self.table(gfn, 4, mode) {
@@ -336,6 +345,27 @@ impl Shadow {
         env.mem.write(mfn * PAGE_SIZE, &[0; PAGE_SIZE as usize / 2]);
         self.add_table(env, gfn, 4, mode, mfn);
         Ok(mfn * PAGE_SIZE)
+    }
+
+    /// Whether the shadows hold more than their budget: more frames than
+    /// `budget_frames`, or more live slots in the reverse map than
+    /// [`REVERSE_MAP_BUDGET`] (stale ones are pruned first). [`Shadow::root`]
+    /// then resets; the integrator must check it before every fill too, or
+    /// a kernel that never loads CR3 grows its shadows without limit.
+    pub fn over_budget<M: MachineMemory>(&mut self, env: &mut ShadowEnv<'_, M>) -> bool {
+        if self.writable_len > REVERSE_MAP_BUDGET {
+            self.prune(env);
+        }
+        self.frames.len() as u64 > self.budget_frames || self.writable_len > REVERSE_MAP_BUDGET
+    }
+
+    /// Drops every shadow and counts a shadow reset. The guest may still
+    /// run on one of them: the caller must get a new root from
+    /// [`Shadow::root`] and load it before the guest runs again (the root
+    /// is made so that reusing the loaded table's frame is safe).
+    pub fn reset<M: MachineMemory>(&mut self, env: &mut ShadowEnv<'_, M>) {
+        self.drop_all(env);
+        self.stats.resets += 1;
     }
 
     /// Whether guest frame `gfn` has a shadow table (so every shadow leaf
@@ -366,6 +396,11 @@ impl Shadow {
     /// The counters.
     pub fn stats(&self) -> ShadowStats {
         self.stats
+    }
+
+    /// Slots in the reverse map of writable leaves (hypervisor heap).
+    pub fn reverse_map_len(&self) -> usize {
+        self.writable_len
     }
 
     /// The shadow of guest table `gfn` used at `level` in `mode`, if any.
