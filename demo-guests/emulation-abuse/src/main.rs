@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `debug-register` | `mov dr7, rax` | set a breakpoint (not emulated) |
 //! | `big-gdt` | `lgdt` of a 32-entry GDT | load it (but slots 14 and up are the hypervisor's) |
-//! | `paging-off` | clears CR0.PG | leave long mode (#GP) |
+//! | `paging-off` | clears CR0.PG | refuse to leave long mode from 64-bit code: #GP, which the hypervisor delivers through the kernel's IDT too (bare-rt's default handler exits with status 2) |
 //! | `string-io` | `rep outsb` | write a string to a port (not emulated) |
 //! | `upper-half` | maps and touches a page at 0xffff_8000_0000_0000 | use it (the hypervisor's half) |
 //! | `cr3-outside-ram` | loads CR3 with an address beyond its RAM | read garbage tables |

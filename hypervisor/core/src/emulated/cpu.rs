@@ -26,6 +26,8 @@ pub mod cr {
     pub const CR0_PG: u64 = 1 << 31;
     /// CR4.PAE: physical address extension (required in long mode).
     pub const CR4_PAE: u64 = 1 << 5;
+    /// CR4.UMIP: `sgdt`, `sidt`, `sldt`, `smsw` and `str` fault in user mode.
+    pub const CR4_UMIP: u64 = 1 << 11;
     /// EFER.SCE: `syscall`/`sysret` enabled.
     pub const EFER_SCE: u64 = 1 << 0;
     /// EFER.LME: long mode enabled.

@@ -22,7 +22,11 @@ use crate::decode::{Decoded, Mem, Op, Operand, PortOperand, Segment};
 use crate::hypercall::TlbFlush;
 use crate::machine_memory::MachineMemory;
 use crate::vcpu::{GuestRegs, GUEST_RFLAGS_MASK};
+use control::Refused;
 use hypercall_abi::bare_metal::RESERVED_GDT_SLOT;
+
+mod control;
+pub use control::CR4_SUPPORTED;
 
 /// The interrupt flag in RFLAGS.
 const IF: u64 = 1 << 9;
@@ -90,6 +94,15 @@ impl core::fmt::Display for EmulationError {
     }
 }
 
+/// A control-register or EFER write the virtual CPU does not take: the
+/// guest's #GP(0), or a stop for what the emulator cannot do.
+fn refused_write(refused: Refused) -> Result<Outcome, EmulationError> {
+    match refused {
+        Refused::GeneralProtection => Ok(Outcome::Fault { vector: GP, error_code: Some(0) }),
+        Refused::Unsupported(why) => Err(EmulationError::Unsupported(why)),
+    }
+}
+
 /// A fault while reaching an operand becomes the guest's page fault.
 fn memory_fault(f: VirtFault) -> Result<Outcome, EmulationError> {
     match f {
@@ -127,6 +140,11 @@ pub fn emulate<M: MachineMemory>(
                 limit: u16::from_le_bytes([raw[0], raw[1]]),
                 base: u64::from_le_bytes(raw[2..10].try_into().expect("8 bytes")),
             };
+            if !canonical(table.base) {
+                // A descriptor table's base must be canonical in 64-bit
+                // mode (AMD APM vol. 3, LGDT/LIDT: #GP).
+                return Ok(Outcome::Fault { vector: GP, error_code: Some(0) });
+            }
             if matches!(insn.op, Op::Lgdt(_)) {
                 if u32::from(table.limit) >= u32::from(RESERVED_GDT_SLOT) * 8 {
                     return Err(EmulationError::Unsupported(
@@ -192,21 +210,24 @@ pub fn emulate<M: MachineMemory>(
         }
         Op::MovToCr(n, reg) => {
             let value = regs.gpr(reg.0);
-            match n {
-                0 if value & (cr::CR0_PG | cr::CR0_PE) != cr::CR0_PG | cr::CR0_PE => {
-                    return Err(EmulationError::Unsupported("it turns paging or protected mode off"));
+            let checked = match n {
+                0 => control::cr0(value).map(|v| cpu.cr0 = v),
+                2 => {
+                    cpu.cr2 = value;
+                    Ok(())
                 }
-                0 => cpu.cr0 = value | cr::CR0_ET,
-                2 => cpu.cr2 = value,
                 3 => {
                     cpu.cr3 = value;
                     regs.rip = next_rip;
                     return Ok(Outcome::AddressSpace);
                 }
-                4 if value & cr::CR4_PAE == 0 => return Err(EmulationError::Unsupported("it turns CR4.PAE off")),
-                4 => cpu.cr4 = value,
-                8 => {}
+                4 => control::cr4(value).map(|v| cpu.cr4 = v),
+                8 if value >> 4 != 0 => Err(Refused::GeneralProtection), // TPR is 4 bits
+                8 => Ok(()),
                 _ => return Ok(Outcome::Fault { vector: UD, error_code: None }),
+            };
+            if let Err(refused) = checked {
+                return refused_write(refused);
             }
             Outcome::Next
         }
@@ -223,7 +244,10 @@ pub fn emulate<M: MachineMemory>(
             }
             let mut bases = false;
             match regs.rcx as u32 {
-                msr::EFER => cpu.efer = (value & (cr::EFER_SCE | cr::EFER_NXE)) | cr::EFER_LME | cr::EFER_LMA,
+                msr::EFER => match control::efer(cpu, value) {
+                    Ok(v) => cpu.efer = v,
+                    Err(refused) => return refused_write(refused),
+                },
                 msr::STAR => cpu.star = value,
                 msr::LSTAR => cpu.lstar = value,
                 msr::CSTAR => cpu.cstar = value,

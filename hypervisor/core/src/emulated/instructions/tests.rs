@@ -80,7 +80,7 @@ fn control_registers_and_the_address_space() {
     assert_eq!(g.run(&[0x0f, 0x22, 0xd8]), Ok(Outcome::AddressSpace)); // mov cr3, rax
     assert_eq!(g.cpu.cr3, 0x5000);
     g.regs.rax = 0;
-    assert!(matches!(g.run(&[0x0f, 0x22, 0xc0]), Err(EmulationError::Unsupported(_)))); // mov cr0, 0
+    assert_eq!(g.run(&[0x0f, 0x22, 0xc0]), Ok(GP0), "mov cr0, 0 would leave long mode");
     g.regs.rdi = 0x7000;
     assert_eq!(g.run(&[0x0f, 0x01, 0x3f]), Ok(Outcome::Flush(TlbFlush::Page(0x7000)))); // invlpg [rdi]
 }
@@ -93,7 +93,7 @@ fn msrs_swapgs_and_unknown_msrs() {
     assert_eq!(g.cpu.kernel_gs_base, 0x1_0000_2345);
     assert_eq!(g.run(&[0x0f, 0x01, 0xf8]), Ok(Outcome::SegmentBases)); // swapgs
     assert_eq!((g.cpu.gs_base, g.cpu.kernel_gs_base), (0x1_0000_2345, 0));
-    (g.regs.rcx, g.regs.rdx, g.regs.rax) = (u64::from(msr::EFER), 0, 0x801);
+    (g.regs.rcx, g.regs.rdx, g.regs.rax) = (u64::from(msr::EFER), 0, 0x901);
     g.run(&[0x0f, 0x30]).unwrap();
     assert_eq!(g.cpu.efer & cr::EFER_SCE, 1);
     g.regs.rcx = u64::from(msr::EFER);
@@ -101,6 +101,43 @@ fn msrs_swapgs_and_unknown_msrs() {
     assert_eq!(g.regs.rax & 0xd01, 0xd01, "LME, LMA, NXE and SCE read back");
     g.regs.rcx = 0x1234;
     assert_eq!(g.run(&[0x0f, 0x32]), Ok(Outcome::Fault { vector: 13, error_code: Some(0) }));
+}
+
+/// The #GP(0) a real CPU raises for a bad operand of a privileged instruction.
+const GP0: Outcome = Outcome::Fault { vector: 13, error_code: Some(0) };
+
+/// Review item: a kernel's bad control-register or MSR write stopped the
+/// domain, where a real CPU gives the kernel #GP(0) and changes nothing.
+#[test]
+fn bad_control_register_and_msr_writes_are_the_kernels_general_protection_fault() {
+    let mut g = Guest::new();
+    let before = g.cpu.clone();
+    let attempts: [(&[u8], u64, u64); 8] = [
+        (&[0x0f, 0x22, 0xc0], 0x8001_0001 | (1 << 32), 0), // mov cr0, rax: bits 63..32 are reserved
+        (&[0x0f, 0x22, 0xc0], 0x2001_0011, 0), // mov cr0, rax: PG off in 64-bit mode
+        (&[0x0f, 0x22, 0xe0], (1 << 20) | 0x20, 0), // mov cr4, rax: SMEP, which the virtual CPU lacks
+        (&[0x0f, 0x22, 0xe0], 0x680, 0),        // mov cr4, rax: PAE off
+        (&[0x44, 0x0f, 0x22, 0xc0], 0x10, 0),   // mov cr8, rax: the TPR has 4 bits
+        (&[0x0f, 0x30], 0xd01 | (1 << 12), u64::from(msr::EFER)), // wrmsr EFER.SVME
+        (&[0x0f, 0x30], 0x801, u64::from(msr::EFER)), // wrmsr EFER, LME off
+        (&[0x0f, 0x30], 0, 0xc000_0103),        // wrmsr TSC_AUX: not an MSR of the virtual CPU
+    ];
+    for (bytes, value, rcx) in attempts {
+        (g.regs.rax, g.regs.rdx, g.regs.rcx) = (value, 0, rcx);
+        assert_eq!(g.run(bytes), Ok(GP0), "{bytes:x?} {value:#x}");
+        assert_eq!(g.cpu, before, "nothing changed");
+        assert_eq!(g.regs.rip, 0x2_0000, "the fault is at the instruction");
+    }
+    // lgdt of a non-canonical base.
+    let mut raw = [0u8; 10];
+    raw[2..].copy_from_slice(&0x0000_8000_0000_0000u64.to_le_bytes());
+    g.virt().write(0x2_1000, &raw).unwrap();
+    g.regs.rax = 0x2_1000;
+    assert_eq!(g.run(&[0x0f, 0x01, 0x18]), Ok(GP0)); // lidt [rax]
+    assert_eq!(g.cpu, before);
+    // What a real CPU would do but the emulator cannot still stops it.
+    g.regs.rax = 0x8000_0011; // PG, ET, PE: WP off
+    assert!(matches!(g.run(&[0x0f, 0x22, 0xc0]), Err(EmulationError::Unsupported(_))));
 }
 
 #[test]
