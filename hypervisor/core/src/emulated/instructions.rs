@@ -80,7 +80,7 @@ pub enum EmulationError {
     Unsupported(&'static str),
     /// An operand leads outside the domain's RAM.
     NotRam(super::guest_phys::NotRam),
-    /// An `int n` could not be delivered (a real CPU would double-fault).
+    /// An `int n` could not be delivered (a real CPU would triple-fault).
     Inject(InjectError),
 }
 
@@ -125,8 +125,8 @@ pub fn emulate<M: MachineMemory>(
         // Nothing below is allowed to a user process (in/out included: its
         // kernel gave it no I/O privilege), except a software interrupt.
         return match insn.op {
-            Op::Int(vector) => software_interrupt(cpu, regs, mem, next_rip, vector),
-            Op::Int3 => software_interrupt(cpu, regs, mem, next_rip, 3),
+            Op::Int(vector) => software_interrupt(cpu, regs, mem, insn.len, vector),
+            Op::Int3 => software_interrupt(cpu, regs, mem, insn.len, 3),
             _ => Ok(Outcome::Fault { vector: GP, error_code: Some(0) }),
         };
     }
@@ -345,8 +345,8 @@ pub fn emulate<M: MachineMemory>(
             }
             Outcome::Next
         }
-        Op::Int(vector) => return software_interrupt(cpu, regs, mem, next_rip, vector),
-        Op::Int3 => return software_interrupt(cpu, regs, mem, next_rip, 3),
+        Op::Int(vector) => return software_interrupt(cpu, regs, mem, insn.len, vector),
+        Op::Int3 => return software_interrupt(cpu, regs, mem, insn.len, 3),
         Op::Sysret(false) => return Err(EmulationError::Unsupported("sysret to 32-bit code is not emulated")),
         Op::Iret(_) => return Err(EmulationError::Unsupported("only the 64-bit iretq is emulated")),
         Op::Retf(_) => return Err(EmulationError::Unsupported("only the 64-bit far return (lretq) is emulated")),
@@ -528,23 +528,21 @@ fn far_return<M: MachineMemory>(
     Ok(Outcome::Next)
 }
 
-/// `int n`: delivered through the guest's IDT, returning after the instruction.
+/// `int n` or `int3` of `len` bytes at `rip`: delivered through the
+/// guest's IDT, returning after the instruction (or, if its gate refuses
+/// the caller, the #GP that names the gate, at the instruction).
 fn software_interrupt<M: MachineMemory>(
     cpu: &mut VirtualCpu,
     regs: &mut GuestRegs,
     mem: &mut GuestVirt<'_, M>,
-    next_rip: u64,
+    len: usize,
     vector: u8,
 ) -> Result<Outcome, EmulationError> {
-    let fault_rip = regs.rip;
-    regs.rip = next_rip;
-    match deliver(cpu, regs, mem, vector, EventKind::Software) {
+    let len = u8::try_from(len).unwrap_or(u8::MAX); // at most 15
+    match deliver(cpu, regs, mem, vector, EventKind::Software { len }) {
         Ok(true) => Ok(Outcome::AddressSpace),
         Ok(false) => Ok(Outcome::Next),
-        Err(e) => {
-            regs.rip = fault_rip;
-            Err(EmulationError::Inject(e))
-        }
+        Err(e) => Err(EmulationError::Inject(e)),
     }
 }
 

@@ -68,6 +68,16 @@ impl System {
             14 if frame.error_code & 4 == 0 => self.emulated_instruction(p, frame),
             14 => self.emulated_page_fault(p, frame, cr2),
             11 | 13 => self.emulated_instruction(p, frame),
+            3 | 4 => {
+                // `int3`, `int 3` or `int 4`: the hypervisor's own gates for
+                // these are open to ring 3, so they arrive as exceptions
+                // after the instruction. They are software interrupts: the
+                // guest's gate must allow its caller's privilege.
+                let len = self.software_interrupt_len(p, frame);
+                frame.rip = frame.rip.wrapping_sub(u64::from(len));
+                self.vm_parts().1.exits.exceptions += 1;
+                self.emulated_inject(p, frame, frame.vector as u8, EventKind::Software { len })
+            }
             vector => {
                 // The guest's own business: a divide error, a breakpoint,
                 // an invalid opcode... delivered through its IDT.
@@ -76,6 +86,24 @@ impl System {
                 let error_code = WITH_ERROR_CODE.contains(&vector).then_some(frame.error_code);
                 self.emulated_inject(p, frame, vector as u8, EventKind::Exception { error_code })
             }
+        }
+    }
+
+    /// The length of the software interrupt that raised `frame.vector`
+    /// (3 or 4) and left `frame.rip` after itself: `int3` is one byte
+    /// (0xcc), `int 3` and `int 4` two (`into` is invalid in 64-bit mode).
+    fn software_interrupt_len<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>, frame: &GuestRegs) -> u8 {
+        if frame.vector != 3 {
+            return 2;
+        }
+        let id = self.current.expect("running");
+        let d = &self.domains[usize::from(id.0)];
+        let vm = d.vm.as_deref().expect("an emulated domain");
+        let mem = GuestVirt::new(&mut *p.mem, GuestPhys::new(&d.frames), vm.cpu.cr3, vm.cpu.nxe(), vm.cpu.user_mode());
+        let mut byte = [0u8; 1];
+        match mem.read(frame.rip.wrapping_sub(1), &mut byte, true) {
+            Ok(()) if byte[0] != 0xcc => 2,
+            _ => 1,
         }
     }
 
@@ -578,3 +606,7 @@ pub fn emulated_initial_regs(mut regs: GuestRegs) -> GuestRegs {
     regs.ss = REAL_SS;
     regs
 }
+
+#[cfg(test)]
+#[path = "emulated_fidelity_tests.rs"]
+mod fidelity_tests;

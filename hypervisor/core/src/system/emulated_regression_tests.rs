@@ -27,8 +27,8 @@ use crate::manifest::Expect;
 use crate::paging::flags::{ACCESSED, DIRTY, HUGE, PRESENT, USER, WRITABLE};
 
 /// Where the tests put the guest's IDT and its #GP handler.
-const IDT: u64 = 0x30_0000;
-const GP_HANDLER: u64 = 0x20_0800;
+pub(super) const IDT: u64 = 0x30_0000;
+pub(super) const GP_HANDLER: u64 = 0x20_0800;
 /// A non-canonical address (bit 47 set, bits 63..48 clear).
 const NON_CANONICAL: u64 = 0x0000_8000_0000_0000;
 
@@ -36,13 +36,13 @@ fn canonical(v: u64) -> bool {
     ((v as i64) << 16 >> 16) as u64 == v
 }
 
-fn write_guest(sys: &System, mem: &mut TestMemory, gpa: u64, bytes: &[u8]) {
+pub(super) fn write_guest(sys: &System, mem: &mut TestMemory, gpa: u64, bytes: &[u8]) {
     GuestPhys::new(&sys.domains[0].frames).write(mem, Gpa(gpa), bytes).unwrap();
 }
 
 /// Gives the guest an IDT whose gate `vector` goes to `handler` (an
 /// interrupt gate, DPL 0, code selector 0x08).
-fn set_gate(sys: &mut System, mem: &mut TestMemory, vector: u8, handler: u64) {
+pub(super) fn set_gate(sys: &mut System, mem: &mut TestMemory, vector: u8, handler: u64) {
     let mut gate = [0u8; 16];
     gate[0..2].copy_from_slice(&(handler as u16).to_le_bytes());
     gate[2..4].copy_from_slice(&0x08u16.to_le_bytes());
@@ -55,7 +55,7 @@ fn set_gate(sys: &mut System, mem: &mut TestMemory, vector: u8, handler: u64) {
 }
 
 /// Starts a one-domain system running `code` at `KERNEL`, with a #GP gate.
-fn started(code: &[u8], expect: Expect) -> (System, TestMemory, GuestRegs) {
+pub(super) fn started(code: &[u8], expect: Expect) -> (System, TestMemory, GuestRegs) {
     let (mut sys, mut mem) = emulated_system(code, expect);
     let mut frame = GuestRegs::default();
     sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame);
@@ -65,7 +65,7 @@ fn started(code: &[u8], expect: Expect) -> (System, TestMemory, GuestRegs) {
 
 /// What the kernel's `return_to_guest` needs to `iretq` without faulting in
 /// ring 0: a canonical RIP and the emulated-mode selectors.
-fn assert_safe_to_return(next: Next, frame: &GuestRegs) {
+pub(super) fn assert_safe_to_return(next: Next, frame: &GuestRegs) {
     if matches!(next, Next::Resume { .. } | Next::Switch { .. }) {
         assert!(canonical(frame.rip), "the hypervisor would iretq to rip={:#x} and #GP in ring 0", frame.rip);
         assert_eq!((frame.cs, frame.ss), (REAL_CS, REAL_SS));
@@ -143,13 +143,23 @@ fn wrmsr_of_a_non_canonical_address_is_a_gp_and_syscall_cannot_reach_it() {
 }
 
 /// Bug: an IDT gate's offset was used unchecked as the handler's RIP
-/// (machine down). A real CPU cannot deliver through it (#GP, then a
-/// double fault): the domain is stopped.
+/// (machine down). A real CPU cannot deliver through it: it raises #GP
+/// (error code EXT), and if the #GP gate is no better, a double fault,
+/// then shuts down: only then is the domain stopped.
 #[test]
-fn a_gate_to_a_non_canonical_handler_stops_the_domain() {
+fn a_gate_to_a_non_canonical_handler_is_a_general_protection_fault_then_a_triple_fault() {
     let (mut sys, mut mem, mut frame) = started(&[0x0f, 0x0b], Expect::Crash); // ud2
     set_gate(&mut sys, &mut mem, 6, NON_CANONICAL);
-    frame = GuestRegs { vector: 6, error_code: 0, rip: KERNEL, ..frame };
+    let ud = GuestRegs { vector: 6, error_code: 0, rip: KERNEL, ..frame };
+    frame = ud;
+    let next = sys.on_guest_exception(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame, 0);
+    assert_safe_to_return(next, &frame);
+    assert_eq!(frame.rip, GP_HANDLER);
+    let pushed = GuestPhys::new(&sys.domains[0].frames).read_u64(&mem, Gpa(frame.rsp)).unwrap();
+    assert_eq!(pushed, 1, "#GP(EXT): the CPU was delivering an exception");
+    // The #GP gate is no better: #DF, which has no gate: a triple fault.
+    set_gate(&mut sys, &mut mem, 13, NON_CANONICAL);
+    frame = ud;
     let next = sys.on_guest_exception(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame, 0);
     assert_safe_to_return(next, &frame);
     assert_eq!(next, Next::Finished { all_as_expected: true });

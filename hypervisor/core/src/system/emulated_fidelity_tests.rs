@@ -1,0 +1,60 @@
+//! Fidelity tests from the second review of trap-and-emulate: each drives
+//! the system with an emulated kernel (or its user process) doing what a
+//! real CPU answers in a particular way, and checks the guest sees that
+//! answer, not a stop of the domain or a different fault.
+
+use super::super::emulated_regression_tests::{assert_safe_to_return, set_gate, started, write_guest, GP_HANDLER, IDT};
+use super::super::emulated_tests::KERNEL;
+use super::super::{Next, Platform, System};
+use crate::emulated::guest_phys::{Gpa, GuestPhys};
+use crate::machine_memory::TestMemory;
+use crate::manifest::Expect;
+use crate::vcpu::GuestRegs;
+use alloc::string::String;
+
+/// Where the tests put the guest's TSS, and the kernel stack it names.
+const TSS: u64 = 0x30_8000;
+const RSP0: u64 = 0x3f_8000;
+
+/// `n` words of the guest's memory at `va` (its RAM is identity-mapped).
+fn words(sys: &System, mem: &TestMemory, va: u64, n: u64) -> alloc::vec::Vec<u64> {
+    let phys = GuestPhys::new(&sys.domains[0].frames);
+    (0..n).map(|i| phys.read_u64(mem, Gpa(va + 8 * i)).unwrap()).collect()
+}
+
+/// Puts the guest in its user mode (virtual CPL 3), with a TSS whose RSP0
+/// is `RSP0`.
+fn to_user_mode(sys: &mut System, mem: &mut TestMemory) {
+    write_guest(sys, mem, TSS + 4, &RSP0.to_le_bytes());
+    let vm = sys.domains[0].vm.as_deref_mut().unwrap();
+    (vm.cpu.cpl, vm.cpu.cs, vm.cpu.ss, vm.cpu.tss_base) = (3, 0x23, 0x1b, TSS);
+}
+
+/// Runs one exit of the guest with `frame`, as the CPU raised it.
+fn exit(sys: &mut System, mem: &mut TestMemory, frame: &mut GuestRegs, cr2: u64) -> Next {
+    let next = sys.on_guest_exception(&mut Platform { mem, console: &mut String::new(), tsc: 0 }, frame, cr2);
+    assert_safe_to_return(next, frame);
+    next
+}
+
+/// Review item: `int3` from the guest's user mode reached the hypervisor's
+/// own DPL-3 gate and was delivered as an exception, whatever the DPL of
+/// the guest's gate. It is a software interrupt: a DPL-0 gate gives #GP
+/// naming the gate, at the `int3`.
+#[test]
+fn int3_from_user_mode_respects_the_guests_gate_dpl() {
+    let (mut sys, mut mem, frame) = started(&[0xcc], Expect::Exit(0));
+    to_user_mode(&mut sys, &mut mem);
+    set_gate(&mut sys, &mut mem, 3, 0x20_0900); // DPL 0
+    let mut f = GuestRegs { vector: 3, error_code: 0, rip: KERNEL + 1, ..frame };
+    exit(&mut sys, &mut mem, &mut f, 0);
+    assert_eq!(f.rip, GP_HANDLER);
+    assert_eq!(words(&sys, &mem, f.rsp, 3), [3 * 8 + 2, KERNEL, 0x23], "#GP names gate 3; points at the int3");
+    // A DPL-3 gate lets it through, returning after the int3.
+    to_user_mode(&mut sys, &mut mem);
+    write_guest(&sys, &mut mem, IDT + 3 * 16 + 5, &[0xee]);
+    let mut f = GuestRegs { vector: 3, error_code: 0, rip: KERNEL + 1, ..frame };
+    exit(&mut sys, &mut mem, &mut f, 0);
+    assert_eq!(f.rip, 0x20_0900);
+    assert_eq!(words(&sys, &mem, f.rsp, 2), [KERNEL + 1, 0x23]);
+}
