@@ -245,7 +245,18 @@ pub fn emulate<M: MachineMemory>(
             let mut bases = false;
             match regs.rcx as u32 {
                 msr::EFER => match control::efer(cpu, value) {
-                    Ok(v) => cpu.efer = v,
+                    Ok(v) => {
+                        let nxe_changed = (cpu.efer ^ v) & cr::EFER_NXE != 0;
+                        cpu.efer = v;
+                        if nxe_changed {
+                            // NXE changes what every guest entry means (NX
+                            // becomes a reserved bit, or a right): the shadows
+                            // built with the old meaning must go before the
+                            // guest runs again, which the shadow root does.
+                            regs.rip = next_rip;
+                            return Ok(Outcome::AddressSpace);
+                        }
+                    }
                     Err(refused) => return refused_write(refused),
                 },
                 msr::STAR => cpu.star = value,

@@ -7,7 +7,7 @@ use super::super::emulated_regression_tests::{assert_safe_to_return, set_gate, s
 use super::super::emulated_tests::KERNEL;
 use super::super::{Next, Platform, System};
 use crate::emulated::guest_phys::{Gpa, GuestPhys};
-use crate::machine_memory::TestMemory;
+use crate::machine_memory::{MachineMemory, TestMemory};
 use crate::manifest::Expect;
 use crate::vcpu::GuestRegs;
 use alloc::string::String;
@@ -57,4 +57,27 @@ fn int3_from_user_mode_respects_the_guests_gate_dpl() {
     exit(&mut sys, &mut mem, &mut f, 0);
     assert_eq!(f.rip, 0x20_0900);
     assert_eq!(words(&sys, &mem, f.rsp, 2), [KERNEL + 1, 0x23]);
+}
+
+/// Review item: `wrmsr` to EFER changing NXE kept the shadows built under
+/// the old NXE until the next CR3 load: with NXE going off, shadow leaves
+/// kept refusing execution where the guest's NX bit no longer meant
+/// anything (and the reverse). A real CPU reinterprets every entry at once.
+#[test]
+fn changing_efer_nxe_drops_the_shadows_at_once() {
+    use crate::emulated::cpu::{cr, msr};
+    let (mut sys, mut mem, frame) = started(&[0x0f, 0x30], Expect::Exit(0));
+    // Fill the shadow for the kernel's code (a fetch fault).
+    let mut f = GuestRegs { vector: 14, error_code: 0x15, rip: KERNEL, ..frame };
+    exit(&mut sys, &mut mem, &mut f, KERNEL);
+    let resets = sys.domains[0].vm.as_ref().unwrap().shadow.stats().resets;
+    let efer = cr::EFER_LME | cr::EFER_SCE; // NXE off
+    let mut f = GuestRegs { vector: 13, rip: KERNEL, rcx: u64::from(msr::EFER), rax: efer, rdx: 0, ..frame };
+    let next = exit(&mut sys, &mut mem, &mut f, 0);
+    let Next::Switch { root, .. } = next else { panic!("the shadow root must be reloaded: {next:?}") };
+    assert_eq!(mem.read_u64(root), 0, "a new, empty shadow");
+    let vm = sys.domains[0].vm.as_ref().unwrap();
+    assert_eq!(vm.shadow.stats().resets, resets + 1);
+    assert!(!vm.cpu.nxe());
+    assert_eq!(f.rip, KERNEL + 2);
 }
