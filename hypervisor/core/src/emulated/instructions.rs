@@ -216,11 +216,14 @@ pub fn emulate<M: MachineMemory>(
                     cpu.cr2 = value;
                     Ok(())
                 }
-                3 => {
-                    cpu.cr3 = value;
-                    regs.rip = next_rip;
-                    return Ok(Outcome::AddressSpace);
-                }
+                3 => match control::cr3(value) {
+                    Ok(v) => {
+                        cpu.cr3 = v;
+                        regs.rip = next_rip;
+                        return Ok(Outcome::AddressSpace);
+                    }
+                    Err(refused) => Err(refused),
+                },
                 4 => control::cr4(value).map(|v| cpu.cr4 = v),
                 8 if value >> 4 != 0 => Err(Refused::GeneralProtection), // TPR is 4 bits
                 8 => Ok(()),

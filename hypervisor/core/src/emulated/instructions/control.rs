@@ -59,6 +59,24 @@ pub(super) fn cr0(value: u64) -> Result<u64, Refused> {
     Ok((value & CR0_DEFINED) | cr::CR0_ET)
 }
 
+/// The CR3 bits above the widest physical address a CPU may have (52
+/// bits): reserved. (A real CPU reserves from its own MAXPHYADDR up; the
+/// guest reads that from the host's CPUID, and an address between it and
+/// bit 52 is caught instead as a table outside the domain's RAM.)
+const CR3_RESERVED: u64 = !((1 << 52) - 1);
+
+/// The value CR3 takes for `mov cr3, value`. The virtual CPU has no PCIDs
+/// (CR4.PCIDE cannot be set), so bit 63, the "do not flush" hint of a CPU
+/// with PCIDE = 1, is an ordinary reserved bit here, and setting it is
+/// #GP(0) like any other (SDM vol. 2, MOV to CR3; vol. 3, 4.10.4.1). Bits
+/// 11..0 are PWT, PCD and ignored bits: kept as written.
+pub(super) fn cr3(value: u64) -> Result<u64, Refused> {
+    if value & CR3_RESERVED != 0 {
+        return Err(Refused::GeneralProtection);
+    }
+    Ok(value)
+}
+
 /// The CR4 bits of the virtual CPU: those it implements (PAE, UMIP) or
 /// whose effect it already has or does not need (DE: debug registers are
 /// not emulated at all; PSE: ignored with PAE; MCE: no machine checks;
@@ -112,6 +130,13 @@ mod tests {
         assert_eq!(cr0(boot | CR0_NW), GP);
         assert_eq!(cr0(boot | CR0_NW | CR0_CD), Ok(boot | CR0_NW | CR0_CD));
         assert!(matches!(cr0(boot & !cr::CR0_WP), Err(Refused::Unsupported(_))));
+    }
+
+    #[test]
+    fn cr3_has_no_pcid_so_bit_63_is_reserved() {
+        assert_eq!(cr3(0x1234_5018), Ok(0x1234_5018), "PWT, PCD and ignored bits are kept");
+        assert_eq!(cr3(0x1000 | (1 << 63)), GP);
+        assert_eq!(cr3(0x1000 | (1 << 52)), GP);
     }
 
     #[test]

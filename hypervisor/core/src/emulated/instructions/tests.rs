@@ -112,7 +112,8 @@ const GP0: Outcome = Outcome::Fault { vector: 13, error_code: Some(0) };
 fn bad_control_register_and_msr_writes_are_the_kernels_general_protection_fault() {
     let mut g = Guest::new();
     let before = g.cpu.clone();
-    let attempts: [(&[u8], u64, u64); 8] = [
+    let attempts: [(&[u8], u64, u64); 9] = [
+        (&[0x0f, 0x22, 0xd8], 0x5000 | (1 << 63), 0), // mov cr3, rax: no PCID, so bit 63 is reserved
         (&[0x0f, 0x22, 0xc0], 0x8001_0001 | (1 << 32), 0), // mov cr0, rax: bits 63..32 are reserved
         (&[0x0f, 0x22, 0xc0], 0x2001_0011, 0), // mov cr0, rax: PG off in 64-bit mode
         (&[0x0f, 0x22, 0xe0], (1 << 20) | 0x20, 0), // mov cr4, rax: SMEP, which the virtual CPU lacks
