@@ -69,6 +69,9 @@ pub fn canonical(va: u64) -> bool {
     ((va as i64) << 16 >> 16) as u64 == va
 }
 
+/// RFLAGS.IOPL.
+pub const IOPL_MASK: u64 = 3 << 12;
+
 /// A descriptor-table register (GDTR or IDTR): a linear base and a limit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TableRegister {
@@ -87,6 +90,11 @@ pub struct VirtualCpu {
     /// The guest's interrupt flag. The real IF stays set so the hypervisor
     /// keeps its timer; virtual interrupts wait while this is clear.
     pub interrupts: bool,
+    /// The guest's I/O privilege level (RFLAGS.IOPL). The real one stays 0,
+    /// or the guest's ring-3 code could reach the machine's ports; with
+    /// IOPL 3 its user mode may use `in`, `out`, `cli` and `sti`, which the
+    /// hypervisor then emulates.
+    pub iopl: u8,
     /// CR0.
     pub cr0: u64,
     /// CR2: the address of the last page fault delivered to the guest.
@@ -121,6 +129,8 @@ pub struct VirtualCpu {
     pub tr: u16,
     /// Guest-virtual base of the TSS that TR names (read at `ltr`).
     pub tss_base: u64,
+    /// Its limit in bytes (the I/O permission bitmap must end below it).
+    pub tss_limit: u32,
     /// The code selector the guest believes it runs with.
     pub cs: u16,
     /// The stack selector the guest believes it runs with.
@@ -140,6 +150,7 @@ impl VirtualCpu {
         VirtualCpu {
             cpl: 0,
             interrupts: false,
+            iopl: 0,
             cr0: CR0_PG | CR0_WP | CR0_ET | CR0_PE,
             cr2: 0,
             cr3,
@@ -157,6 +168,7 @@ impl VirtualCpu {
             ldtr: 0,
             tr: 0,
             tss_base: 0,
+            tss_limit: 0,
             cs: BOOT_CS,
             ss: BOOT_DS,
             ds: BOOT_DS,
@@ -174,10 +186,24 @@ impl VirtualCpu {
         self.efer & cr::EFER_NXE != 0
     }
 
-    /// The RFLAGS the guest should see: the real ones with its virtual IF.
+    /// The RFLAGS the guest should see: the real ones with its virtual IF
+    /// and IOPL.
     pub fn visible_rflags(&self, real: u64) -> u64 {
         const IF: u64 = 1 << 9;
-        (real & !IF) | if self.interrupts { IF } else { 0 }
+        (real & !(IF | IOPL_MASK)) | if self.interrupts { IF } else { 0 } | (u64::from(self.iopl) << 12)
+    }
+
+    /// Takes the virtual IF and IOPL from `rflags` as `iretq` or `sysretq`
+    /// would at the current CPL: IOPL changes only at CPL 0, IF only where
+    /// CPL <= IOPL (Intel SDM vol. 2, IRET).
+    pub fn load_rflags(&mut self, rflags: u64) {
+        const IF: u64 = 1 << 9;
+        if self.cpl <= self.iopl {
+            self.interrupts = rflags & IF != 0;
+        }
+        if self.cpl == 0 {
+            self.iopl = ((rflags & IOPL_MASK) >> 12) as u8;
+        }
     }
 }
 
@@ -191,6 +217,20 @@ mod tests {
         assert_eq!((cpu.cpl, cpu.interrupts, cpu.cs, cpu.ss), (0, false, 0x08, 0x10));
         assert!(cpu.cr0 & cr::CR0_PG != 0 && cpu.cr4 & cr::CR4_PAE != 0 && cpu.nxe());
         assert_eq!(cpu.visible_rflags(0x202), 0x002);
+    }
+
+    #[test]
+    fn iopl_is_virtual_and_changes_only_at_cpl_0() {
+        let mut cpu = VirtualCpu::at_boot(0x10000, TableRegister::default());
+        cpu.load_rflags(0x3202);
+        assert_eq!((cpu.iopl, cpu.interrupts), (3, true));
+        assert_eq!(cpu.visible_rflags(0x202), 0x3202);
+        cpu.cpl = 3;
+        cpu.load_rflags(0x0002);
+        assert_eq!((cpu.iopl, cpu.interrupts), (3, false), "IOPL kept; IF changes under IOPL 3");
+        cpu.iopl = 0;
+        cpu.load_rflags(0x0202);
+        assert!(!cpu.interrupts, "IF kept when CPL > IOPL");
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! it does what the instruction would have done at the guest's *virtual*
 //! privilege level: at virtual CPL 0 it changes the virtual CPU, a device,
 //! or the guest's memory and resumes after the instruction; at virtual CPL
-//! 3 the guest's user process was not allowed to do that either, so the
-//! guest kernel gets the #GP it would get on real hardware.
+//! 3 it applies the CPU's rules for user mode ([`user_mode_may_try`]): most
+//! are refused with the #GP the guest kernel would get on real hardware,
+//! and the few a user process may run (by CR4.UMIP, IOPL, the I/O bitmap,
+//! a gate's DPL) are carried out.
 //!
 //! Each case is a few lines and names the manual's rule it follows. What
 //! the emulator does not support stops the domain with a report naming the
@@ -122,13 +124,11 @@ pub fn emulate<M: MachineMemory>(
 ) -> Result<Outcome, EmulationError> {
     let next_rip = regs.rip.wrapping_add(insn.len as u64);
     if cpu.cpl != 0 {
-        // Nothing below is allowed to a user process (in/out included: its
-        // kernel gave it no I/O privilege), except a software interrupt.
-        return match insn.op {
-            Op::Int(vector) => software_interrupt(cpu, regs, mem, insn.len, vector),
-            Op::Int3 => software_interrupt(cpu, regs, mem, insn.len, 3),
-            _ => Ok(Outcome::Fault { vector: GP, error_code: Some(0) }),
-        };
+        match user_mode_allows(insn.op, cpu, regs, mem) {
+            Ok(true) => {}
+            Ok(false) => return Ok(Outcome::Fault { vector: GP, error_code: Some(0) }),
+            Err(f) => return memory_fault(f),
+        }
     }
     let outcome = match insn.op {
         Op::Lgdt(m) | Op::Lidt(m) => {
@@ -374,6 +374,77 @@ pub fn emulate<M: MachineMemory>(
     Ok(outcome)
 }
 
+/// Whether `op` may run at all in the guest's user mode (virtual CPL 3), as
+/// the instructions that trap in ring 3 on the real CPU. Every privileged
+/// instruction is refused (#GP(0), as on hardware) except:
+/// - `int n`/`int3` (their gate's DPL decides, at delivery);
+/// - `iretq` and `lretq` (they check the privilege of where they return);
+/// - `sgdt`, `sidt`, `sldt`, `smsw`, `str` while the guest's CR4.UMIP is
+///   clear (they trap only because the *real* CR4.UMIP is set, and return
+///   the virtual registers);
+/// - `cli`, `sti` under virtual IOPL 3, and `in`/`out` under IOPL 3 or where
+///   the TSS's I/O permission bitmap allows the ports (SDM vol. 1, 19.5).
+pub fn user_mode_may_try(op: Op) -> bool {
+    matches!(
+        op,
+        Op::Int(_)
+            | Op::Int3
+            | Op::Iret(8)
+            | Op::Retf(8)
+            | Op::Sgdt(_)
+            | Op::Sidt(_)
+            | Op::Sldt(_)
+            | Op::Smsw(_)
+            | Op::Str(_)
+            | Op::Cli
+            | Op::Sti
+            | Op::In(..)
+            | Op::Out(..)
+    )
+}
+
+/// Whether the guest's user mode may run `op` now (see [`user_mode_may_try`]).
+fn user_mode_allows<M: MachineMemory>(
+    op: Op,
+    cpu: &VirtualCpu,
+    regs: &GuestRegs,
+    mem: &mut GuestVirt<'_, M>,
+) -> Result<bool, VirtFault> {
+    Ok(match op {
+        Op::Int(_) | Op::Int3 | Op::Iret(8) | Op::Retf(8) => true,
+        Op::Sgdt(_) | Op::Sidt(_) | Op::Sldt(_) | Op::Smsw(_) | Op::Str(_) => cpu.cr4 & cr::CR4_UMIP == 0,
+        Op::Cli | Op::Sti => cpu.iopl == 3,
+        Op::In(size, port) | Op::Out(size, port) => cpu.iopl == 3 || io_bitmap_allows(cpu, mem, port_number(port, regs), size)?,
+        _ => false,
+    })
+}
+
+/// Whether the I/O permission bitmap of the guest's TSS allows ports
+/// `port..port + size`: each needs its bit clear, and the two bytes the
+/// CPU reads must lie within the TSS limit (SDM vol. 1, 19.5.2). The CPU
+/// reads the TSS as the kernel.
+fn io_bitmap_allows<M: MachineMemory>(cpu: &VirtualCpu, mem: &mut GuestVirt<'_, M>, port: u16, size: u8) -> Result<bool, VirtFault> {
+    const BITMAP_BASE_OFFSET: u64 = 0x66;
+    if cpu.tss_base == 0 || u64::from(cpu.tss_limit) < BITMAP_BASE_OFFSET + 1 {
+        return Ok(false);
+    }
+    let user = core::mem::replace(&mut mem.user, false);
+    let result = (|| {
+        let mut base = [0u8; 2];
+        mem.read(cpu.tss_base.wrapping_add(BITMAP_BASE_OFFSET), &mut base, false)?;
+        let at = u64::from(u16::from_le_bytes(base)) + u64::from(port / 8);
+        if at + 1 > u64::from(cpu.tss_limit) {
+            return Ok(false);
+        }
+        let mut bits = [0u8; 2];
+        mem.read(cpu.tss_base.wrapping_add(at), &mut bits, false)?;
+        let mask = ((1u16 << size) - 1) << (port % 8);
+        Ok(u16::from_le_bytes(bits) & mask == 0)
+    })();
+    mem.user = user;
+    result
+}
+
 /// The linear address of a memory operand: the effective address plus the
 /// FS or GS base when the instruction names one.
 fn address(m: &Mem, cpu: &VirtualCpu, regs: &GuestRegs, next_rip: u64) -> u64 {
@@ -458,6 +529,8 @@ fn load_task_register<M: MachineMemory>(
         | (u64::from(d[4]) << 16)
         | (u64::from(d[7]) << 24)
         | (u64::from(u32::from_le_bytes([d[8], d[9], d[10], d[11]])) << 32);
+    let limit = u32::from(u16::from_le_bytes([d[0], d[1]])) | (u32::from(d[6] & 0x0f) << 16);
+    cpu.tss_limit = if d[6] & 0x80 != 0 { (limit << 12) | 0xfff } else { limit };
     cpu.tr = selector;
     if let Err(f) = mem.write(at.wrapping_add(5), &[d[5] | 0x02]) {
         return memory_fault(f);
@@ -478,7 +551,7 @@ fn sysret(cpu: &mut VirtualCpu, regs: &mut GuestRegs) -> Result<Outcome, Emulati
     }
     let base = (cpu.star >> 48) as u16;
     regs.rip = regs.rcx;
-    cpu.interrupts = regs.r11 & IF != 0;
+    cpu.load_rflags(regs.r11);
     regs.rflags = (regs.r11 & GUEST_RFLAGS_MASK) | IF | 2;
     cpu.cs = base.wrapping_add(16) | 3;
     cpu.ss = base.wrapping_add(8) | 3;
@@ -500,7 +573,9 @@ fn iret<M: MachineMemory>(
     let word = |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
     let (rip, cs, rflags, rsp, ss) = (word(0), word(1) as u16, word(2), word(3), word(4) as u16);
     let rpl = (cs & 3) as u8;
-    if rpl != 0 && rpl != 3 {
+    if (rpl != 0 && rpl != 3) || rpl < cpu.cpl {
+        // Rings 1 and 2 are not emulated; a return to a more privileged
+        // level is #GP naming the selector.
         return Ok(Outcome::Fault { vector: GP, error_code: Some(u64::from(cs & !3)) });
     }
     if !canonical(rip) {
@@ -510,7 +585,7 @@ fn iret<M: MachineMemory>(
     regs.rip = rip;
     regs.rsp = rsp;
     regs.rflags = (rflags & GUEST_RFLAGS_MASK) | IF | 2;
-    cpu.interrupts = rflags & IF != 0;
+    cpu.load_rflags(rflags);
     (cpu.cs, cpu.ss, cpu.cpl) = (cs, ss, rpl);
     Ok(if mode_changed { Outcome::AddressSpace } else { Outcome::Next })
 }
@@ -530,6 +605,9 @@ fn far_return<M: MachineMemory>(
     }
     let rip = u64::from_le_bytes(raw[..8].try_into().expect("8 bytes"));
     let cs = u64::from_le_bytes(raw[8..].try_into().expect("8 bytes")) as u16;
+    if ((cs & 3) as u8) < cpu.cpl {
+        return Ok(Outcome::Fault { vector: GP, error_code: Some(u64::from(cs & !3)) });
+    }
     if (cs & 3) as u8 != cpu.cpl {
         return Err(EmulationError::Unsupported("a far return to another privilege level is not emulated"));
     }

@@ -27,7 +27,7 @@ use crate::emulated::guest_phys::GuestPhys;
 use crate::emulated::guest_virt::{GuestVirt, VirtFault, Written};
 use crate::emulated::guest_walk::Access;
 use crate::emulated::inject::{deliver, EventKind};
-use crate::emulated::instructions::{emulate, Outcome};
+use crate::emulated::instructions::{emulate, user_mode_may_try, Outcome};
 use crate::emulated::machine::{StiShadow, VirtualMachine};
 use crate::emulated::shadow::{FaultOutcome, ShadowEnv};
 use crate::emulated::store::{emulate_store, SegmentBases, StoreError};
@@ -221,9 +221,10 @@ impl System {
         let now_ns = self.time.now_ns(p.tsc);
         let d = &mut self.domains[usize::from(id.0)];
         let vm = d.vm.as_deref_mut().expect("an emulated domain");
-        if vm.cpu.user_mode() && !matches!(insn.op, Op::Int(_) | Op::Int3) {
-            // A user process tried something its kernel did not allow it
-            // (or ran an `iretq` of its own): the fault is its kernel's.
+        if vm.cpu.user_mode() && !user_mode_may_try(insn.op) {
+            // A user process tried something no user process may do (the
+            // emulator decides the few that may, by the virtual CPU's
+            // rules): the fault is its kernel's, as the CPU raised it.
             vm.exits.exceptions += 1;
             let (vector, error_code) = (frame.vector as u8, Some(frame.error_code));
             return self.emulated_inject(p, frame, vector, EventKind::Exception { error_code });
@@ -395,6 +396,7 @@ impl System {
         if mask & IF != 0 {
             cpu.interrupts = false;
         }
+        cpu.iopl &= !(((mask & crate::emulated::cpu::IOPL_MASK) >> 12) as u8);
         frame.rflags = ((frame.r11 & !mask) & GUEST_RFLAGS_MASK) | IF | 2;
         frame.rip = cpu.lstar;
         let was_user = cpu.user_mode();

@@ -81,3 +81,56 @@ fn changing_efer_nxe_drops_the_shadows_at_once() {
     assert!(!vm.cpu.nxe());
     assert_eq!(f.rip, KERNEL + 2);
 }
+
+/// Sets U/S along the guest's own walk of `va`, so its user mode may use
+/// the page (the loader maps everything for the kernel only).
+fn open_to_user(sys: &System, mem: &mut TestMemory, va: u64) {
+    use crate::paging::{flags::USER, table_index, ADDRESS_MASK};
+    let phys = GuestPhys::new(&sys.domains[0].frames);
+    let mut table = sys.domains[0].vm.as_ref().unwrap().cpu.cr3 & ADDRESS_MASK;
+    for level in (1..=4u8).rev() {
+        let slot = Gpa(table + table_index(va, level) as u64 * 8);
+        let entry = phys.read_u64(mem, slot).unwrap();
+        phys.write_u64(mem, slot, entry | USER).unwrap();
+        if level > 1 && entry & crate::paging::flags::HUGE != 0 {
+            return;
+        }
+        table = entry & ADDRESS_MASK;
+    }
+}
+
+/// Review item: every privileged instruction of a user process went to its
+/// kernel as the fault the CPU raised, even those a real CPU lets user mode
+/// run: `sgdt` with the guest's CR4.UMIP clear, an `iretq` to its own level.
+#[test]
+fn a_user_process_runs_what_a_real_cpu_lets_it_run() {
+    use crate::emulated::cpu::cr;
+    let code = [0x0f, 0x01, 0x03, 0x48, 0xcf]; // sgdt [rbx]; iretq
+    let (mut sys, mut mem, frame) = started(&code, Expect::Exit(0));
+    let (data, stack) = (0x3e_0000u64, 0x3e_1000u64);
+    for va in [KERNEL, data, stack] {
+        open_to_user(&sys, &mut mem, va);
+    }
+    to_user_mode(&mut sys, &mut mem);
+    let gdtr = sys.domains[0].vm.as_ref().unwrap().cpu.gdtr;
+    let mut f = GuestRegs { vector: 13, error_code: 0, rip: KERNEL, rbx: data, ..frame };
+    exit(&mut sys, &mut mem, &mut f, 0);
+    assert_eq!(f.rip, KERNEL + 3, "sgdt ran");
+    let stored = words(&sys, &mem, data, 2);
+    assert_eq!(stored[0] & 0xffff, u64::from(gdtr.limit));
+    assert_eq!((stored[0] >> 16) | (stored[1] << 48), gdtr.base);
+    // An iretq to its own level (the CPU raised #NP on the user selector).
+    let ret: [u64; 5] = [KERNEL, 0x23, 0x202, stack + 0x800, 0x1b];
+    let bytes: alloc::vec::Vec<u8> = ret.iter().flat_map(|w| w.to_le_bytes()).collect();
+    write_guest(&sys, &mut mem, stack, &bytes);
+    let mut f = GuestRegs { vector: 11, error_code: 0x20, rip: KERNEL + 3, rsp: stack, ..f };
+    exit(&mut sys, &mut mem, &mut f, 0);
+    assert_eq!((f.rip, f.rsp), (KERNEL, stack + 0x800), "returned");
+    assert_eq!(sys.domains[0].vm.as_ref().unwrap().cpu.cpl, 3);
+    // With the guest's UMIP set, sgdt is its kernel's #GP.
+    sys.domains[0].vm.as_deref_mut().unwrap().cpu.cr4 |= cr::CR4_UMIP;
+    let mut f = GuestRegs { vector: 13, error_code: 0, rip: KERNEL, rbx: data, ..f };
+    exit(&mut sys, &mut mem, &mut f, 0);
+    assert_eq!(f.rip, GP_HANDLER);
+    assert_eq!(words(&sys, &mem, f.rsp, 2), [0, KERNEL]);
+}

@@ -22,6 +22,14 @@ impl Guest {
         Guest { mem, map, cpu, regs, devices: Devices::default() }
     }
 
+    /// A guest in its user mode (virtual CPL 3), all of its RAM user-accessible.
+    fn user() -> Self {
+        let (mem, map) = identity_guest(64, true);
+        let mut g = Guest { mem, map, ..Guest::new() };
+        (g.cpu.cpl, g.cpu.cs, g.cpu.ss) = (3, 0x23, 0x1b);
+        g
+    }
+
     /// Emulates the instruction in `bytes` (placed at rip).
     fn run(&mut self, bytes: &[u8]) -> Result<Outcome, EmulationError> {
         let insn = decode(bytes).expect("test instructions decode");
@@ -250,4 +258,94 @@ fn lretq_reloads_cs_at_the_same_level() {
     let bytes: alloc::vec::Vec<u8> = frame.iter().flat_map(|w| w.to_le_bytes()).collect();
     g.virt().write(0x3_8010, &bytes).unwrap();
     assert!(matches!(g.run(&[0x48, 0xcb]), Err(EmulationError::Unsupported(_))));
+}
+
+/// Review item: with the guest's CR4.UMIP clear, `sgdt`, `sidt`, `sldt`,
+/// `smsw` and `str` are legal in its user mode and return the virtual
+/// registers (they trap only because the real CR4.UMIP is set); with it
+/// set they are #GP, as on hardware.
+#[test]
+fn user_mode_descriptor_stores_follow_the_guests_umip() {
+    let mut g = Guest::user();
+    g.cpu.tr = 0x30;
+    g.regs.rbx = 0x2_2000;
+    assert_eq!(g.run(&[0x0f, 0x01, 0x03]), Ok(Outcome::Next)); // sgdt [rbx]
+    let mut back = [0u8; 10];
+    g.virt().read(0x2_2000, &mut back, false).unwrap();
+    assert_eq!(back[..2], 0x3fu16.to_le_bytes());
+    assert_eq!(back[2..], 0x3_0000u64.to_le_bytes());
+    assert_eq!(g.run(&[0x0f, 0x00, 0xc8]), Ok(Outcome::Next)); // str eax
+    assert_eq!(g.regs.rax, 0x30);
+    assert_eq!(g.run(&[0x0f, 0x01, 0xe0]), Ok(Outcome::Next)); // smsw eax
+    assert_eq!(g.regs.rax, g.cpu.cr0 & 0xffff_ffff);
+    g.cpu.cr4 |= cr::CR4_UMIP;
+    let rip = g.regs.rip;
+    for insn in [&[0x0f, 0x01, 0x03][..], &[0x0f, 0x01, 0x0b], &[0x0f, 0x00, 0xc0], &[0x0f, 0x01, 0xe0], &[0x0f, 0x00, 0xc8]] {
+        assert_eq!(g.run(insn), Ok(GP0), "{insn:x?}");
+    }
+    assert_eq!(g.regs.rip, rip);
+    // The kernel is never refused.
+    g.cpu.cpl = 0;
+    assert_eq!(g.run(&[0x0f, 0x00, 0xc8]), Ok(Outcome::Next));
+}
+
+/// Review item: `cli`, `sti`, `in` and `out` in the guest's user mode
+/// depend on its virtual IOPL (and, for ports, its TSS's I/O bitmap).
+#[test]
+fn user_mode_io_and_interrupt_flag_follow_the_virtual_iopl_and_io_bitmap() {
+    let mut g = Guest::user();
+    (g.regs.rdx, g.regs.rax) = (0x3f8, u64::from(b'A'));
+    assert_eq!(g.run(&[0xfb]), Ok(GP0), "sti under IOPL 0");
+    assert_eq!(g.run(&[0xee]), Ok(GP0), "out without a TSS");
+    g.cpu.iopl = 3;
+    assert_eq!(g.run(&[0xfb]), Ok(Outcome::Next));
+    assert!(g.cpu.interrupts);
+    assert_eq!(g.run(&[0xee]), Ok(Outcome::Console(b'A')));
+    // IOPL 0, but a TSS whose bitmap (at offset 0x68) opens ports 0x3f8..0x3ff.
+    g.cpu.iopl = 0;
+    let tss = 0x3_4000;
+    (g.cpu.tss_base, g.cpu.tss_limit) = (tss, 0x68 + 0x2000);
+    g.virt().write(tss + 0x66, &0x68u16.to_le_bytes()).unwrap();
+    let mut bitmap = [0xffu8; 0x2000];
+    bitmap[0x3f8 / 8] = 0;
+    g.virt().write(tss + 0x68, &bitmap).unwrap();
+    assert_eq!(g.run(&[0xee]), Ok(Outcome::Console(b'A')), "out dx, al to 0x3f8");
+    g.regs.rdx = 0x3fd;
+    assert_eq!(g.run(&[0xec]), Ok(Outcome::Next), "in al, dx from 0x3fd");
+    g.regs.rdx = 0x3fe;
+    assert_eq!(g.run(&[0xed]), Ok(GP0), "in eax, dx: 0x400 and 0x401 are closed");
+    g.regs.rdx = 0x3f7;
+    assert_eq!(g.run(&[0xee]), Ok(GP0));
+    g.cpu.tss_limit = 0x68 + 0x3f8 / 8; // the second byte the CPU reads is past the limit
+    g.regs.rdx = 0x3f8;
+    assert_eq!(g.run(&[0xee]), Ok(GP0));
+    assert_eq!(g.run(&[0xfa]), Ok(GP0), "cli under IOPL 0");
+}
+
+/// Review item: a user process's own `iretq` (to its own level) raised #NP
+/// on the hypervisor's not-present user selectors and went to its kernel;
+/// a real CPU just returns. One to the kernel's level is #GP(selector).
+/// And the kernel's `iretq` sets the virtual IOPL.
+#[test]
+fn iretq_in_user_mode_and_the_virtual_iopl() {
+    let mut g = Guest::user();
+    let frame: [u64; 5] = [0x2_1000, 0x23, 0x3202, 0x3_9000, 0x1b];
+    let bytes: alloc::vec::Vec<u8> = frame.iter().flat_map(|w| w.to_le_bytes()).collect();
+    g.virt().write(0x3_8000, &bytes).unwrap();
+    assert_eq!(g.run(&[0x48, 0xcf]), Ok(Outcome::Next));
+    assert_eq!((g.regs.rip, g.regs.rsp, g.cpu.cpl), (0x2_1000, 0x3_9000, 3));
+    assert_eq!((g.cpu.iopl, g.cpu.interrupts), (0, false), "CPL 3 changes neither IOPL nor IF under IOPL 0");
+    let frame: [u64; 5] = [0x2_1000, 0x08, 0x2, 0x3_9000, 0x10];
+    let bytes: alloc::vec::Vec<u8> = frame.iter().flat_map(|w| w.to_le_bytes()).collect();
+    g.virt().write(0x3_9000, &bytes).unwrap();
+    assert_eq!(g.run(&[0x48, 0xcf]), Ok(Outcome::Fault { vector: 13, error_code: Some(0x08) }));
+    // The kernel returns to user mode with IOPL 3.
+    let mut g = Guest::new();
+    let frame: [u64; 5] = [0x80_0000_2000, 0x23, 0x3202, 0x80_0010_0000, 0x1b];
+    let bytes: alloc::vec::Vec<u8> = frame.iter().flat_map(|w| w.to_le_bytes()).collect();
+    g.virt().write(0x3_8000, &bytes).unwrap();
+    assert_eq!(g.run(&[0x48, 0xcf]), Ok(Outcome::AddressSpace));
+    assert_eq!((g.cpu.iopl, g.cpu.cpl), (3, 3));
+    assert_eq!(g.regs.rflags & (3 << 12), 0, "the real IOPL stays 0");
+    assert_eq!(g.cpu.visible_rflags(g.regs.rflags) & (3 << 12), 3 << 12);
 }
