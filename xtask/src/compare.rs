@@ -58,8 +58,8 @@ use plan::{Mode, Planner, Prepared, Run};
 /// Arguments of `compare`.
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// Only these operations, comma-separated (default: all six:
-    /// syscall,fork,switch,fault,mmap,compute).
+    /// Only these operations, comma-separated (default: all seven:
+    /// syscall,fork,switch,fault,mmap,compute,app).
     #[arg(long, value_delimiter = ',', value_name = "OPS")]
     pub ops: Vec<String>,
     /// Iterations of every operation (default: each operation's own, as
@@ -265,7 +265,7 @@ mod tests {
         assert_eq!(select_ops(&[]).unwrap(), Op::ALL);
         assert_eq!(select_ops(&["mmap".into(), "syscall".into()]).unwrap(), [Op::Syscall, Op::Mmap]);
         let e = select_ops(&["nap".into()]).unwrap_err().to_string();
-        assert_eq!(e, "--ops: unknown operation \"nap\" (one of syscall, fork, switch, fault, mmap, compute)");
+        assert_eq!(e, "--ops: unknown operation \"nap\" (one of syscall, fork, switch, fault, mmap, compute, app)");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The command line: `op=<name>` picks one operation (default: all six, in
+//! The command line: `op=<name>` picks one operation (default: all seven, in
 //! order), `n=<N>` sets the iterations of every operation (default: each
 //! operation's own). Words are separated by spaces; other words are
 //! ignored, and a later word overrides an earlier one.
@@ -74,7 +74,7 @@ mod tests {
     #[test]
     fn defaults_to_every_op_with_its_own_count() {
         let s = parse("").unwrap();
-        assert_eq!(s.ops().count(), 6);
+        assert_eq!(s.ops().count(), Op::ALL.len());
         assert_eq!(s.iterations(Op::Syscall), Op::Syscall.default_iterations());
     }
 

@@ -3,7 +3,7 @@
 //! Issue 6 measures one workload three ways: natively (an unmodified
 //! kernel in ring 0), under trap-and-emulate (the same kernel ELF,
 //! deprivileged by the hypervisor) and paravirtualized (the same source
-//! built against the guest SDK). This crate is that source: the six
+//! built against the guest SDK). This crate is that source: the seven
 //! operations ([`ops`]), the user programs that run them ([`user`]), and
 //! the kernel logic (process table, system calls, demand-zero paging,
 //! mmap/munmap, scheduler: [`Kernel`]). What differs between builds is

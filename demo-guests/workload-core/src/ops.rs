@@ -1,10 +1,10 @@
-//! The six operations: their names, sizes, programs and expected results.
+//! The seven operations: their names, sizes, programs and expected results.
 
 use core::fmt;
 
 use crate::user::programs;
 use crate::user::Entry;
-use crate::work::{self, MMAP_ROUND_PAGES};
+use crate::work::{self, APP_PAGES, MMAP_ROUND_PAGES};
 
 /// One operation of the workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,11 +21,14 @@ pub enum Op {
     Mmap,
     /// Pure user-mode computation.
     Compute,
+    /// An application's shape: mostly computation, with a kernel entry
+    /// (system call or demand-zero fault) every ~30,000 instructions.
+    App,
 }
 
 impl Op {
     /// Every operation, in the order a full run does them.
-    pub const ALL: [Op; 6] = [Op::Syscall, Op::Fork, Op::Switch, Op::Fault, Op::Mmap, Op::Compute];
+    pub const ALL: [Op; 7] = [Op::Syscall, Op::Fork, Op::Switch, Op::Fault, Op::Mmap, Op::Compute, Op::App];
 
     /// Its name on the command line and in the output.
     pub fn name(self) -> &'static str {
@@ -36,6 +39,7 @@ impl Op {
             Op::Fault => "fault",
             Op::Mmap => "mmap",
             Op::Compute => "compute",
+            Op::App => "app",
         }
     }
 
@@ -45,7 +49,7 @@ impl Op {
     }
 
     /// Iterations when the command line gives no `n=`: enough to measure,
-    /// few enough that all six run in seconds under TCG.
+    /// few enough that all seven run in seconds under TCG.
     pub fn default_iterations(self) -> u64 {
         match self {
             Op::Syscall => 1000,
@@ -54,6 +58,7 @@ impl Op {
             Op::Fault => 500,
             Op::Mmap => 200,
             Op::Compute => 200,
+            Op::App => 50,
         }
     }
 
@@ -67,6 +72,7 @@ impl Op {
             Op::Fault => &[(programs::fault_loop, 0)],
             Op::Mmap => &[(programs::mmap_loop, 0)],
             Op::Compute => &[(programs::compute_loop, 0)],
+            Op::App => &[(programs::app_loop, 0)],
         }
     }
 
@@ -81,6 +87,8 @@ impl Op {
             Op::Fault => work::sum_below(n.wrapping_add(1)),
             Op::Mmap => work::sum_below(n.wrapping_mul(MMAP_ROUND_PAGES)),
             Op::Compute => work::expected_compute(n),
+            // Its process is the first: getpid answers 1.
+            Op::App => work::expected_app(n, 1),
         }
     }
 }
@@ -116,6 +124,7 @@ impl fmt::Display for Outcome {
                 write!(f, "rounds={n} pages={} faults={} sum={}", n * MMAP_ROUND_PAGES, self.demand_faults, self.result)
             }
             Op::Compute => write!(f, "rounds={n} state={:#018x}", self.result),
+            Op::App => write!(f, "rounds={n} pages={} faults={} state={:#018x}", n * APP_PAGES, self.demand_faults, self.result),
         }
     }
 }

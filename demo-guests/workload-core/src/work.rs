@@ -15,6 +15,15 @@ pub const COMPUTE_SEED: u64 = 0x2545_f491_4f6c_dd1d;
 /// Pages each round of the `mmap` operation maps.
 pub const MMAP_ROUND_PAGES: u64 = 4;
 
+/// Pages each round of the `app` operation maps and fills.
+pub const APP_PAGES: u64 = 4;
+
+/// `compute` rounds an `app` round does per page: with [`APP_PAGES`] pages,
+/// 16 rounds of [`COMPUTE_STEPS`] steps (about 200,000 instructions) for
+/// seven kernel entries (`mmap`, four demand-zero faults, `getpid`,
+/// `munmap`), one entry per ~30,000 instructions of user work.
+pub const APP_ROUNDS_PER_PAGE: u64 = 4;
+
 /// A bijective scramble of 64 bits (the finaliser of SplitMix64): what a
 /// `fork` child computes from the value it inherited.
 #[inline(always)]
@@ -54,6 +63,25 @@ pub fn expected_fork(n: u64) -> u64 {
 /// What `compute` must end with after `n` rounds.
 pub fn expected_compute(n: u64) -> u64 {
     (0..n).fold(COMPUTE_SEED, |state, _| compute_round(state))
+}
+
+/// The work an `app` round does for each of its pages:
+/// [`APP_ROUNDS_PER_PAGE`] `compute` rounds.
+#[inline(always)]
+pub fn app_page(mut state: u64) -> u64 {
+    let mut round = 0;
+    while round < APP_ROUNDS_PER_PAGE {
+        state = compute_round(state);
+        round += 1;
+    }
+    state
+}
+
+/// What `app` must end with after `n` rounds, run by process `pid`.
+/// (The user program does the same with its pages and system calls in
+/// between: [`app_page`] per page, then the `getpid` result folded in.)
+pub fn expected_app(n: u64, pid: u64) -> u64 {
+    (0..n).fold(COMPUTE_SEED, |state, _| fold((0..APP_PAGES).fold(state, |state, _| app_page(state)), pid))
 }
 
 /// The sum `0 + 1 + ... + (count - 1)`, wrapping.

@@ -1,7 +1,7 @@
 //! The kernel logic on the host, on a mock platform.
 //!
 //! [`Mock`] keeps frames and address spaces in plain Rust collections and
-//! plays the six user programs itself: each is a small state machine
+//! plays the seven user programs itself: each is a small state machine
 //! whose state lives in the process's registers (`r15` is its program
 //! counter), so `fork` copies it like real registers, and whose memory
 //! accesses go through the active address space, raising a page fault on
@@ -15,7 +15,7 @@ use super::*;
 use crate::layout::PAGE_WORDS;
 use crate::ops::Op;
 use crate::user::programs;
-use crate::work::{self, MMAP_ROUND_PAGES};
+use crate::work::{self, APP_PAGES, MMAP_ROUND_PAGES};
 
 /// A program's entry address, which identifies it in the mock.
 fn at(program: Entry) -> u64 {
@@ -189,6 +189,39 @@ impl Mock {
                 3 => {
                     c.regs.r12 += 1;
                     Self::call(c, syscall::MUNMAP, [c.regs.r14, pages, 0], 1)
+                }
+                _ => Self::call(c, syscall::EXIT, [0; 3], 100),
+            }
+        } else if entry == at(programs::app_loop) {
+            match pc {
+                // r12: round, rbx: page within the round, r13: the state.
+                1 => {
+                    c.regs.r13 = work::COMPUTE_SEED;
+                    Step::Next(2)
+                }
+                2 if c.regs.r12 < n => Self::call(c, syscall::MMAP, [APP_PAGES, 0, 0], 3),
+                2 => Self::call(c, syscall::REPORT, [c.regs.r13, 1, 0], 99),
+                3 => {
+                    (c.regs.r14, c.regs.rbx) = (c.regs.rax, 0);
+                    Step::Next(4)
+                }
+                4 if c.regs.rbx < APP_PAGES => {
+                    let va = region_word(c, c.regs.rbx * PAGE_WORDS);
+                    let state = work::app_page(c.regs.r13);
+                    match self.load(va).and_then(|old| self.store(va, state).map(|()| old)) {
+                        Ok(old) => {
+                            c.regs.r13 = state | old;
+                            c.regs.rbx += 1;
+                            Step::Next(4)
+                        }
+                        Err(t) => Step::Trap(t),
+                    }
+                }
+                4 => Self::call(c, syscall::GETPID, [0; 3], 5),
+                5 => {
+                    c.regs.r13 = work::fold(c.regs.r13, c.regs.rax);
+                    c.regs.r12 += 1;
+                    Self::call(c, syscall::MUNMAP, [c.regs.r14, APP_PAGES, 0], 2)
                 }
                 _ => Self::call(c, syscall::EXIT, [0; 3], 100),
             }

@@ -1,4 +1,4 @@
-//! The six programs, one per operation. Each times its loop of `n`
+//! The seven programs, one per operation. Each times its loop of `n`
 //! iterations with the time-stamp counter, hands result and ticks to the
 //! kernel with `report`, and exits 0 (see `ops.rs` for how the kernel
 //! checks the result).
@@ -7,7 +7,7 @@ use super::status;
 use super::sys::{self, Forked};
 use super::user_program;
 use crate::layout::PAGE_WORDS;
-use crate::work::{self, MMAP_ROUND_PAGES};
+use crate::work::{self, APP_PAGES, MMAP_ROUND_PAGES};
 
 user_program! {
     /// `syscall`: `n` trivial system calls; the result is the sum of the
@@ -151,6 +151,38 @@ user_program! {
         }
         let ticks = sys::ticks().wrapping_sub(start);
         sys::report(state, ticks);
+        sys::exit(0)
+    }
+}
+
+user_program! {
+    /// `app`: an application's shape, mostly computation with a few kernel
+    /// entries. Each of `n` rounds maps [`APP_PAGES`] pages, computes into
+    /// them one after the other (the first touch of each is a demand-zero
+    /// fault), reads them back, asks for its id and unmaps them: seven
+    /// kernel entries for about 200,000 instructions of its own. A page
+    /// that was not zero or did not keep what was written spoils the result.
+    pub fn app_loop(n: u64, _unused: u64) -> ! {
+        let start = sys::ticks();
+        let mut state = work::COMPUTE_SEED;
+        let mut spoiled = 0u64;
+        let mut round = 0;
+        while round < n {
+            let Some(mut region) = sys::mmap(APP_PAGES) else { sys::exit(status::NO_MEMORY) };
+            let mut page = 0;
+            while page < APP_PAGES {
+                spoiled |= region.read(page * PAGE_WORDS);
+                state = work::app_page(state);
+                region.write(page * PAGE_WORDS, state);
+                page += 1;
+            }
+            spoiled |= region.read((APP_PAGES - 1) * PAGE_WORDS) ^ state;
+            state = work::fold(state, sys::getpid());
+            sys::munmap(region);
+            round += 1;
+        }
+        let ticks = sys::ticks().wrapping_sub(start);
+        sys::report(state ^ spoiled, ticks);
         sys::exit(0)
     }
 }
