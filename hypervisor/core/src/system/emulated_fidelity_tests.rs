@@ -134,3 +134,123 @@ fn a_user_process_runs_what_a_real_cpu_lets_it_run() {
     assert_eq!(f.rip, GP_HANDLER);
     assert_eq!(words(&sys, &mem, f.rsp, 2), [0, KERNEL]);
 }
+
+/// The RFLAGS bits ring 3 can set with `popf` on the real CPU (status
+/// flags, TF, DF, NT, AC, ID): what a real exit frame may hold besides IF
+/// and bit 1.
+const RING3_SETTABLE: u64 = 0x24_4dd5;
+/// RFLAGS bits the hypervisor must never return to a guest with: IOPL
+/// (ports of the machine), VM, VIF, VIP, and everything above ID.
+const NEVER_REAL: u64 = (3 << 12) | (1 << 17) | (1 << 19) | (1 << 20) | !0x3f_ffff;
+
+/// Review property: whatever a hostile guest (kernel or user process) does
+/// at one exit, with any virtual IOPL, TSS, IDT gates or stack contents,
+/// the frame the hypervisor returns with keeps the real IF on and the real
+/// IOPL at 0, and a user process never reaches virtual CPL 0 except at one
+/// of its kernel's entry points, nor raises its virtual IOPL.
+mod real_flags {
+    use super::*;
+    use crate::emulated::cpu::{cr, TableRegister};
+    use proptest::prelude::*;
+
+    const HANDLERS: [u64; 2] = [0x20_0800, 0x20_0900];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 768, ..ProptestConfig::default() })]
+        #[test]
+        fn the_real_iopl_stays_0_and_the_real_if_1(
+            code in proptest::sample::select(alloc::vec![
+                alloc::vec![0x48u8, 0xcf], alloc::vec![0x48, 0xcb], alloc::vec![0x48, 0x0f, 0x07],
+                alloc::vec![0xfa], alloc::vec![0xfb], alloc::vec![0xee], alloc::vec![0xef], alloc::vec![0xec],
+                alloc::vec![0xe6, 0xf4], alloc::vec![0xcd, 0x80], alloc::vec![0xcd, 0x0d], alloc::vec![0xcc],
+                alloc::vec![0x0f, 0x01, 0x03], alloc::vec![0x0f, 0x00, 0xc8], alloc::vec![0xf4],
+            ]),
+            vector in proptest::sample::select(alloc::vec![13u64, 11, 3, 14, 0x100]),
+            user in any::<bool>(),
+            iopl in 0u8..4,
+            interrupts in any::<bool>(),
+            popped in proptest::array::uniform5(any::<u64>()),
+            popped_small in any::<bool>(),
+            gates in proptest::array::uniform8((0usize..2, any::<u8>(), 0u8..8)),
+            tss_limit in any::<u32>(),
+            bitmap_base in any::<u16>(),
+            flags in any::<u64>(),
+            rdx in any::<u64>(),
+            sfmask in any::<u64>(),
+        ) {
+            let (mut sys, mut mem, frame) = started(&code, Expect::Exit(0));
+            let stack = 0x3e_1000u64;
+            for va in [KERNEL, stack, TSS] {
+                open_to_user(&sys, &mut mem, va);
+            }
+            // The guest's IDT: gates with any attributes to known handlers.
+            for (i, &(h, attributes, ist)) in gates.iter().enumerate() {
+                let vector = [3u8, 4, 8, 10, 11, 12, 13, 14][i];
+                let mut gate = [0u8; 16];
+                gate[0..2].copy_from_slice(&(HANDLERS[h] as u16).to_le_bytes());
+                gate[2..4].copy_from_slice(&0x08u16.to_le_bytes());
+                (gate[4], gate[5]) = (ist, attributes);
+                gate[6..8].copy_from_slice(&((HANDLERS[h] >> 16) as u16).to_le_bytes());
+                write_guest(&sys, &mut mem, IDT + u64::from(vector) * 16, &gate);
+            }
+            let mut gate80 = [0u8; 16];
+            gate80[0..2].copy_from_slice(&(HANDLERS[1] as u16).to_le_bytes());
+            gate80[5] = 0xee;
+            gate80[6..8].copy_from_slice(&((HANDLERS[1] >> 16) as u16).to_le_bytes());
+            write_guest(&sys, &mut mem, IDT + 0x80 * 16, &gate80);
+            // A TSS with stacks and an I/O bitmap base, and what an iretq or lretq pops.
+            write_guest(&sys, &mut mem, TSS + 4, &RSP0.to_le_bytes());
+            write_guest(&sys, &mut mem, TSS + 0x66, &bitmap_base.to_le_bytes());
+            let mut words_ = popped;
+            if popped_small {
+                words_[0] = KERNEL + (words_[0] & 0xfff);
+                words_[1] &= 0xffff;
+            }
+            let bytes: alloc::vec::Vec<u8> = words_.iter().flat_map(|w| w.to_le_bytes()).collect();
+            write_guest(&sys, &mut mem, stack, &bytes);
+            {
+                let vm = sys.domains[0].vm.as_deref_mut().unwrap();
+                let cpu = &mut vm.cpu;
+                cpu.idtr = TableRegister { base: IDT, limit: 0xfff };
+                (cpu.iopl, cpu.interrupts, cpu.tss_base, cpu.tss_limit) = (iopl, interrupts, TSS, tss_limit);
+                (cpu.efer, cpu.lstar, cpu.sfmask, cpu.star) = (cpu.efer | cr::EFER_SCE, 0x20_0a00, sfmask & 0xffff_ffff, 0x0013_0008 << 32);
+                if user {
+                    (cpu.cpl, cpu.cs, cpu.ss) = (3, 0x23, 0x1b);
+                }
+            }
+            let before = sys.domains[0].vm.as_ref().unwrap().cpu.clone();
+            let len = code.len() as u64;
+            let mut f = GuestRegs {
+                vector,
+                error_code: 0,
+                rip: if matches!(vector, 3 | 0x100) { KERNEL + len } else { KERNEL },
+                rsp: stack,
+                rdx,
+                rax: 0x41,
+                rcx: KERNEL + len,
+                r11: 0x202 | (flags & RING3_SETTABLE),
+                rflags: 0x202 | (flags & RING3_SETTABLE),
+                ..frame
+            };
+            let next = if vector == 0x100 {
+                sys.on_hypercall(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut f)
+            } else {
+                sys.on_guest_exception(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut f, 0)
+            };
+            assert_safe_to_return(next, &f);
+            if matches!(next, Next::Resume { .. } | Next::Switch { .. }) {
+                prop_assert!(f.rflags & (1 << 9) != 0, "the real IF is off: {:#x}", f.rflags);
+                prop_assert!(f.rflags & 2 != 0);
+                prop_assert_eq!(f.rflags & NEVER_REAL, 0, "{:#x}", f.rflags);
+                let cpu = &sys.domains[0].vm.as_ref().unwrap().cpu;
+                prop_assert!(cpu.cpl == 0 || cpu.cpl == 3);
+                if user {
+                    prop_assert_eq!(cpu.iopl & !before.iopl, 0, "a user process raised its IOPL");
+                    if cpu.cpl == 0 {
+                        prop_assert!(HANDLERS.contains(&f.rip) || f.rip == before.lstar, "entered its kernel at {:#x}", f.rip);
+                    }
+                }
+            }
+        }
+    }
+}
