@@ -165,8 +165,18 @@ pub struct Gate {
     pub dpl: u8,
 }
 
-/// Reads the gate of `vector` from the guest's IDT.
+/// Reads the gate of `vector` from the guest's IDT: a present interrupt or
+/// trap gate to a canonical handler.
 pub fn read_gate<M: MachineMemory>(cpu: &VirtualCpu, mem: &GuestVirt<'_, M>, vector: u8) -> Result<Gate, InjectError> {
+    let (gate, present) = read_descriptor(cpu, mem, vector)?;
+    usable(gate, present, vector)
+}
+
+/// The IDT descriptor of `vector` if it is an interrupt or trap gate within
+/// the IDT limit (#GP otherwise), and whether it is present. The CPU checks
+/// the caller's privilege for `int n` between this and the rest
+/// ([`usable`]; SDM vol. 2, INT n, IA-32e mode).
+fn read_descriptor<M: MachineMemory>(cpu: &VirtualCpu, mem: &GuestVirt<'_, M>, vector: u8) -> Result<(Gate, bool), InjectError> {
     let at = u64::from(vector) * 16;
     if at + 15 > u64::from(cpu.idtr.limit) {
         return Err(InjectError::NoGate(vector));
@@ -178,24 +188,31 @@ pub fn read_gate<M: MachineMemory>(cpu: &VirtualCpu, mem: &GuestVirt<'_, M>, vec
     if !(kind == 0x0e || kind == 0x0f) {
         return Err(InjectError::NoGate(vector));
     }
-    if attributes & 0x80 == 0 {
-        return Err(InjectError::GateNotPresent(vector));
-    }
     let offset = u64::from(u16::from_le_bytes([raw[0], raw[1]]))
         | (u64::from(u16::from_le_bytes([raw[6], raw[7]])) << 16)
         | (u64::from(u32::from_le_bytes([raw[8], raw[9], raw[10], raw[11]])) << 32);
-    if !super::cpu::canonical(offset) {
-        // The CPU cannot jump there (#GP), and the hypervisor's `iretq` to
-        // it would fault in ring 0.
-        return Err(InjectError::BadHandler(vector));
-    }
-    Ok(Gate {
+    let gate = Gate {
         offset,
         selector: u16::from_le_bytes([raw[2], raw[3]]),
         ist: raw[4] & 7,
         interrupt: kind == 0x0e,
         dpl: (attributes >> 5) & 3,
-    })
+    };
+    Ok((gate, attributes & 0x80 != 0))
+}
+
+/// The checks after the privilege check: the gate is present (#NP) and its
+/// handler canonical (#GP).
+fn usable(gate: Gate, present: bool, vector: u8) -> Result<Gate, InjectError> {
+    if !present {
+        return Err(InjectError::GateNotPresent(vector));
+    }
+    if !super::cpu::canonical(gate.offset) {
+        // The CPU cannot jump there (#GP), and the hypervisor's `iretq` to
+        // it would fault in ring 0.
+        return Err(InjectError::BadHandler(vector));
+    }
+    Ok(gate)
 }
 
 /// Delivers `vector` to the guest whose registers are `regs` (`rip` is
@@ -252,9 +269,12 @@ fn deliver_once<M: MachineMemory>(
     vector: u8,
     kind: EventKind,
 ) -> Result<bool, InjectError> {
-    let gate = read_gate(cpu, mem, vector)?;
+    let (gate, present) = read_descriptor(cpu, mem, vector)?;
+    if matches!(kind, EventKind::Software { .. }) && gate.dpl < cpu.cpl {
+        return Err(InjectError::Privilege(vector));
+    }
+    let gate = usable(gate, present, vector)?;
     let return_rip = match kind {
-        EventKind::Software { .. } if gate.dpl < cpu.cpl => return Err(InjectError::Privilege(vector)),
         EventKind::Software { len } => regs.rip.wrapping_add(u64::from(len)),
         _ => regs.rip,
     };
@@ -447,6 +467,34 @@ mod tests {
         assert_eq!(cpu.cr2, 0x40_0000 - 40, "where the push failed");
         assert_eq!(stack_words(&mem, regs.rsp, 6), [0b010, 0x8000, 0x23, 0x202, 0x9000, 0x1b], "write, supervisor");
         assert_eq!(cpu.cpl, 0);
+    }
+
+    /// Review item: `int n` from user mode checked the gate's presence and
+    /// handler before its DPL, so a kernel-only gate that is not present
+    /// (or points nowhere) gave #NP (or #GP(0)) where a real CPU gives
+    /// #GP(vector * 8 + 2): the privilege check comes first (SDM vol. 2,
+    /// INT n, IA-32e mode).
+    #[test]
+    fn int_to_a_kernel_only_gate_is_refused_before_its_presence_or_handler_is_checked() {
+        let (mut m, map) = identity_guest(64, true);
+        let mut mem = GuestVirt::new(&mut m, GuestPhys::new(&map), 0x1000, true, true);
+        let mut cpu = setup(&mut mem);
+        mem.write(IDT + 13 * 16, &gate(0x20_6000, 0, 0x0e, 0)).unwrap();
+        mem.write(IDT + 11 * 16, &gate(0x20_7000, 0, 0x0e, 0)).unwrap();
+        mem.write(IDT + 0x40 * 16, &gate(0x20_8000, 0, 0x0e, 0).map(|b| b & 0x7f)).unwrap(); // not present
+        mem.write(IDT + 0x41 * 16, &gate(0x8000_0000_0000, 0, 0x0e, 0)).unwrap(); // non-canonical
+        for vector in [0x40u8, 0x41] {
+            (cpu.cpl, cpu.cs) = (3, 0x23);
+            let mut regs = GuestRegs { rip: 0x7000, rsp: 0x5000, ..Default::default() };
+            deliver(&mut cpu, &mut regs, &mut mem, vector, EventKind::Software { len: 2 }).unwrap();
+            assert_eq!(regs.rip, 0x20_6000, "vector {vector:#x}: #GP");
+            assert_eq!(mem.read_u64(regs.rsp).unwrap(), u64::from(vector) * 8 + 2, "vector {vector:#x}");
+        }
+        // From the kernel (DPL allows it) the gate's own faults remain.
+        let mut regs = GuestRegs { rip: 0x7000, rsp: 0x5000, ..Default::default() };
+        deliver(&mut cpu, &mut regs, &mut mem, 0x40, EventKind::Software { len: 2 }).unwrap();
+        assert_eq!(regs.rip, 0x20_7000, "#NP");
+        assert_eq!(mem.read_u64(regs.rsp).unwrap(), 0x40 * 8 + 2);
     }
 
     #[test]
