@@ -79,6 +79,9 @@ pub enum InjectError {
     NoTss(u8),
     /// The stack the frame would be pushed on is not canonical (#SS).
     BadStack(u8),
+    /// The TSS slot of the stack pointer (RSP0 or the gate's IST) is beyond
+    /// the TSS limit (#TS).
+    TssLimit(u8),
 }
 
 impl core::fmt::Display for InjectError {
@@ -95,6 +98,7 @@ impl core::fmt::Display for InjectError {
             InjectError::Memory(VirtFault::NotRam(n)) => write!(f, "the IDT, TSS or kernel stack is not in RAM ({n})"),
             InjectError::NoTss(v) => write!(f, "vector {v:#x} needs a stack from the TSS, but no TSS is loaded"),
             InjectError::BadStack(v) => write!(f, "the stack for vector {v:#x} is not canonical"),
+            InjectError::TssLimit(v) => write!(f, "the TSS slot of the stack for vector {v:#x} is beyond the TSS limit"),
         }
     }
 }
@@ -120,7 +124,7 @@ impl InjectError {
             InjectError::GateNotPresent(v) => (11, gate(v), None),
             InjectError::BadHandler(_) => (13, ext, None),
             InjectError::Privilege(v) => (13, u64::from(v) * 8 + ERROR_IDT, None),
-            InjectError::NoTss(_) => (10, u64::from(tr & !3) + ext, None),
+            InjectError::NoTss(_) | InjectError::TssLimit(_) => (10, u64::from(tr & !3) + ext, None),
             InjectError::BadStack(_) => (12, ext, None),
             InjectError::Memory(VirtFault::PageFault { va, error_code }) => (PF, error_code, Some(va)),
             InjectError::Memory(VirtFault::NotRam(_)) => return None,
@@ -284,6 +288,9 @@ fn deliver_once<M: MachineMemory>(
             return Err(InjectError::NoTss(vector));
         }
         let slot = if gate.ist != 0 { 0x24 + 8 * (u64::from(gate.ist) - 1) } else { 4 };
+        if slot + 7 > u64::from(cpu.tss_limit) {
+            return Err(InjectError::TssLimit(vector));
+        }
         mem.read_u64(cpu.tss_base.wrapping_add(slot)).map_err(InjectError::Memory)?
     } else {
         regs.rsp
@@ -349,7 +356,7 @@ mod tests {
     fn setup(mem: &mut GuestVirt<'_, crate::machine_memory::TestMemory>) -> VirtualCpu {
         let mut cpu = VirtualCpu::at_boot(0x1000, TableRegister::default());
         cpu.idtr = TableRegister { base: IDT, limit: 256 * 16 - 1 };
-        cpu.tss_base = TSS;
+        (cpu.tss_base, cpu.tss_limit) = (TSS, 0x67);
         mem.write(IDT + 14 * 16, &gate(0x20_1000, 0, 0x0e, 0)).unwrap();
         mem.write(IDT + 0x20 * 16, &gate(0x20_2000, 0, 0x0e, 0)).unwrap();
         mem.write(IDT + 0x80 * 16, &gate(0x20_3000, 0, 0x0f, 3)).unwrap();
@@ -495,6 +502,33 @@ mod tests {
         deliver(&mut cpu, &mut regs, &mut mem, 0x40, EventKind::Software { len: 2 }).unwrap();
         assert_eq!(regs.rip, 0x20_7000, "#NP");
         assert_eq!(mem.read_u64(regs.rsp).unwrap(), 0x40 * 8 + 2);
+    }
+
+    /// Review item: the stack pointer a delivery takes from the TSS (RSP0
+    /// or an IST slot) was read whatever the TSS limit (set by `ltr`); a
+    /// real CPU raises #TS(TSS selector + EXT) when the eight bytes are not
+    /// within it (SDM vol. 2, INT n, IA-32e mode).
+    #[test]
+    fn a_stack_slot_beyond_the_tss_limit_is_an_invalid_tss_fault() {
+        let (mut m, map) = identity_guest(64, true);
+        let mut mem = GuestVirt::new(&mut m, GuestPhys::new(&map), 0x1000, true, true);
+        let mut cpu = setup(&mut mem);
+        mem.write(IDT + 10 * 16, &gate(0x20_9000, 0, 0x0e, 0)).unwrap();
+        (cpu.tr, cpu.tss_limit) = (0x28, 0x2b); // RSP0 and IST1 fit, IST2 does not
+        mem.write(IDT + 0x20 * 16, &gate(0x20_2000, 2, 0x0e, 0)).unwrap();
+        let mut regs = GuestRegs { rip: 0x20_0010, rsp: 0x1_2340, ..Default::default() };
+        deliver(&mut cpu, &mut regs, &mut mem, 0x20, EventKind::External).unwrap();
+        assert_eq!(regs.rip, 0x20_9000, "#TS");
+        assert_eq!(stack_words(&mem, regs.rsp, 2), [0x28 + 1, 0x20_0010], "names the TSS, EXT set");
+        // From user mode with RSP0 beyond the limit, the #TS needs RSP0
+        // too, and the #DF's IST 1 is beyond it as well: a triple fault.
+        (cpu.cpl, cpu.cs, cpu.ss, cpu.tss_limit) = (3, 0x23, 0x1b, 0x0a);
+        let mut regs = GuestRegs { rip: 0x7000, rsp: 0x5000, ..Default::default() };
+        let result = deliver(&mut cpu, &mut regs, &mut mem, 0x81, EventKind::External);
+        assert_eq!(result, Err(InjectError::TssLimit(0x81)));
+        cpu.tss_limit = 0x67;
+        assert!(deliver(&mut cpu, &mut regs, &mut mem, 0x81, EventKind::External).unwrap());
+        assert_eq!(regs.rip, 0x20_4000);
     }
 
     #[test]

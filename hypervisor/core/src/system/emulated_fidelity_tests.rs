@@ -27,7 +27,7 @@ fn words(sys: &System, mem: &TestMemory, va: u64, n: u64) -> alloc::vec::Vec<u64
 fn to_user_mode(sys: &mut System, mem: &mut TestMemory) {
     write_guest(sys, mem, TSS + 4, &RSP0.to_le_bytes());
     let vm = sys.domains[0].vm.as_deref_mut().unwrap();
-    (vm.cpu.cpl, vm.cpu.cs, vm.cpu.ss, vm.cpu.tss_base) = (3, 0x23, 0x1b, TSS);
+    (vm.cpu.cpl, vm.cpu.cs, vm.cpu.ss, vm.cpu.tss_base, vm.cpu.tss_limit) = (3, 0x23, 0x1b, TSS, 0x67);
 }
 
 /// Runs one exit of the guest with `frame`, as the CPU raised it.

@@ -207,7 +207,7 @@ mod hostile {
                 let vm = sys.domains[0].vm.as_deref_mut().unwrap();
                 vm.cpu.cpl = if user { 3 } else { 0 };
                 vm.cpu.idtr = crate::emulated::cpu::TableRegister { base: regs[0] & 0x3f_ffff, limit: regs[1] as u16 };
-                vm.cpu.tss_base = regs[2] & 0x3f_ffff;
+                (vm.cpu.tss_base, vm.cpu.tss_limit) = (regs[2] & 0x3f_ffff, regs[5] as u32);
                 if then_timer {
                     // (Any bit will do: `syscall`/`sysretq` enabled.)
                     vm.cpu.efer |= crate::emulated::cpu::cr::EFER_SCE;
