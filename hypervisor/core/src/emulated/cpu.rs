@@ -103,6 +103,9 @@ pub struct VirtualCpu {
     pub cr3: u64,
     /// CR4.
     pub cr4: u64,
+    /// CR8: the task priority (4 bits). Kept so it reads back; it changes
+    /// nothing, as the virtual PIC has no priority threshold.
+    pub cr8: u8,
     /// IA32_EFER.
     pub efer: u64,
     /// IA32_STAR.
@@ -155,6 +158,7 @@ impl VirtualCpu {
             cr2: 0,
             cr3,
             cr4: CR4_PAE,
+            cr8: 0,
             efer: EFER_LME | EFER_LMA | EFER_NXE,
             star: 0,
             lstar: 0,

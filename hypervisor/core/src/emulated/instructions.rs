@@ -202,7 +202,7 @@ pub fn emulate<M: MachineMemory>(
                 2 => cpu.cr2,
                 3 => cpu.cr3,
                 4 => cpu.cr4,
-                8 => 0, // task priority: the PIC does the priorities
+                8 => u64::from(cpu.cr8),
                 _ => return Ok(Outcome::Fault { vector: UD, error_code: None }),
             };
             regs.set_gpr(reg.0, value);
@@ -225,8 +225,7 @@ pub fn emulate<M: MachineMemory>(
                     Err(refused) => Err(refused),
                 },
                 4 => control::cr4(value).map(|v| cpu.cr4 = v),
-                8 if value >> 4 != 0 => Err(Refused::GeneralProtection), // TPR is 4 bits
-                8 => Ok(()),
+                8 => control::cr8(value).map(|v| cpu.cr8 = v),
                 _ => return Ok(Outcome::Fault { vector: UD, error_code: None }),
             };
             if let Err(refused) = checked {

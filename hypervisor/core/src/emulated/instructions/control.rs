@@ -96,6 +96,12 @@ pub(super) fn cr4(value: u64) -> Result<u64, Refused> {
     Ok(value)
 }
 
+/// The value CR8 (the task priority, bits 3..0) takes for `mov cr8,
+/// value`; the other bits are reserved (SDM vol. 3, 10.8.6.1).
+pub(super) fn cr8(value: u64) -> Result<u8, Refused> {
+    u8::try_from(value).ok().filter(|v| *v < 16).ok_or(Refused::GeneralProtection)
+}
+
 /// The EFER bits a `wrmsr` may set: SCE, LME, LMA (ignored: the CPU
 /// sets it) and NXE. The others (SVME, LMSLE, FFXSR, TCE...) name features
 /// the virtual CPU does not have, or are reserved.

@@ -149,6 +149,19 @@ fn bad_control_register_and_msr_writes_are_the_kernels_general_protection_fault(
     assert!(matches!(g.run(&[0x0f, 0x22, 0xc0]), Err(EmulationError::Unsupported(_))));
 }
 
+/// Review item: `mov cr8` checked its value but kept nothing, and `mov
+/// rax, cr8` always read 0; on a real CPU CR8 is a register (the task
+/// priority) that reads back what was written (SDM vol. 3, 10.8.6.1).
+#[test]
+fn cr8_reads_back_what_was_written() {
+    let mut g = Guest::new();
+    g.regs.rax = 0x9;
+    assert_eq!(g.run(&[0x44, 0x0f, 0x22, 0xc0]), Ok(Outcome::Next)); // mov cr8, rax
+    g.regs.rbx = 0;
+    assert_eq!(g.run(&[0x44, 0x0f, 0x20, 0xc3]), Ok(Outcome::Next)); // mov rbx, cr8
+    assert_eq!(g.regs.rbx, 0x9);
+}
+
 #[test]
 fn the_interrupt_flag_is_virtual() {
     let mut g = Guest::new();
