@@ -531,6 +531,30 @@ mod tests {
         assert_eq!(regs.rip, 0x20_4000);
     }
 
+    /// The longest chain Table 6-5 allows: an interrupt whose gate is
+    /// missing (#GP), the #GP's stack faults (#PF, handled serially after a
+    /// contributory fault), the #PF's stack faults too (#PF on #PF: #DF),
+    /// and the #DF is delivered. CR2 is the last fault's address.
+    #[test]
+    fn the_longest_chain_ends_in_a_delivered_double_fault() {
+        let (mut m, map) = identity_guest(64, false);
+        let mut mem = GuestVirt::new(&mut m, GuestPhys::new(&map), 0x1000, true, false);
+        let mut cpu = setup(&mut mem);
+        mem.write(IDT + 13 * 16, &gate(0x20_6000, 2, 0x0e, 0)).unwrap();
+        mem.write(IDT + 14 * 16, &gate(0x20_1000, 3, 0x0e, 0)).unwrap();
+        mem.write(TSS + 0x2c, &0x40_0000u64.to_le_bytes()).unwrap(); // IST2: not mapped
+        mem.write(TSS + 0x34, &0x50_0000u64.to_le_bytes()).unwrap(); // IST3: not mapped
+        let mut regs = GuestRegs { rip: 0x20_0010, rsp: 0x1_2340, rflags: 0x202, ..Default::default() };
+        assert!(!deliver(&mut cpu, &mut regs, &mut mem, 0x30, EventKind::External).unwrap());
+        assert_eq!((regs.rip, regs.rsp), (0x20_5000, 0x1_8000 - 48));
+        assert_eq!(stack_words(&mem, regs.rsp, 3), [0, 0x20_0010, 0x08]);
+        assert_eq!(cpu.cr2, 0x50_0000 - 48);
+        // Without the #DF's stack as well: a triple fault naming the first failure.
+        mem.write(TSS + 0x24, &0x60_0000u64.to_le_bytes()).unwrap();
+        let mut regs = GuestRegs { rip: 0x20_0010, rsp: 0x1_2340, rflags: 0x202, ..Default::default() };
+        assert_eq!(deliver(&mut cpu, &mut regs, &mut mem, 0x30, EventKind::External), Err(InjectError::NoGate(0x30)));
+    }
+
     #[test]
     fn what_would_triple_fault_is_an_error_naming_the_first_failure() {
         let (mut m, map) = identity_guest(64, false);

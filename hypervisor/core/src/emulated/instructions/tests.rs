@@ -362,3 +362,29 @@ fn iretq_in_user_mode_and_the_virtual_iopl() {
     assert_eq!(g.regs.rflags & (3 << 12), 0, "the real IOPL stays 0");
     assert_eq!(g.cpu.visible_rflags(g.regs.rflags) & (3 << 12), 3 << 12);
 }
+
+/// The I/O bitmap at its edges: the two bytes the CPU reads may straddle a
+/// page (and the second may not be mapped: the kernel's #PF, as a
+/// supervisor access, at that address), and a 4-byte access at port
+/// 0xffff tests bits of two bytes without overflowing.
+#[test]
+fn the_io_bitmap_read_straddles_pages_and_faults_as_the_kernel() {
+    let mut g = Guest::user();
+    let tss = 0x3_b000;
+    (g.cpu.tss_base, g.cpu.tss_limit) = (tss, 0xffff_ffff);
+    // The bitmap's byte for ports 0xfff8..0xffff is the last of a page.
+    g.virt().write(tss + 0x66, &0x2000u16.to_le_bytes()).unwrap();
+    g.virt().write(tss + 0x3fff, &[0x80]).unwrap(); // 0xffff is closed; the rest open
+    g.regs.rdx = 0xfffe;
+    assert_eq!(g.run(&[0xec]), Ok(Outcome::Next), "in al, dx: 0xfffe is open");
+    g.regs.rdx = 0xffff;
+    assert_eq!(g.run(&[0xec]), Ok(GP0), "0xffff is closed");
+    g.virt().write(tss + 0x3fff, &[0]).unwrap();
+    assert_eq!(g.run(&[0xed]), Ok(Outcome::Next), "in eax, dx at 0xffff: bits 7..10, the next page's byte is 0");
+    // A bitmap on a page that is not mapped: the #PF is the kernel's.
+    let tss = 0x3_f000;
+    g.cpu.tss_base = tss;
+    g.virt().write(tss + 0x66, &0x1000u16.to_le_bytes()).unwrap();
+    g.regs.rdx = 0x10;
+    assert_eq!(g.run(&[0xec]), Ok(Outcome::PageFault { va: 0x4_0002, error_code: 0 }));
+}
