@@ -120,10 +120,32 @@ pub extern "C" fn hypervisor_fault(frame: &GuestRegs) -> ! {
 
 #[inline(always)]
 fn apply(next: Next, system: &mut System, frame: &mut GuestRegs) {
-    // The common case first and inline: back to the same guest, nothing to do.
-    if next != Next::RESUME || system.timer_dirty {
-        apply_slow(next, system, frame);
+    // The two common cases first and inline: back to the same guest with
+    // nothing to do, or a paravirtualized guest moving between its kernel
+    // and user modes (every bounce and every `iret`), which needs only its
+    // other table and its other `syscall` door.
+    if !system.timer_dirty {
+        match next {
+            Next::RESUME => return,
+            Next::Switch { root, door } if door != Door::Emulated && is_running(system) => {
+                // SAFETY: as in `apply_slow`: every top-level table a
+                // paravirtualized guest can load was validated, which
+                // writes the hypervisor's upper half into it.
+                unsafe { switch_address_space(root) };
+                entry::set_syscall_path(door);
+                return;
+            }
+            _ => {}
+        }
     }
+    apply_slow(next, system, frame);
+}
+
+/// Whether the per-CPU data already points at the current domain (then a
+/// switch of its address space changes nothing else).
+#[inline(always)]
+fn is_running(system: &System) -> bool {
+    this_cpu().current_domain == system.current_id().map(|id| u32::from(id.0))
 }
 
 #[inline(never)]
@@ -145,8 +167,7 @@ fn apply_slow(next: Next, system: &mut System, frame: &mut GuestRegs) {
             // A paravirtualized guest switching between its kernel and user
             // modes keeps everything else; another domain, or an emulated
             // kernel (whose segment bases may have changed), does not.
-            let same_domain = this_cpu().current_domain == system.current_id().map(|id| u32::from(id.0));
-            if !same_domain || door == Door::Emulated {
+            if !is_running(system) || door == Door::Emulated {
                 point_at_current_vcpu(system);
             }
         }

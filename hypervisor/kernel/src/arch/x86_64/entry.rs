@@ -285,19 +285,33 @@ pub fn enter_guest(regs: &GuestRegs) -> ! {
     }
 }
 
+/// Where `syscall` enters for each [`Door`], indexed by its discriminant.
+static DOOR_ENTRIES: [unsafe extern "C" fn(); 4] = {
+    let mut t: [unsafe extern "C" fn(); 4] = [syscall_entry; 4];
+    t[Door::Kernel as usize] = syscall_entry;
+    t[Door::User as usize] = syscall_user_entry;
+    t[Door::Floor as usize] = syscall_floor_entry;
+    t[Door::Emulated as usize] = syscall_emulated_entry;
+    t
+};
+
+/// The `IA32_LSTAR` MSR: where `syscall` enters in 64-bit mode.
+const IA32_LSTAR: u32 = 0xC000_0082;
+
 /// Points `syscall` (LSTAR) at the entry for `door` (a no-op when it
-/// already is).
+/// already is). On every bounce and every `iret` of a paravirtualized
+/// guest, so it is a table load and one `wrmsr`.
+#[inline]
 pub fn set_syscall_path(door: Door) {
     let cpu = super::percpu::this_cpu();
     if cpu.syscall_path == door {
         return;
     }
-    let target = match door {
-        Door::Kernel => syscall_entry as *const (),
-        Door::User => syscall_user_entry as *const (),
-        Door::Floor => syscall_floor_entry as *const (),
-        Door::Emulated => syscall_emulated_entry as *const (),
-    };
-    x86_64::registers::model_specific::LStar::write(x86_64::VirtAddr::new(target as u64));
+    let target = DOOR_ENTRIES[door as usize] as usize as u64;
+    // SAFETY: (1) LSTAR exists on every x86_64 CPU; (2) the value is the
+    // address of one of the entry stubs above, canonical and mapped in every
+    // address space (the hypervisor's upper half), so the next `syscall`
+    // lands on code that expects it.
+    unsafe { x86_64::registers::model_specific::Msr::new(IA32_LSTAR).write(target) };
     cpu.syscall_path = door;
 }
