@@ -89,11 +89,54 @@ pub enum StackAccess<'a> {
     Write(&'a [u8]),
 }
 
+impl StackAccess<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            StackAccess::Read(b) => b.len() as u64,
+            StackAccess::Write(b) => b.len() as u64,
+        }
+    }
+}
+
 /// Reads or writes `bytes` at `va` in the vCPU's kernel address space,
 /// through the two-page translation cache [`Vcpu::stack_pages`] (a trap
 /// frame lies in one page, or straddles two neighbours), filling it with
 /// checked translations on a miss. Only writable translations are cached.
+///
+/// Every bounce and every `iret` comes here, nearly always for a frame
+/// inside one page the cache knows: that case is one lookup and one copy,
+/// inline (so a fixed-size frame is copied without a `memcpy` call); the
+/// rest is in [`stack_access_uncached`].
+#[inline]
 pub fn stack_access(
+    mem: &mut impl MachineMemory,
+    frames: &FrameTable,
+    domain: crate::domain::DomainId,
+    vcpu: &mut Vcpu,
+    va: u64,
+    access: StackAccess<'_>,
+) -> Result<(), HypercallError> {
+    let len = access.len();
+    let offset = va & (PAGE_SIZE - 1);
+    // `offset + len` cannot wrap: `offset` is below a page and `len` is a
+    // slice's length. Within one page, `va + len` cannot wrap either.
+    if len != 0 && offset + len <= PAGE_SIZE {
+        if let Some(maddr) = vcpu.cached_stack_page(va - offset) {
+            match access {
+                StackAccess::Read(b) => mem.read(maddr + offset, b),
+                StackAccess::Write(b) => mem.write(maddr + offset, b),
+            }
+            return Ok(());
+        }
+    }
+    stack_access_uncached(mem, frames, domain, vcpu, va, access)
+}
+
+/// [`stack_access`] when the cache does not already cover the frame:
+/// translate (and cache) each page, or take the general guest-memory path
+/// for a range over more than two pages.
+#[inline(never)]
+pub fn stack_access_uncached(
     mem: &mut impl MachineMemory,
     frames: &FrameTable,
     domain: crate::domain::DomainId,
@@ -101,10 +144,7 @@ pub fn stack_access(
     va: u64,
     mut access: StackAccess<'_>,
 ) -> Result<(), HypercallError> {
-    let len = match &access {
-        StackAccess::Read(b) => b.len() as u64,
-        StackAccess::Write(b) => b.len() as u64,
-    };
+    let len = access.len();
     let end = va.checked_add(len).ok_or(HypercallError::BadAddress)?;
     if len == 0 {
         return Ok(());
@@ -123,10 +163,9 @@ pub fn stack_access(
     let mut maddrs = [0u64; 2];
     let pages = if first_page == last_page { 1 } else { 2 };
     for (i, page) in [first_page, last_page].into_iter().take(pages).enumerate() {
-        let cached = vcpu.stack_pages.iter().find(|(p, _, root)| *p == page && *root == vcpu.kernel_root);
-        maddrs[i] = match cached {
+        maddrs[i] = match vcpu.cached_stack_page(page) {
             // A cached page was translated for writing, so reads are fine too.
-            Some(&(_, m, _)) => m,
+            Some(m) => m,
             None => {
                 let view = GuestView { mem: &mut *mem, frames, domain, root: vcpu.kernel_root };
                 let m = view.translate(page, if writing { Access::Write } else { Access::Read })? & !(PAGE_SIZE - 1);

@@ -10,7 +10,7 @@ use crate::machine_memory::MachineMemory;
 use crate::vcpu::{GuestRegs, GUEST_RFLAGS_MASK, TRAP_VECTORS};
 use hypercall_abi::trap::{frame_flags, TrapFrame, TrapInfo};
 use hypercall_abi::HypercallError;
-use zerocopy::FromBytes;
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 /// `set_trap_table(table, count)`.
 pub fn set_trap_table<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, table: u64, count: u64) -> Result<u64, HypercallError> {
@@ -55,11 +55,10 @@ pub fn stack_switch<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C
 
 /// `iret()`: pops the [`TrapFrame`] at the caller's `rsp` into its registers.
 pub fn iret<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, regs: &mut GuestRegs) -> Result<(), HypercallError> {
-    let mut bytes = [0u8; core::mem::size_of::<TrapFrame>()];
+    let mut frame = TrapFrame::new_zeroed();
     let caller = ctx.caller;
     let d = &mut ctx.domains[usize::from(caller.0)];
-    stack_access(ctx.mem, ctx.frames, caller, &mut d.vcpu, regs.rsp, StackAccess::Read(&mut bytes))?;
-    let frame = TrapFrame::read_from_bytes(&bytes).expect("sizes match");
+    stack_access(ctx.mem, ctx.frames, caller, &mut d.vcpu, regs.rsp, StackAccess::Read(frame.as_mut_bytes()))?;
     if !is_guest_address(frame.rip) || !is_guest_address(frame.rsp) || frame.flags & !frame_flags::FROM_USER != 0 {
         return Err(HypercallError::BadArgument);
     }
