@@ -179,15 +179,21 @@ impl System {
     /// Handles a `syscall` from the current domain (its registers in
     /// `frame`): a hypercall in guest kernel mode, a system call to bounce
     /// to the guest kernel in guest user mode.
+    ///
+    /// This and [`Self::user_syscall`] are the paravirtualized hot paths:
+    /// the domain is looked up once, the common outcomes (a result, or the
+    /// registers replaced by `iret`) go straight to
+    /// [`Self::resume_paravirtualized`], and everything rarer is out of line.
+    #[inline]
     pub fn on_hypercall<M: MachineMemory, C: ConsoleSink>(
         &mut self,
         p: &mut Platform<'_, M, C>,
         frame: &mut GuestRegs,
     ) -> Next {
-        let caller = self.current.expect("a hypercall comes from a running domain");
+        let Some(caller) = self.current else { no_current_domain() };
         let d = &mut self.domains[usize::from(caller.0)];
         if !d.vcpu.kernel_mode {
-            return self.user_syscall(p, frame);
+            return self.user_syscall(p, caller, frame);
         }
         if d.vm.is_some() {
             return self.emulated_syscall(p, frame);
@@ -214,16 +220,18 @@ impl System {
             self.wake_marked();
         }
         match outcome {
-            // The common case, kept short: a result for the same mode and table.
+            // The common cases, kept short: a result, or `iret`'s new
+            // registers, for the same domain.
             Outcome::Return(result) => {
                 frame.rax = encode_result(result);
-                self.resume_current(p, frame, root_before, true, tlb)
+                self.resume_paravirtualized(p, caller, frame, root_before, true, tlb)
             }
+            Outcome::Resumed => self.resume_paravirtualized(p, caller, frame, root_before, true, tlb),
             other => self.after_hypercall(p, frame, other, root_before, tlb),
         }
     }
 
-    /// The hypercall outcomes that change more than `rax`.
+    /// The hypercall outcomes that change more than `rax` and the registers.
     #[cold]
     #[inline(never)]
     fn after_hypercall<M: MachineMemory, C: ConsoleSink>(
@@ -236,8 +244,7 @@ impl System {
     ) -> Next {
         let caller = self.current.expect("running");
         match outcome {
-            Outcome::Return(_) => unreachable!("handled by on_hypercall"),
-            Outcome::Resumed => self.resume_current(p, frame, root_before, true, tlb),
+            Outcome::Return(_) | Outcome::Resumed => unreachable!("handled by on_hypercall"),
             Outcome::BenchFloor => {
                 frame.rax = 0;
                 self.domain(caller).vcpu.bench_floor = true;
@@ -272,22 +279,34 @@ impl System {
 
     /// A `syscall` in guest user mode: the guest's own system call, bounced
     /// to its kernel.
-    #[cold]
     #[inline(never)]
     fn user_syscall<M: MachineMemory, C: ConsoleSink>(
         &mut self,
         p: &mut Platform<'_, M, C>,
+        id: DomainId,
         frame: &mut GuestRegs,
     ) -> Next {
-        let d = &mut self.domains[usize::from(self.current.expect("running").0)];
+        let d = &mut self.domains[usize::from(id.0)];
         let root_before = d.root();
         match bounce(p.mem, &self.frames, d, frame, VECTOR_SYSCALL, 0, 0) {
             Ok(()) => {
                 d.stats.bounces += 1;
                 self.resume_current(p, frame, root_before, false, TlbFlush::None)
             }
-            Err(e) => self.crash(p, frame, &format!("system call from guest user mode, but {e}"), 0),
+            Err(e) => self.user_syscall_failed(p, frame, e),
         }
+    }
+
+    /// A user-mode system call that could not be bounced: the domain stops.
+    #[cold]
+    #[inline(never)]
+    fn user_syscall_failed<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        frame: &mut GuestRegs,
+        e: BounceError,
+    ) -> Next {
+        self.crash(p, frame, &format!("system call from guest user mode, but {e}"), 0)
     }
 
     /// Returns to the current domain: delivers a due upcall first, then a
@@ -302,10 +321,25 @@ impl System {
         kernel_mode_before: bool,
         tlb: TlbFlush,
     ) -> Next {
-        let id = self.current.expect("running");
+        let Some(id) = self.current else { no_current_domain() };
         if self.domains[usize::from(id.0)].vm.is_some() {
             return self.emulated_resume(p, frame, false, tlb);
         }
+        self.resume_paravirtualized(p, id, frame, root_before, kernel_mode_before, tlb)
+    }
+
+    /// [`Self::resume_current`] for a domain known to be the current,
+    /// paravirtualized one.
+    #[inline(always)]
+    fn resume_paravirtualized<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        id: DomainId,
+        frame: &mut GuestRegs,
+        root_before: u64,
+        kernel_mode_before: bool,
+        tlb: TlbFlush,
+    ) -> Next {
         if self.domains[usize::from(id.0)].events.upcall_due {
             if let Some(crashed) = self.upcall_before_resume(p, id, frame) {
                 return crashed;
@@ -583,6 +617,13 @@ impl System {
         }
         lines
     }
+}
+
+/// An entry from a guest while no domain is current: a hypervisor bug.
+#[cold]
+#[inline(never)]
+fn no_current_domain() -> ! {
+    panic!("a guest entered, but no domain is current")
 }
 
 fn d_id(index: usize) -> DomainId {

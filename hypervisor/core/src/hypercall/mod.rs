@@ -123,7 +123,10 @@ impl<M: MachineMemory, C: ConsoleSink> Context<'_, M, C> {
     }
 }
 
-/// Decodes and performs the hypercall in `regs`.
+/// Decodes and performs the hypercall in `regs`. Inlined (into
+/// [`System::on_hypercall`](crate::system::System::on_hypercall), and into
+/// `multicall`'s loop) so that the hypercalls answered here cost no call.
+#[inline(always)]
 pub fn dispatch<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, regs: &mut GuestRegs) -> Outcome {
     let call = match Hypercall::try_from(regs.rax) {
         Ok(call) => call,
