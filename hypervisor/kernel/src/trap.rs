@@ -29,12 +29,24 @@ impl ConsoleSink for SerialConsole {
     }
 }
 
-/// Called by `syscall_entry` for every hypercall but `null`.
+/// Called by `syscall_entry` for every hypercall but `null`, and by
+/// `syscall_emulated_entry` for an emulated kernel's `syscall`.
 pub extern "C" fn hypercall(frame: &mut GuestRegs) {
     SYSTEM.with(|system| {
         let system = system.as_mut().expect("guests run only after the system is built");
         let mut platform = Platform { mem: &mut PhysMap, console: &mut SerialConsole, tsc: cpu::rdtsc() };
         let next = system.on_hypercall(&mut platform, frame);
+        apply(next, system, frame);
+    })
+}
+
+/// Called by `syscall_user_entry`: a system call of a paravirtualized
+/// guest's user process, for its kernel.
+pub extern "C" fn user_syscall(frame: &mut GuestRegs) {
+    SYSTEM.with(|system| {
+        let system = system.as_mut().expect("guests run only after the system is built");
+        let mut platform = Platform { mem: &mut PhysMap, console: &mut SerialConsole, tsc: cpu::rdtsc() };
+        let next = system.on_user_syscall(&mut platform, frame);
         apply(next, system, frame);
     })
 }

@@ -91,8 +91,9 @@ global_asm!(
 
     /* The slow lane of every syscall door: switch to the per-CPU stack and
        build the GuestRegs frame a fault from ring 3 would build, with the
-       selectors the guest runs on (`ss`, `cs`), then call the logic. */
-    .macro SYSCALL_FRAME ss, cs
+       selectors the guest runs on (`ss`, `cs`), then call the logic
+       (`handler`). */
+    .macro SYSCALL_FRAME ss, cs, handler
     swapgs
     mov gs:[{scratch}], rsp
     mov rsp, gs:[{stack_top}]
@@ -107,7 +108,7 @@ global_asm!(
     mov rax, gs:[{fpu}]                    /* rax is saved: free */
     fxsave64 [rax]
     mov rdi, rsp
-    call {hypercall}
+    call \handler
     jmp return_to_guest
     .endm
 
@@ -119,11 +120,15 @@ syscall_entry:
     jnz 1f
     sysretq                                /* null hypercall: rax = 0 = Ok(0) */
 1:
+    SYSCALL_FRAME {guest_ss}, {guest_cs}, {hypercall}
+
     /* LSTAR points here while the guest is in its user mode: every syscall
-       is a system call for the guest kernel, so there is no fast lane. */
+       is a system call for the guest kernel, so there is no fast lane, and
+       the logic has an entry of its own for it. */
+    .p2align 6
     .global syscall_user_entry
 syscall_user_entry:
-    SYSCALL_FRAME {guest_ss}, {guest_cs}
+    SYSCALL_FRAME {guest_ss}, {guest_cs}, {user_syscall}
 
     /* LSTAR points here while an emulated kernel runs: `syscall` is one of
        its instructions, emulated like any other, and the frame records the
@@ -131,7 +136,7 @@ syscall_user_entry:
     .p2align 6
     .global syscall_emulated_entry
 syscall_emulated_entry:
-    SYSCALL_FRAME {real_ss}, {real_cs}
+    SYSCALL_FRAME {real_ss}, {real_cs}, {hypercall}
 
     /* The floor path (bench_floor): a syscall round trip that does nothing. */
     .p2align 6
@@ -261,6 +266,7 @@ exception_stubs:
     vector_syscall = const VECTOR_SYSCALL,
     stub_cs = const STUB_CS_OFFSET,
     hypercall = sym crate::trap::hypercall,
+    user_syscall = sym crate::trap::user_syscall,
     guest_exception = sym crate::trap::guest_exception,
     hypervisor_fault = sym crate::trap::hypervisor_fault,
     guest_interrupt = sym crate::trap::guest_interrupt,
