@@ -27,7 +27,7 @@ use crate::vcpu::GuestRegs;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use hypercall_abi::encode_result;
+use hypercall_abi::{encode_result, Hypercall};
 
 /// Vector of the page fault, whose CR2 the guest kernel gets.
 const PAGE_FAULT: u64 = 14;
@@ -200,6 +200,15 @@ impl System {
         }
         d.stats.hypercalls += 1;
         let root_before = d.vcpu.kernel_root;
+        if frame.rax == Hypercall::Iret as u64 {
+            // Every trap the guest kernel handles ends here; `iret` needs
+            // only the caller's vCPU and stack (no table, no other domain,
+            // no timer), so it skips the table. Same checks, same errors.
+            if let Err(e) = hypercall::traps::pop_trap_frame(p.mem, &self.frames, caller, &mut d.vcpu, frame) {
+                frame.rax = encode_result(Err(e));
+            }
+            return self.resume_paravirtualized(p, caller, frame, root_before, true, TlbFlush::None);
+        }
         let mut ctx = Context {
             mem: p.mem,
             console: p.console,
