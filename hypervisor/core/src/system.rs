@@ -393,12 +393,14 @@ impl System {
         kernel_mode_before: bool,
         tlb: TlbFlush,
     ) -> Next {
-        if self.domains[usize::from(id.0)].events.upcall_due {
+        let mut d = &self.domains[usize::from(id.0)];
+        if d.events.upcall_due {
             if let Some(crashed) = self.upcall_before_resume(p, id, frame) {
                 return crashed;
             }
+            d = &self.domains[usize::from(id.0)];
         }
-        let vcpu = &self.domains[usize::from(id.0)].vcpu;
+        let vcpu = &d.vcpu;
         let root = vcpu.current_root();
         if root != root_before || vcpu.kernel_mode != kernel_mode_before {
             Next::Switch { root, door: Door::paravirtualized(vcpu.kernel_mode, false) }
