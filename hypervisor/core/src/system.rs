@@ -450,13 +450,17 @@ impl System {
     /// Handles an exception raised by the current domain: delivered to its
     /// kernel's handler if it registered one, else the domain is stopped,
     /// with a report, and the others run on.
+    ///
+    /// Inline (into the kernel's exception entry) with the bounce: a
+    /// paravirtualized kernel's page faults come this way.
+    #[inline]
     pub fn on_guest_exception<M: MachineMemory, C: ConsoleSink>(
         &mut self,
         p: &mut Platform<'_, M, C>,
         frame: &mut GuestRegs,
         cr2: u64,
     ) -> Next {
-        let culprit = self.current.expect("a guest exception comes from a running domain");
+        let Some(culprit) = self.current else { no_current_domain() };
         let d = &mut self.domains[usize::from(culprit.0)];
         if core::mem::take(&mut d.vcpu.bench_floor) && frame.vector == BREAKPOINT {
             // The `int3` that ends a floor measurement: back to the real door.
@@ -465,19 +469,32 @@ impl System {
         if d.vm.is_some() {
             return self.emulated_exception(p, frame, cr2);
         }
-        let (root_before, mode_before) = (d.root(), d.vcpu.kernel_mode);
+        let (root_before, mode_before) = (d.vcpu.current_root(), d.vcpu.kernel_mode);
         let cr2 = if frame.vector == PAGE_FAULT { cr2 } else { 0 };
         match bounce(p.mem, &self.frames, d, frame, frame.vector, frame.error_code, cr2) {
             Ok(()) => {
                 d.stats.bounces += 1;
-                self.resume_current(p, frame, root_before, mode_before, TlbFlush::None)
+                self.resume_paravirtualized(p, culprit, frame, root_before, mode_before, TlbFlush::None)
             }
-            Err(e) => {
-                let (mnemonic, _) = fault::exception_name(frame.vector);
-                let why = format!("{mnemonic} in guest {} mode, and {e}", if d.vcpu.kernel_mode { "kernel" } else { "user" });
-                self.crash(p, frame, &why, cr2)
-            }
+            Err(e) => self.exception_not_delivered(p, frame, e, cr2),
         }
+    }
+
+    /// An exception the guest kernel cannot take: the domain stops.
+    #[cold]
+    #[inline(never)]
+    fn exception_not_delivered<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        frame: &mut GuestRegs,
+        e: BounceError,
+        cr2: u64,
+    ) -> Next {
+        let culprit = self.current.expect("running");
+        let kernel_mode = self.domains[usize::from(culprit.0)].vcpu.kernel_mode;
+        let (mnemonic, _) = fault::exception_name(frame.vector);
+        let why = format!("{mnemonic} in guest {} mode, and {e}", if kernel_mode { "kernel" } else { "user" });
+        self.crash(p, frame, &why, cr2)
     }
 
     /// Stops the current domain with a report and runs the next.

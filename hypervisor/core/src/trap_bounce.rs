@@ -39,7 +39,7 @@ impl core::fmt::Display for BounceError {
 /// Delivers trap `vector` (or [`VECTOR_SYSCALL`], or [`VECTOR_EVENT`]) of `domain`, whose
 /// registers are in `regs`, to its kernel: on success `regs` and the vCPU's
 /// mode say where it continues.
-#[inline]
+#[inline(always)]
 pub fn bounce(
     mem: &mut impl MachineMemory,
     frames: &FrameTable,
