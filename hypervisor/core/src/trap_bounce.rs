@@ -16,7 +16,7 @@ use crate::machine_memory::MachineMemory;
 use crate::vcpu::GuestRegs;
 use hypercall_abi::trap::{frame_flags, TrapFrame, RED_ZONE, VECTOR_EVENT, VECTOR_SYSCALL};
 use hypercall_abi::HypercallError;
-use zerocopy::IntoBytes;
+use zerocopy::{FromZeros, IntoBytes};
 
 /// Why a trap could not be delivered (the domain is then stopped).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +75,7 @@ pub fn bounce(
         rflags: regs.rflags,
         rsp: regs.rsp,
     };
-    stack_access(mem, frames, domain.id, vcpu, sp, StackAccess::Write(frame.as_bytes())).map_err(BounceError::BadKernelStack)?;
+    write_trap_frame(mem, frames, domain.id, vcpu, sp, &frame).map_err(BounceError::BadKernelStack)?;
     vcpu.kernel_mode = true;
     regs.rsp = sp;
     regs.rip = handler;
@@ -131,6 +131,53 @@ pub fn stack_access(
         }
     }
     stack_access_uncached(mem, frames, domain, vcpu, va, access)
+}
+
+/// Where the trap frame at `va` lies in machine memory, if it is all in
+/// one kernel-stack page that [`Vcpu::stack_pages`] holds.
+#[inline(always)]
+fn cached_frame_address(vcpu: &Vcpu, va: u64) -> Option<u64> {
+    let offset = va & (PAGE_SIZE - 1);
+    if offset + core::mem::size_of::<TrapFrame>() as u64 > PAGE_SIZE {
+        return None;
+    }
+    vcpu.cached_stack_page(va - offset).map(|page| page + offset)
+}
+
+/// Reads the trap frame at `va` on the vCPU's kernel stack (`iret`): as
+/// [`stack_access`], but copied as one value on the common path.
+#[inline(always)]
+pub fn read_trap_frame(
+    mem: &mut impl MachineMemory,
+    frames: &FrameTable,
+    domain: crate::domain::DomainId,
+    vcpu: &mut Vcpu,
+    va: u64,
+) -> Result<TrapFrame, HypercallError> {
+    if let Some(maddr) = cached_frame_address(vcpu, va) {
+        return Ok(mem.read_trap_frame(maddr));
+    }
+    let mut frame = TrapFrame::new_zeroed();
+    stack_access_uncached(mem, frames, domain, vcpu, va, StackAccess::Read(frame.as_mut_bytes()))?;
+    Ok(frame)
+}
+
+/// Writes a trap frame at `va` on the vCPU's kernel stack (a bounce): as
+/// [`stack_access`], but copied as one value on the common path.
+#[inline(always)]
+pub fn write_trap_frame(
+    mem: &mut impl MachineMemory,
+    frames: &FrameTable,
+    domain: crate::domain::DomainId,
+    vcpu: &mut Vcpu,
+    va: u64,
+    frame: &TrapFrame,
+) -> Result<(), HypercallError> {
+    if let Some(maddr) = cached_frame_address(vcpu, va) {
+        mem.write_trap_frame(maddr, frame);
+        return Ok(());
+    }
+    stack_access_uncached(mem, frames, domain, vcpu, va, StackAccess::Write(frame.as_bytes()))
 }
 
 /// [`stack_access`] when the cache does not already cover the frame:

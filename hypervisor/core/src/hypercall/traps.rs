@@ -5,14 +5,14 @@
 use super::{is_guest_address, Context};
 use crate::console::ConsoleSink;
 use crate::guest_memory::GuestSlice;
-use crate::trap_bounce::{stack_access, StackAccess};
+use crate::trap_bounce::read_trap_frame;
 use crate::machine_memory::MachineMemory;
 use crate::domain::DomainId;
 use crate::frame_table::FrameTable;
 use crate::vcpu::{GuestRegs, Vcpu, GUEST_RFLAGS_MASK, TRAP_VECTORS};
-use hypercall_abi::trap::{frame_flags, TrapFrame, TrapInfo};
+use hypercall_abi::trap::{frame_flags, TrapInfo};
 use hypercall_abi::HypercallError;
-use zerocopy::{FromBytes, FromZeros, IntoBytes};
+use zerocopy::FromBytes;
 
 /// `set_trap_table(table, count)`.
 pub fn set_trap_table<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, table: u64, count: u64) -> Result<u64, HypercallError> {
@@ -55,7 +55,7 @@ pub fn stack_switch<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C
     Ok(0)
 }
 
-/// `iret()`: pops the [`TrapFrame`] at the caller's `rsp` into its registers.
+/// `iret()`: pops the [`TrapFrame`](hypercall_abi::trap::TrapFrame) at the caller's `rsp` into its registers.
 pub fn iret<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, regs: &mut GuestRegs) -> Result<(), HypercallError> {
     let caller = ctx.caller;
     pop_trap_frame(ctx.mem, ctx.frames, caller, &mut ctx.domains[usize::from(caller.0)].vcpu, regs)
@@ -73,8 +73,7 @@ pub fn pop_trap_frame(
     vcpu: &mut Vcpu,
     regs: &mut GuestRegs,
 ) -> Result<(), HypercallError> {
-    let mut frame = TrapFrame::new_zeroed();
-    stack_access(mem, frames, domain, vcpu, regs.rsp, StackAccess::Read(frame.as_mut_bytes()))?;
+    let frame = read_trap_frame(mem, frames, domain, vcpu, regs.rsp)?;
     if !is_guest_address(frame.rip) || !is_guest_address(frame.rsp) || frame.flags & !frame_flags::FROM_USER != 0 {
         return Err(HypercallError::BadArgument);
     }
