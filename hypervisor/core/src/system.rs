@@ -81,7 +81,7 @@ pub enum Door {
     /// its kernel.
     User,
     /// A guest measuring the bare `syscall` + `sysretq` floor (see
-    /// [`Hypercall::BenchFloor`](hypercall_abi::Hypercall::BenchFloor)).
+    /// [`Hypercall::BenchFloor`]).
     Floor,
     /// An emulated kernel (either mode): `syscall` is an instruction to
     /// emulate, and the guest runs on the emulated-mode selectors.
@@ -180,10 +180,10 @@ impl System {
     /// `frame`): a hypercall in guest kernel mode, a system call to bounce
     /// to the guest kernel in guest user mode.
     ///
-    /// This and [`Self::user_syscall`] are the paravirtualized hot paths:
-    /// the domain is looked up once, the common outcomes (a result, or the
-    /// registers replaced by `iret`) go straight to
-    /// [`Self::resume_paravirtualized`], and everything rarer is out of line.
+    /// This and [`Self::on_user_syscall`] are the paravirtualized hot paths:
+    /// the domain is looked up once, `iret` and the common outcomes (a
+    /// result, or the registers replaced) go straight to
+    /// `resume_paravirtualized`, and everything rarer is out of line.
     #[inline]
     pub fn on_hypercall<M: MachineMemory, C: ConsoleSink>(
         &mut self,
