@@ -132,13 +132,15 @@ pub extern "C" fn hypervisor_fault(frame: &GuestRegs) -> ! {
 
 #[inline(always)]
 fn apply(next: Next, system: &mut System, frame: &mut GuestRegs) {
-    // The two common cases first and inline: back to the same guest with
-    // nothing to do, or a paravirtualized guest moving between its kernel
-    // and user modes (every bounce and every `iret`), which needs only its
-    // other table and its other `syscall` door.
+    // The common cases first and inline: back to the same guest with
+    // nothing to do or stale translations to flush, or a paravirtualized guest moving
+    // between its kernel and user modes (every bounce and every `iret`),
+    // which needs only its other table and its other `syscall` door.
     if !system.timer_dirty {
         match next {
             Next::RESUME => return,
+            // A page-table hypercall's flush (update_va_mapping, mmu_update).
+            Next::Resume { tlb } => return flush_tlb(tlb),
             Next::Switch { root, door } if door != Door::Emulated && is_running(system) => {
                 // SAFETY: as in `apply_slow`: every top-level table a
                 // paravirtualized guest can load was validated, which
@@ -160,14 +162,20 @@ fn is_running(system: &System) -> bool {
     this_cpu().current_domain == system.current_id().map(|id| u32::from(id.0))
 }
 
+/// Drops the translations a page-table hypercall made stale.
+#[inline(always)]
+fn flush_tlb(tlb: TlbFlush) {
+    match tlb {
+        TlbFlush::None => {}
+        TlbFlush::Page(va) => x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(va)),
+        TlbFlush::All => x86_64::instructions::tlb::flush_all(),
+    }
+}
+
 #[inline(never)]
 fn apply_slow(next: Next, system: &mut System, frame: &mut GuestRegs) {
     match next {
-        Next::Resume { tlb: TlbFlush::None } => {}
-        Next::Resume { tlb: TlbFlush::Page(va) } => {
-            x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(va));
-        }
-        Next::Resume { tlb: TlbFlush::All } => x86_64::instructions::tlb::flush_all(),
+        Next::Resume { tlb } => flush_tlb(tlb),
         Next::ResumeOnFloorPath => entry::set_syscall_path(Door::Floor),
         Next::Switch { root, door } => {
             // SAFETY: every top-level table a guest can load was validated,
