@@ -158,20 +158,20 @@ return_to_guest_from:
     mov rsp, rdi
     jmp return_to_guest
 
+    /* NMI, double fault and machine check are the machine's, not the
+       guest's: their stubs come here, and they are reported as hypervisor
+       faults, without trusting GS. */
+machine_fault_common:
+    push 2                                 /* known flags, as below */
+    popfq
+    jmp 2f
+
 exception_common:
     /* Known flags first: clear DF (the string instructions in memcpy),
        AC (SMAP), NT (iretq) and TF, whatever the guest left in them; its
        own RFLAGS are in the frame. */
     push 2
     popfq
-    /* NMI, double fault and machine check are the machine's, not the
-       guest's: report them as hypervisor faults, without trusting GS. */
-    cmp qword ptr [rsp], 2
-    je 2f
-    cmp qword ptr [rsp], 8
-    je 2f
-    cmp qword ptr [rsp], 18
-    je 2f
     test byte ptr [rsp + {stub_cs}], 3
     jz 2f
     swapgs
@@ -234,7 +234,11 @@ exception_stub_\n:
     push 0
     .endif
     push \n
+    .if (\n == 2) || (\n == 8) || (\n == 18)
+    jmp machine_fault_common
+    .else
     jmp exception_common
+    .endif
     .endm
     .macro EXCEPTION_STUB_ADDRESS n
     .quad exception_stub_\n
