@@ -79,6 +79,12 @@ impl<M: MachineMemory> GuestView<'_, M> {
         }
         let start = slice.addr.0;
         let end = start.checked_add(slice.len).ok_or(HypercallError::BadAddress)?;
+        // The common case, a structure inside one page: one translation.
+        if (start & (PAGE_SIZE - 1)) + slice.len <= PAGE_SIZE {
+            let maddr = self.translate(start, access)?;
+            each(self.mem, maddr, 0, slice.len as usize);
+            return Ok(());
+        }
         let pages = (end - 1) / PAGE_SIZE - start / PAGE_SIZE + 1;
         let mut pieces = [(0u64, 0u64, 0u64); PIECES];
         let mut va = start;

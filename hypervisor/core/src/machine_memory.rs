@@ -7,7 +7,9 @@
 //! implement it over a `Vec` ([`TestMemory`]).
 
 use crate::frame_table::Mfn;
+use hypercall_abi::trap::TrapFrame;
 use hypercall_abi::PAGE_SIZE;
+use zerocopy::{FromZeros, IntoBytes};
 
 /// Byte-addressed access to machine (host-physical) memory.
 ///
@@ -39,6 +41,18 @@ pub trait MachineMemory {
     /// Writes a little-endian `u32`.
     fn write_u32(&mut self, maddr: u64, value: u32) {
         self.write(maddr, &value.to_le_bytes());
+    }
+    /// Reads the [`TrapFrame`] at `maddr`. Every `iret` does; an
+    /// implementation that can copy it as one value (no byte buffer to zero
+    /// and copy again) should.
+    fn read_trap_frame(&self, maddr: u64) -> TrapFrame {
+        let mut frame = TrapFrame::new_zeroed();
+        self.read(maddr, frame.as_mut_bytes());
+        frame
+    }
+    /// Writes a [`TrapFrame`] at `maddr` (every bounce does).
+    fn write_trap_frame(&mut self, maddr: u64, frame: &TrapFrame) {
+        self.write(maddr, frame.as_bytes());
     }
     /// Fills a whole frame with zeroes.
     fn zero_frame(&mut self, mfn: Mfn) {

@@ -93,25 +93,19 @@ pub fn translate(
     if va >= hypercall_abi::layout::GUEST_VIRT_LIMIT {
         return Err(WalkError::NotGuestAddress);
     }
+    // Every level must grant all of these; which one is missing (in this
+    // order: present, user, writable) is worked out only on a refusal.
+    let needed = flags::PRESENT | flags::USER | if access == Access::Write { flags::WRITABLE } else { 0 };
     let mut table = root;
     for level in (1..=4u8).rev() {
         let entry = mem.read_u64(table + table_index(va, level) as u64 * 8);
-        if entry & flags::PRESENT == 0 {
-            return Err(WalkError::NotPresent { level });
-        }
-        if entry & flags::USER == 0 {
-            return Err(WalkError::Supervisor { level });
-        }
-        if access == Access::Write && entry & flags::WRITABLE == 0 {
-            return Err(WalkError::ReadOnly { level });
+        if entry & needed != needed {
+            return Err(refusal(entry, level));
         }
         let target = entry & ADDRESS_MASK;
-        let leaf_size = match level {
-            1 => Some(1u64 << 12),
-            2 | 3 if entry & flags::HUGE != 0 => Some(1u64 << (12 + 9 * (level as u64 - 1))),
-            _ => None,
-        };
-        if let Some(size) = leaf_size {
+        // Level 1 maps a 4 KiB page; a huge entry at level 2 or 3 maps 2 MiB or 1 GiB.
+        if level == 1 || (level <= 3 && entry & flags::HUGE != 0) {
+            let size = 1u64 << (12 + 9 * (level as u64 - 1));
             let maddr = (target & !(size - 1)) + (va & (size - 1));
             if !owns(maddr >> 12) {
                 return Err(WalkError::ForeignFrame);
@@ -121,4 +115,47 @@ pub fn translate(
         table = target;
     }
     unreachable!("level 1 entries are always leaves")
+}
+
+/// Why an entry that lacks one of the rights a walk needs refuses it.
+#[cold]
+fn refusal(entry: u64, level: u8) -> WalkError {
+    if entry & flags::PRESENT == 0 {
+        WalkError::NotPresent { level }
+    } else if entry & flags::USER == 0 {
+        WalkError::Supervisor { level }
+    } else {
+        WalkError::ReadOnly { level }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine_memory::{MachineMemory, TestMemory};
+
+    #[test]
+    fn a_refusal_names_the_first_missing_right_and_its_level() {
+        // va 0x40_0000: PML4 at frame 1, PDPT 2, PD 3, PT 4, page 5.
+        let mut mem = TestMemory::new(8);
+        let t = flags::PRESENT | flags::WRITABLE | flags::USER;
+        mem.write_u64(0x1000, 0x2000 | t);
+        mem.write_u64(0x2000, 0x3000 | t);
+        mem.write_u64(0x3000 + 2 * 8, 0x4000 | t);
+        let va = 0x40_0123;
+        let walk = |mem: &TestMemory, access| translate(mem, 0x1000, va, access, |mfn| mfn == 5);
+        assert_eq!(walk(&mem, Access::Read), Err(WalkError::NotPresent { level: 1 }));
+        mem.write_u64(0x4000, 0x5000 | flags::WRITABLE); // not present, not user
+        assert_eq!(walk(&mem, Access::Write), Err(WalkError::NotPresent { level: 1 }));
+        mem.write_u64(0x4000, 0x5000 | flags::PRESENT); // present, supervisor, read-only
+        assert_eq!(walk(&mem, Access::Write), Err(WalkError::Supervisor { level: 1 }));
+        mem.write_u64(0x4000, 0x5000 | flags::PRESENT | flags::USER);
+        assert_eq!(walk(&mem, Access::Read), Ok(0x5123));
+        assert_eq!(walk(&mem, Access::Write), Err(WalkError::ReadOnly { level: 1 }));
+        mem.write_u64(0x3000 + 2 * 8, 0x4000 | flags::PRESENT | flags::USER); // read-only directory
+        assert_eq!(walk(&mem, Access::Write), Err(WalkError::ReadOnly { level: 2 }));
+        mem.write_u64(0x4000, 0x6000 | t); // a frame the domain does not own
+        assert_eq!(walk(&mem, Access::Read), Err(WalkError::ForeignFrame));
+        assert_eq!(translate(&mem, 0x1000, hypercall_abi::layout::GUEST_VIRT_LIMIT, Access::Read, |_| true), Err(WalkError::NotGuestAddress));
+    }
 }

@@ -27,7 +27,7 @@ use crate::vcpu::GuestRegs;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use hypercall_abi::encode_result;
+use hypercall_abi::{encode_result, Hypercall};
 
 /// Vector of the page fault, whose CR2 the guest kernel gets.
 const PAGE_FAULT: u64 = 14;
@@ -81,7 +81,7 @@ pub enum Door {
     /// its kernel.
     User,
     /// A guest measuring the bare `syscall` + `sysretq` floor (see
-    /// [`Hypercall::BenchFloor`](hypercall_abi::Hypercall::BenchFloor)).
+    /// [`Hypercall::BenchFloor`]).
     Floor,
     /// An emulated kernel (either mode): `syscall` is an instruction to
     /// emulate, and the guest runs on the emulated-mode selectors.
@@ -179,21 +179,36 @@ impl System {
     /// Handles a `syscall` from the current domain (its registers in
     /// `frame`): a hypercall in guest kernel mode, a system call to bounce
     /// to the guest kernel in guest user mode.
+    ///
+    /// This and [`Self::on_user_syscall`] are the paravirtualized hot paths:
+    /// the domain is looked up once, `iret` and the common outcomes (a
+    /// result, or the registers replaced) go straight to
+    /// `resume_paravirtualized`, and everything rarer is out of line.
+    #[inline]
     pub fn on_hypercall<M: MachineMemory, C: ConsoleSink>(
         &mut self,
         p: &mut Platform<'_, M, C>,
         frame: &mut GuestRegs,
     ) -> Next {
-        let caller = self.current.expect("a hypercall comes from a running domain");
+        let Some(caller) = self.current else { no_current_domain() };
         let d = &mut self.domains[usize::from(caller.0)];
         if !d.vcpu.kernel_mode {
-            return self.user_syscall(p, frame);
+            return self.user_syscall_out_of_line(p, caller, frame);
         }
         if d.vm.is_some() {
             return self.emulated_syscall(p, frame);
         }
         d.stats.hypercalls += 1;
         let root_before = d.vcpu.kernel_root;
+        if frame.rax == Hypercall::Iret as u64 {
+            // Every trap the guest kernel handles ends here; `iret` needs
+            // only the caller's vCPU and stack (no table, no other domain,
+            // no timer), so it skips the table. Same checks, same errors.
+            if let Err(e) = hypercall::traps::pop_trap_frame(p.mem, &self.frames, caller, &mut d.vcpu, frame) {
+                frame.rax = encode_result(Err(e));
+            }
+            return self.resume_paravirtualized(p, caller, frame, root_before, true, TlbFlush::None);
+        }
         let mut ctx = Context {
             mem: p.mem,
             console: p.console,
@@ -214,16 +229,49 @@ impl System {
             self.wake_marked();
         }
         match outcome {
-            // The common case, kept short: a result for the same mode and table.
+            // The common cases, kept short: a result, or `iret`'s new
+            // registers, for the same domain.
             Outcome::Return(result) => {
                 frame.rax = encode_result(result);
-                self.resume_current(p, frame, root_before, true, tlb)
+                self.resume_paravirtualized(p, caller, frame, root_before, true, tlb)
             }
+            Outcome::Resumed => self.resume_paravirtualized(p, caller, frame, root_before, true, tlb),
             other => self.after_hypercall(p, frame, other, root_before, tlb),
         }
     }
 
-    /// The hypercall outcomes that change more than `rax`.
+    /// Handles a `syscall` that came through the user door ([`Door::User`]):
+    /// the guest's own system call, to bounce to its kernel. The same as
+    /// [`Self::on_hypercall`] (which it falls back to if the domain is not
+    /// in fact a paravirtualized guest in user mode), but a separate entry,
+    /// so that the bounce and the hypercall table are each compiled as one
+    /// straight path with no call between the entry and the frame write.
+    #[inline]
+    pub fn on_user_syscall<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        frame: &mut GuestRegs,
+    ) -> Next {
+        let Some(caller) = self.current else { no_current_domain() };
+        let d = &self.domains[usize::from(caller.0)];
+        if d.vcpu.kernel_mode || d.vm.is_some() {
+            return self.on_hypercall_out_of_line(p, frame);
+        }
+        self.user_syscall(p, caller, frame)
+    }
+
+    /// [`Self::on_hypercall`] for [`Self::on_user_syscall`]'s unexpected case.
+    #[cold]
+    #[inline(never)]
+    fn on_hypercall_out_of_line<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        frame: &mut GuestRegs,
+    ) -> Next {
+        self.on_hypercall(p, frame)
+    }
+
+    /// The hypercall outcomes that change more than `rax` and the registers.
     #[cold]
     #[inline(never)]
     fn after_hypercall<M: MachineMemory, C: ConsoleSink>(
@@ -236,8 +284,7 @@ impl System {
     ) -> Next {
         let caller = self.current.expect("running");
         match outcome {
-            Outcome::Return(_) => unreachable!("handled by on_hypercall"),
-            Outcome::Resumed => self.resume_current(p, frame, root_before, true, tlb),
+            Outcome::Return(_) | Outcome::Resumed => unreachable!("handled by on_hypercall"),
             Outcome::BenchFloor => {
                 frame.rax = 0;
                 self.domain(caller).vcpu.bench_floor = true;
@@ -271,23 +318,48 @@ impl System {
     }
 
     /// A `syscall` in guest user mode: the guest's own system call, bounced
-    /// to its kernel.
-    #[cold]
-    #[inline(never)]
+    /// to its kernel. Out of line in [`Self::on_hypercall`], where it only
+    /// serves a user door the kernel did not use; inline in
+    /// [`Self::on_user_syscall`].
+    #[inline]
     fn user_syscall<M: MachineMemory, C: ConsoleSink>(
         &mut self,
         p: &mut Platform<'_, M, C>,
+        id: DomainId,
         frame: &mut GuestRegs,
     ) -> Next {
-        let d = &mut self.domains[usize::from(self.current.expect("running").0)];
+        let d = &mut self.domains[usize::from(id.0)];
         let root_before = d.root();
         match bounce(p.mem, &self.frames, d, frame, VECTOR_SYSCALL, 0, 0) {
             Ok(()) => {
                 d.stats.bounces += 1;
                 self.resume_current(p, frame, root_before, false, TlbFlush::None)
             }
-            Err(e) => self.crash(p, frame, &format!("system call from guest user mode, but {e}"), 0),
+            Err(e) => self.user_syscall_failed(p, frame, e),
         }
+    }
+
+    /// [`Self::user_syscall`] as a call, for [`Self::on_hypercall`].
+    #[inline(never)]
+    fn user_syscall_out_of_line<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        id: DomainId,
+        frame: &mut GuestRegs,
+    ) -> Next {
+        self.user_syscall(p, id, frame)
+    }
+
+    /// A user-mode system call that could not be bounced: the domain stops.
+    #[cold]
+    #[inline(never)]
+    fn user_syscall_failed<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        frame: &mut GuestRegs,
+        e: BounceError,
+    ) -> Next {
+        self.crash(p, frame, &format!("system call from guest user mode, but {e}"), 0)
     }
 
     /// Returns to the current domain: delivers a due upcall first, then a
@@ -302,16 +374,33 @@ impl System {
         kernel_mode_before: bool,
         tlb: TlbFlush,
     ) -> Next {
-        let id = self.current.expect("running");
+        let Some(id) = self.current else { no_current_domain() };
         if self.domains[usize::from(id.0)].vm.is_some() {
             return self.emulated_resume(p, frame, false, tlb);
         }
-        if self.domains[usize::from(id.0)].events.upcall_due {
+        self.resume_paravirtualized(p, id, frame, root_before, kernel_mode_before, tlb)
+    }
+
+    /// [`Self::resume_current`] for a domain known to be the current,
+    /// paravirtualized one.
+    #[inline(always)]
+    fn resume_paravirtualized<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        id: DomainId,
+        frame: &mut GuestRegs,
+        root_before: u64,
+        kernel_mode_before: bool,
+        tlb: TlbFlush,
+    ) -> Next {
+        let mut d = &self.domains[usize::from(id.0)];
+        if d.events.upcall_due {
             if let Some(crashed) = self.upcall_before_resume(p, id, frame) {
                 return crashed;
             }
+            d = &self.domains[usize::from(id.0)];
         }
-        let vcpu = &self.domains[usize::from(id.0)].vcpu;
+        let vcpu = &d.vcpu;
         let root = vcpu.current_root();
         if root != root_before || vcpu.kernel_mode != kernel_mode_before {
             Next::Switch { root, door: Door::paravirtualized(vcpu.kernel_mode, false) }
@@ -361,13 +450,17 @@ impl System {
     /// Handles an exception raised by the current domain: delivered to its
     /// kernel's handler if it registered one, else the domain is stopped,
     /// with a report, and the others run on.
+    ///
+    /// Inline (into the kernel's exception entry) with the bounce: a
+    /// paravirtualized kernel's page faults come this way.
+    #[inline]
     pub fn on_guest_exception<M: MachineMemory, C: ConsoleSink>(
         &mut self,
         p: &mut Platform<'_, M, C>,
         frame: &mut GuestRegs,
         cr2: u64,
     ) -> Next {
-        let culprit = self.current.expect("a guest exception comes from a running domain");
+        let Some(culprit) = self.current else { no_current_domain() };
         let d = &mut self.domains[usize::from(culprit.0)];
         if core::mem::take(&mut d.vcpu.bench_floor) && frame.vector == BREAKPOINT {
             // The `int3` that ends a floor measurement: back to the real door.
@@ -376,19 +469,32 @@ impl System {
         if d.vm.is_some() {
             return self.emulated_exception(p, frame, cr2);
         }
-        let (root_before, mode_before) = (d.root(), d.vcpu.kernel_mode);
+        let (root_before, mode_before) = (d.vcpu.current_root(), d.vcpu.kernel_mode);
         let cr2 = if frame.vector == PAGE_FAULT { cr2 } else { 0 };
         match bounce(p.mem, &self.frames, d, frame, frame.vector, frame.error_code, cr2) {
             Ok(()) => {
                 d.stats.bounces += 1;
-                self.resume_current(p, frame, root_before, mode_before, TlbFlush::None)
+                self.resume_paravirtualized(p, culprit, frame, root_before, mode_before, TlbFlush::None)
             }
-            Err(e) => {
-                let (mnemonic, _) = fault::exception_name(frame.vector);
-                let why = format!("{mnemonic} in guest {} mode, and {e}", if d.vcpu.kernel_mode { "kernel" } else { "user" });
-                self.crash(p, frame, &why, cr2)
-            }
+            Err(e) => self.exception_not_delivered(p, frame, e, cr2),
         }
+    }
+
+    /// An exception the guest kernel cannot take: the domain stops.
+    #[cold]
+    #[inline(never)]
+    fn exception_not_delivered<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        frame: &mut GuestRegs,
+        e: BounceError,
+        cr2: u64,
+    ) -> Next {
+        let culprit = self.current.expect("running");
+        let kernel_mode = self.domains[usize::from(culprit.0)].vcpu.kernel_mode;
+        let (mnemonic, _) = fault::exception_name(frame.vector);
+        let why = format!("{mnemonic} in guest {} mode, and {e}", if kernel_mode { "kernel" } else { "user" });
+        self.crash(p, frame, &why, cr2)
     }
 
     /// Stops the current domain with a report and runs the next.
@@ -583,6 +689,13 @@ impl System {
         }
         lines
     }
+}
+
+/// An entry from a guest while no domain is current: a hypervisor bug.
+#[cold]
+#[inline(never)]
+fn no_current_domain() -> ! {
+    panic!("a guest entered, but no domain is current")
 }
 
 fn d_id(index: usize) -> DomainId {

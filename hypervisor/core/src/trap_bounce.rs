@@ -16,7 +16,7 @@ use crate::machine_memory::MachineMemory;
 use crate::vcpu::GuestRegs;
 use hypercall_abi::trap::{frame_flags, TrapFrame, RED_ZONE, VECTOR_EVENT, VECTOR_SYSCALL};
 use hypercall_abi::HypercallError;
-use zerocopy::IntoBytes;
+use zerocopy::{FromZeros, IntoBytes};
 
 /// Why a trap could not be delivered (the domain is then stopped).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +39,7 @@ impl core::fmt::Display for BounceError {
 /// Delivers trap `vector` (or [`VECTOR_SYSCALL`], or [`VECTOR_EVENT`]) of `domain`, whose
 /// registers are in `regs`, to its kernel: on success `regs` and the vCPU's
 /// mode say where it continues.
+#[inline(always)]
 pub fn bounce(
     mem: &mut impl MachineMemory,
     frames: &FrameTable,
@@ -74,7 +75,7 @@ pub fn bounce(
         rflags: regs.rflags,
         rsp: regs.rsp,
     };
-    stack_access(mem, frames, domain.id, vcpu, sp, StackAccess::Write(frame.as_bytes())).map_err(BounceError::BadKernelStack)?;
+    write_trap_frame(mem, frames, domain.id, vcpu, sp, &frame).map_err(BounceError::BadKernelStack)?;
     vcpu.kernel_mode = true;
     regs.rsp = sp;
     regs.rip = handler;
@@ -89,11 +90,101 @@ pub enum StackAccess<'a> {
     Write(&'a [u8]),
 }
 
+impl StackAccess<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            StackAccess::Read(b) => b.len() as u64,
+            StackAccess::Write(b) => b.len() as u64,
+        }
+    }
+}
+
 /// Reads or writes `bytes` at `va` in the vCPU's kernel address space,
 /// through the two-page translation cache [`Vcpu::stack_pages`] (a trap
 /// frame lies in one page, or straddles two neighbours), filling it with
 /// checked translations on a miss. Only writable translations are cached.
+///
+/// Every bounce and every `iret` comes here, nearly always for a frame
+/// inside one page the cache knows: that case is one lookup and one copy,
+/// inline (so a fixed-size frame is copied without a `memcpy` call); the
+/// rest is in [`stack_access_uncached`].
+#[inline]
 pub fn stack_access(
+    mem: &mut impl MachineMemory,
+    frames: &FrameTable,
+    domain: crate::domain::DomainId,
+    vcpu: &mut Vcpu,
+    va: u64,
+    access: StackAccess<'_>,
+) -> Result<(), HypercallError> {
+    let len = access.len();
+    let offset = va & (PAGE_SIZE - 1);
+    // `offset + len` cannot wrap: `offset` is below a page and `len` is a
+    // slice's length. Within one page, `va + len` cannot wrap either.
+    if len != 0 && offset + len <= PAGE_SIZE {
+        if let Some(maddr) = vcpu.cached_stack_page(va - offset) {
+            match access {
+                StackAccess::Read(b) => mem.read(maddr + offset, b),
+                StackAccess::Write(b) => mem.write(maddr + offset, b),
+            }
+            return Ok(());
+        }
+    }
+    stack_access_uncached(mem, frames, domain, vcpu, va, access)
+}
+
+/// Where the trap frame at `va` lies in machine memory, if it is all in
+/// one kernel-stack page that [`Vcpu::stack_pages`] holds.
+#[inline(always)]
+fn cached_frame_address(vcpu: &Vcpu, va: u64) -> Option<u64> {
+    let offset = va & (PAGE_SIZE - 1);
+    if offset + core::mem::size_of::<TrapFrame>() as u64 > PAGE_SIZE {
+        return None;
+    }
+    vcpu.cached_stack_page(va - offset).map(|page| page + offset)
+}
+
+/// Reads the trap frame at `va` on the vCPU's kernel stack (`iret`): as
+/// [`stack_access`], but copied as one value on the common path.
+#[inline(always)]
+pub fn read_trap_frame(
+    mem: &mut impl MachineMemory,
+    frames: &FrameTable,
+    domain: crate::domain::DomainId,
+    vcpu: &mut Vcpu,
+    va: u64,
+) -> Result<TrapFrame, HypercallError> {
+    if let Some(maddr) = cached_frame_address(vcpu, va) {
+        return Ok(mem.read_trap_frame(maddr));
+    }
+    let mut frame = TrapFrame::new_zeroed();
+    stack_access_uncached(mem, frames, domain, vcpu, va, StackAccess::Read(frame.as_mut_bytes()))?;
+    Ok(frame)
+}
+
+/// Writes a trap frame at `va` on the vCPU's kernel stack (a bounce): as
+/// [`stack_access`], but copied as one value on the common path.
+#[inline(always)]
+pub fn write_trap_frame(
+    mem: &mut impl MachineMemory,
+    frames: &FrameTable,
+    domain: crate::domain::DomainId,
+    vcpu: &mut Vcpu,
+    va: u64,
+    frame: &TrapFrame,
+) -> Result<(), HypercallError> {
+    if let Some(maddr) = cached_frame_address(vcpu, va) {
+        mem.write_trap_frame(maddr, frame);
+        return Ok(());
+    }
+    stack_access_uncached(mem, frames, domain, vcpu, va, StackAccess::Write(frame.as_bytes()))
+}
+
+/// [`stack_access`] when the cache does not already cover the frame:
+/// translate (and cache) each page, or take the general guest-memory path
+/// for a range over more than two pages.
+#[inline(never)]
+pub fn stack_access_uncached(
     mem: &mut impl MachineMemory,
     frames: &FrameTable,
     domain: crate::domain::DomainId,
@@ -101,10 +192,7 @@ pub fn stack_access(
     va: u64,
     mut access: StackAccess<'_>,
 ) -> Result<(), HypercallError> {
-    let len = match &access {
-        StackAccess::Read(b) => b.len() as u64,
-        StackAccess::Write(b) => b.len() as u64,
-    };
+    let len = access.len();
     let end = va.checked_add(len).ok_or(HypercallError::BadAddress)?;
     if len == 0 {
         return Ok(());
@@ -123,10 +211,9 @@ pub fn stack_access(
     let mut maddrs = [0u64; 2];
     let pages = if first_page == last_page { 1 } else { 2 };
     for (i, page) in [first_page, last_page].into_iter().take(pages).enumerate() {
-        let cached = vcpu.stack_pages.iter().find(|(p, _, root)| *p == page && *root == vcpu.kernel_root);
-        maddrs[i] = match cached {
+        maddrs[i] = match vcpu.cached_stack_page(page) {
             // A cached page was translated for writing, so reads are fine too.
-            Some(&(_, m, _)) => m,
+            Some(m) => m,
             None => {
                 let view = GuestView { mem: &mut *mem, frames, domain, root: vcpu.kernel_root };
                 let m = view.translate(page, if writing { Access::Write } else { Access::Read })? & !(PAGE_SIZE - 1);

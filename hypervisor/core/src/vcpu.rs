@@ -219,6 +219,22 @@ impl Vcpu {
         }
     }
 
+    /// The machine address of kernel-stack page `page` (page-aligned
+    /// guest-virtual) if [`Self::stack_pages`] holds a writable translation
+    /// of it under the current kernel table.
+    #[inline]
+    pub fn cached_stack_page(&self, page: u64) -> Option<u64> {
+        let root = self.kernel_root;
+        let [a, b] = self.stack_pages;
+        if a.0 == page && a.2 == root {
+            Some(a.1)
+        } else if b.0 == page && b.2 == root {
+            Some(b.1)
+        } else {
+            None
+        }
+    }
+
     /// The top-level table of the current mode.
     #[inline]
     pub fn current_root(&self) -> u64 {
@@ -251,6 +267,18 @@ mod tests {
         }
         assert_eq!((r.rax, r.rcx, r.rsp, r.rdi, r.r8, r.r15), (100, 101, 104, 107, 108, 115));
         assert!((0..16u8).all(|n| r.gpr(n) == 100 + u64::from(n)));
+    }
+
+    #[test]
+    fn stack_page_cache_answers_only_for_the_current_kernel_table() {
+        let mut v = Vcpu::new(0x40_1000, 0x80_0000, 0x40_5000, 0x1000);
+        assert_eq!(v.cached_stack_page(0), None, "empty entries match nothing");
+        v.stack_pages = [(0x7f_f000, 0x5000, 0x1000), (0x80_0000, 0x6000, 0x1000)];
+        assert_eq!(v.cached_stack_page(0x7f_f000), Some(0x5000));
+        assert_eq!(v.cached_stack_page(0x80_0000), Some(0x6000));
+        assert_eq!(v.cached_stack_page(0x80_1000), None);
+        v.kernel_root = 0x2000; // a new kernel table: the translations are stale
+        assert_eq!(v.cached_stack_page(0x7f_f000), None);
     }
 
     #[test]

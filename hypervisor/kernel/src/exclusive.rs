@@ -27,6 +27,7 @@ impl<T> Exclusive<T> {
 
     /// Runs `f` with the only reference to the value. Panics if called
     /// while another `with` is running (re-entry is a hypervisor bug).
+    #[inline(always)]
     pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         assert!(!self.busy.replace(true), "re-entered the hypervisor's global state");
         // SAFETY: the busy flag was clear, so no other reference exists, and

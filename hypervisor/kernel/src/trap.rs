@@ -29,12 +29,24 @@ impl ConsoleSink for SerialConsole {
     }
 }
 
-/// Called by `syscall_entry` for every hypercall but `null`.
+/// Called by `syscall_entry` for every hypercall but `null`, and by
+/// `syscall_emulated_entry` for an emulated kernel's `syscall`.
 pub extern "C" fn hypercall(frame: &mut GuestRegs) {
     SYSTEM.with(|system| {
         let system = system.as_mut().expect("guests run only after the system is built");
         let mut platform = Platform { mem: &mut PhysMap, console: &mut SerialConsole, tsc: cpu::rdtsc() };
         let next = system.on_hypercall(&mut platform, frame);
+        apply(next, system, frame);
+    })
+}
+
+/// Called by `syscall_user_entry`: a system call of a paravirtualized
+/// guest's user process, for its kernel.
+pub extern "C" fn user_syscall(frame: &mut GuestRegs) {
+    SYSTEM.with(|system| {
+        let system = system.as_mut().expect("guests run only after the system is built");
+        let mut platform = Platform { mem: &mut PhysMap, console: &mut SerialConsole, tsc: cpu::rdtsc() };
+        let next = system.on_user_syscall(&mut platform, frame);
         apply(next, system, frame);
     })
 }
@@ -120,20 +132,50 @@ pub extern "C" fn hypervisor_fault(frame: &GuestRegs) -> ! {
 
 #[inline(always)]
 fn apply(next: Next, system: &mut System, frame: &mut GuestRegs) {
-    // The common case first and inline: back to the same guest, nothing to do.
-    if next != Next::RESUME || system.timer_dirty {
-        apply_slow(next, system, frame);
+    // The common cases first and inline: back to the same guest with
+    // nothing to do or stale translations to flush, or a paravirtualized guest moving
+    // between its kernel and user modes (every bounce and every `iret`),
+    // which needs only its other table and its other `syscall` door.
+    if !system.timer_dirty {
+        match next {
+            Next::RESUME => return,
+            // A page-table hypercall's flush (update_va_mapping, mmu_update).
+            Next::Resume { tlb } => return flush_tlb(tlb),
+            Next::Switch { root, door } if door != Door::Emulated && is_running(system) => {
+                // SAFETY: as in `apply_slow`: every top-level table a
+                // paravirtualized guest can load was validated, which
+                // writes the hypervisor's upper half into it.
+                unsafe { switch_address_space(root) };
+                entry::set_syscall_path(door);
+                return;
+            }
+            _ => {}
+        }
+    }
+    apply_slow(next, system, frame);
+}
+
+/// Whether the per-CPU data already points at the current domain (then a
+/// switch of its address space changes nothing else).
+#[inline(always)]
+fn is_running(system: &System) -> bool {
+    this_cpu().current_domain == system.current_id().map(|id| u32::from(id.0))
+}
+
+/// Drops the translations a page-table hypercall made stale.
+#[inline(always)]
+fn flush_tlb(tlb: TlbFlush) {
+    match tlb {
+        TlbFlush::None => {}
+        TlbFlush::Page(va) => x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(va)),
+        TlbFlush::All => x86_64::instructions::tlb::flush_all(),
     }
 }
 
 #[inline(never)]
 fn apply_slow(next: Next, system: &mut System, frame: &mut GuestRegs) {
     match next {
-        Next::Resume { tlb: TlbFlush::None } => {}
-        Next::Resume { tlb: TlbFlush::Page(va) } => {
-            x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(va));
-        }
-        Next::Resume { tlb: TlbFlush::All } => x86_64::instructions::tlb::flush_all(),
+        Next::Resume { tlb } => flush_tlb(tlb),
         Next::ResumeOnFloorPath => entry::set_syscall_path(Door::Floor),
         Next::Switch { root, door } => {
             // SAFETY: every top-level table a guest can load was validated,
@@ -145,8 +187,7 @@ fn apply_slow(next: Next, system: &mut System, frame: &mut GuestRegs) {
             // A paravirtualized guest switching between its kernel and user
             // modes keeps everything else; another domain, or an emulated
             // kernel (whose segment bases may have changed), does not.
-            let same_domain = this_cpu().current_domain == system.current_id().map(|id| u32::from(id.0));
-            if !same_domain || door == Door::Emulated {
+            if !is_running(system) || door == Door::Emulated {
                 point_at_current_vcpu(system);
             }
         }

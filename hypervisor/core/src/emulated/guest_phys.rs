@@ -57,6 +57,7 @@ impl<'a> GuestPhys<'a> {
     }
 
     /// The machine frame of guest frame `gfn`.
+    #[inline]
     pub fn mfn(&self, gfn: u64) -> Result<Mfn, NotRam> {
         usize::try_from(gfn)
             .ok()
@@ -65,6 +66,7 @@ impl<'a> GuestPhys<'a> {
     }
 
     /// The machine address of `gpa` (valid to the end of its page).
+    #[inline]
     pub fn maddr(&self, gpa: Gpa) -> Result<u64, NotRam> {
         self.mfn(gpa.gfn()).map(|mfn| mfn * PAGE_SIZE + gpa.offset()).map_err(|_| NotRam(gpa))
     }
@@ -99,6 +101,7 @@ impl<'a> GuestPhys<'a> {
 
     /// Reads the little-endian `u64` at `gpa` (a page-table entry: 8-byte
     /// aligned, so it never straddles a page).
+    #[inline]
     pub fn read_u64(&self, mem: &impl MachineMemory, gpa: Gpa) -> Result<u64, NotRam> {
         if gpa.0.is_multiple_of(8) {
             // Aligned (every page-table entry): within one page.

@@ -123,33 +123,52 @@ impl<M: MachineMemory, C: ConsoleSink> Context<'_, M, C> {
     }
 }
 
-/// Decodes and performs the hypercall in `regs`.
+/// Decodes and performs the hypercall in `regs`. Inlined (into
+/// [`System::on_hypercall`](crate::system::System::on_hypercall), and into
+/// `multicall`'s loop) so that the hypercalls answered here cost no call.
+#[inline(always)]
 pub fn dispatch<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, regs: &mut GuestRegs) -> Outcome {
     let call = match Hypercall::try_from(regs.rax) {
         Ok(call) => call,
         Err(e) => return Outcome::Return(Err(e)),
     };
-    let [a0, a1, a2, a3, ..] = regs.hypercall_args();
+    // The arguments (`rdi rsi rdx r10`, see [`GuestRegs::hypercall_args`])
+    // are read in each arm, so a call that takes none loads none.
     let result = match call {
         Hypercall::Null => Ok(0),
         Hypercall::AbiVersion => Ok(u64::from(ABI_VERSION)),
-        Hypercall::ConsoleWrite => console::console_write(ctx, a0, a1),
-        Hypercall::DomainInfo => console::domain_info(ctx, a0, a1),
+        Hypercall::ConsoleWrite => console::console_write(ctx, regs.rdi, regs.rsi),
+        Hypercall::DomainInfo => console::domain_info(ctx, regs.rdi, regs.rsi),
         Hypercall::Yield => return Outcome::Yield,
-        Hypercall::Exit => return Outcome::Exit(a0),
+        Hypercall::Exit => return Outcome::Exit(regs.rdi),
         Hypercall::BenchFloor => return Outcome::BenchFloor,
         // Any change to the page tables forgets the cached kernel-stack translation.
-        Hypercall::MmuUpdate => mm::forget_stack_page(ctx, |ctx| mm::mmu_update(ctx, a0, a1, a2)),
-        Hypercall::MmuextOp => mm::forget_stack_page(ctx, |ctx| mm::mmuext_op(ctx, a0, a1, a2)),
-        Hypercall::UpdateVaMapping => mm::forget_stack_page(ctx, |ctx| mm::update_va_mapping(ctx, a0, a1, a2)),
-        Hypercall::Multicall => mm::forget_stack_page(ctx, |ctx| multicall::multicall(ctx, a0, a1)),
-        Hypercall::MemoryOp => mm::forget_stack_page(ctx, |ctx| mm::memory_op(ctx, a0, a1, a2)),
-        Hypercall::SetTrapTable => traps::set_trap_table(ctx, a0, a1),
-        Hypercall::SetCallbacks => traps::set_callbacks(ctx, a0, a1),
-        Hypercall::StackSwitch => traps::stack_switch(ctx, a0),
-        Hypercall::EventChannelOp => events::event_channel_op(ctx, a0, a1, a2),
-        Hypercall::SchedOp => return events::sched_op(ctx, a0, a1, a2, a3),
-        Hypercall::SetTimer => events::set_timer(ctx, a0),
+        Hypercall::MmuUpdate => {
+            let (a0, a1, a2) = (regs.rdi, regs.rsi, regs.rdx);
+            mm::forget_stack_page(ctx, |ctx| mm::mmu_update(ctx, a0, a1, a2))
+        }
+        Hypercall::MmuextOp => {
+            let (a0, a1, a2) = (regs.rdi, regs.rsi, regs.rdx);
+            mm::forget_stack_page(ctx, |ctx| mm::mmuext_op(ctx, a0, a1, a2))
+        }
+        Hypercall::UpdateVaMapping => {
+            let (a0, a1, a2) = (regs.rdi, regs.rsi, regs.rdx);
+            mm::forget_stack_page(ctx, |ctx| mm::update_va_mapping(ctx, a0, a1, a2))
+        }
+        Hypercall::Multicall => {
+            let (a0, a1) = (regs.rdi, regs.rsi);
+            mm::forget_stack_page(ctx, |ctx| multicall::multicall(ctx, a0, a1))
+        }
+        Hypercall::MemoryOp => {
+            let (a0, a1, a2) = (regs.rdi, regs.rsi, regs.rdx);
+            mm::forget_stack_page(ctx, |ctx| mm::memory_op(ctx, a0, a1, a2))
+        }
+        Hypercall::SetTrapTable => traps::set_trap_table(ctx, regs.rdi, regs.rsi),
+        Hypercall::SetCallbacks => traps::set_callbacks(ctx, regs.rdi, regs.rsi),
+        Hypercall::StackSwitch => traps::stack_switch(ctx, regs.rdi),
+        Hypercall::EventChannelOp => events::event_channel_op(ctx, regs.rdi, regs.rsi, regs.rdx),
+        Hypercall::SchedOp => return events::sched_op(ctx, regs.rdi, regs.rsi, regs.rdx, regs.r10),
+        Hypercall::SetTimer => events::set_timer(ctx, regs.rdi),
         Hypercall::Iret => {
             return match traps::iret(ctx, regs) {
                 Ok(()) => Outcome::Resumed,

@@ -222,6 +222,30 @@ fn traps_bounce_to_the_guest_kernel_and_iret_returns_to_user_mode() {
     assert!(summary.contains(&format!("hypercalls={} preemptions=0 bounces=2", hypercalls + 1)), "{summary}");
 }
 
+#[test]
+fn the_user_door_bounces_like_the_hypercall_door_and_falls_back_in_kernel_mode() {
+    let mut g = Guest::new();
+    let callback = g.si.image_start + 16;
+    assert_eq!(g.call(Hypercall::StackSwitch, &[g.si.stack_top]).1, Ok(0));
+    assert_eq!(g.call(Hypercall::SetCallbacks, &[callback, 0]).1, Ok(0));
+    // A user-mode system call through the user door: bounced to the callback.
+    let vcpu = &mut g.sys.domains[0].vcpu;
+    (vcpu.kernel_mode, vcpu.user_root) = (false, Some(vcpu.kernel_root));
+    g.regs.rax = Hypercall::AbiVersion as u64;
+    g.regs.rip = g.si.image_start + 64;
+    let mut p = Platform { mem: &mut g.mem, console: &mut g.out, tsc: 0 };
+    g.sys.on_user_syscall(&mut p, &mut g.regs);
+    assert_eq!(g.regs.rip, callback);
+    assert!(g.sys.domains[0].vcpu.kernel_mode);
+    assert_eq!(g.sys.domains[0].stats.bounces, 1);
+    // In kernel mode the same door is a hypercall, answered as one.
+    g.regs.rax = Hypercall::AbiVersion as u64;
+    let mut p = Platform { mem: &mut g.mem, console: &mut g.out, tsc: 0 };
+    assert_eq!(g.sys.on_user_syscall(&mut p, &mut g.regs), Next::RESUME);
+    assert_eq!(decode_result(g.regs.rax), Ok(u64::from(hypercall_abi::ABI_VERSION)));
+    assert_eq!(g.sys.domains[0].stats.bounces, 1);
+}
+
 /// Regression tests for two escapes found in review: pages the hypervisor
 /// writes for the guest must never become page tables, and the `done`
 /// counter must not be written through a stale translation.

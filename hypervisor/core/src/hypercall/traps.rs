@@ -5,10 +5,12 @@
 use super::{is_guest_address, Context};
 use crate::console::ConsoleSink;
 use crate::guest_memory::GuestSlice;
-use crate::trap_bounce::{stack_access, StackAccess};
+use crate::trap_bounce::read_trap_frame;
 use crate::machine_memory::MachineMemory;
-use crate::vcpu::{GuestRegs, GUEST_RFLAGS_MASK, TRAP_VECTORS};
-use hypercall_abi::trap::{frame_flags, TrapFrame, TrapInfo};
+use crate::domain::DomainId;
+use crate::frame_table::FrameTable;
+use crate::vcpu::{GuestRegs, Vcpu, GUEST_RFLAGS_MASK, TRAP_VECTORS};
+use hypercall_abi::trap::{frame_flags, TrapInfo};
 use hypercall_abi::HypercallError;
 use zerocopy::FromBytes;
 
@@ -53,18 +55,29 @@ pub fn stack_switch<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C
     Ok(0)
 }
 
-/// `iret()`: pops the [`TrapFrame`] at the caller's `rsp` into its registers.
+/// `iret()`: pops the [`TrapFrame`](hypercall_abi::trap::TrapFrame) at the caller's `rsp` into its registers.
 pub fn iret<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, regs: &mut GuestRegs) -> Result<(), HypercallError> {
-    let mut bytes = [0u8; core::mem::size_of::<TrapFrame>()];
     let caller = ctx.caller;
-    let d = &mut ctx.domains[usize::from(caller.0)];
-    stack_access(ctx.mem, ctx.frames, caller, &mut d.vcpu, regs.rsp, StackAccess::Read(&mut bytes))?;
-    let frame = TrapFrame::read_from_bytes(&bytes).expect("sizes match");
+    pop_trap_frame(ctx.mem, ctx.frames, caller, &mut ctx.domains[usize::from(caller.0)].vcpu, regs)
+}
+
+/// The work of [`iret`], on the vCPU of `domain` (whose registers are in
+/// `regs`). [`System::on_hypercall`](crate::system::System::on_hypercall)
+/// calls it directly: `iret` ends every trap a guest kernel handles and
+/// needs nothing but the caller's vCPU and stack, so it skips the table.
+#[inline]
+pub fn pop_trap_frame(
+    mem: &mut impl MachineMemory,
+    frames: &FrameTable,
+    domain: DomainId,
+    vcpu: &mut Vcpu,
+    regs: &mut GuestRegs,
+) -> Result<(), HypercallError> {
+    let frame = read_trap_frame(mem, frames, domain, vcpu, regs.rsp)?;
     if !is_guest_address(frame.rip) || !is_guest_address(frame.rsp) || frame.flags & !frame_flags::FROM_USER != 0 {
         return Err(HypercallError::BadArgument);
     }
     let to_user = frame.flags & frame_flags::FROM_USER != 0;
-    let vcpu = &mut ctx.caller().vcpu;
     if to_user && vcpu.user_root.is_none() {
         return Err(HypercallError::BadArgument);
     }

@@ -534,24 +534,18 @@ impl System {
         woke
     }
 
-    /// The earliest virtual PIT deadline (system-time ns) the platform
-    /// timer must honour: the running emulated domain's, and those of
-    /// halted ones that the tick would wake. A preempted domain cannot see
+    /// The virtual PIT deadline (system-time ns) of a live emulated domain
+    /// that the platform timer must honour (see `next_deadline`): the
+    /// running emulated domain's, and those of halted ones that the tick
+    /// would wake. A preempted domain cannot see
     /// its IRQ 0 before it runs again, so its ticks wait for the next time
     /// the timer fires anyway, or its dispatch (see `dispatch_next`):
     /// otherwise a kernel that programs a very fast PIT would have the
     /// hypervisor take an interrupt every few microseconds during the
     /// other domains' slices, at their expense.
-    pub(super) fn emulated_deadline_ns(&self) -> Option<u64> {
-        self.domains
-            .iter()
-            .filter(|d| d.is_alive())
-            .filter_map(|d| {
-                let vm = d.vm.as_deref()?;
-                let wakes = vm.halted && vm.cpu.interrupts && vm.devices.tick_would_interrupt();
-                (self.current == Some(d.id) || wakes).then(|| vm.devices.pit.deadline_ns()).flatten()
-            })
-            .min()
+    pub(super) fn emulated_deadline_of(&self, id: DomainId, vm: &VirtualMachine) -> Option<u64> {
+        let wakes = vm.halted && vm.cpu.interrupts && vm.devices.tick_would_interrupt();
+        (self.current == Some(id) || wakes).then(|| vm.devices.pit.deadline_ns()).flatten()
     }
 
     /// Frees the shadow tables of an emulated domain that ended. The

@@ -18,29 +18,37 @@ impl System {
     /// CPU time limit runs out, or the earliest guest timer or poll
     /// timeout. `None`: no deadline.
     pub fn next_deadline(&self) -> Option<u64> {
-        let mut deadline: Option<u64> = None;
-        let mut consider = |t: u64| deadline = Some(deadline.map_or(t, |d| d.min(t)));
+        // Called after every dispatch and wake-up (`timer_dirty`), so one
+        // pass over the domains, and one conversion to TSC ticks of the
+        // earliest of the times kept in nanoseconds (the conversion is
+        // monotonic, so the minimum commutes with it).
+        let mut deadline = u64::MAX;
         if let Some(id) = self.current {
             let d = &self.domains[usize::from(id.0)];
             if self.scheduler.others_runnable(id) {
-                consider(self.dispatched_at.saturating_add(self.time.clock.ticks(SLICE_NS)));
+                deadline = deadline.min(self.dispatched_at.saturating_add(self.time.clock.ticks(SLICE_NS)));
             }
             if let Some(limit) = d.time_limit_ns {
-                consider(self.dispatched_at.saturating_add(self.time.clock.ticks(limit.saturating_sub(d.stats.cpu_ns))));
+                deadline = deadline.min(self.dispatched_at.saturating_add(self.time.clock.ticks(limit.saturating_sub(d.stats.cpu_ns))));
             }
         }
-        if let Some(t) = self.emulated_deadline_ns() {
-            consider(self.time.tsc_at(t));
-        }
+        let mut earliest_ns = None::<u64>;
+        let mut consider_ns = |t: u64| earliest_ns = Some(earliest_ns.map_or(t, |e| e.min(t)));
         for d in self.domains.iter().filter(|d| d.is_alive()) {
             if let Some(t) = d.events.timer_deadline_ns {
-                consider(self.time.tsc_at(t));
+                consider_ns(t);
             }
             if let Wait::Poll { deadline_ns: Some(t), .. } = d.events.wait {
-                consider(self.time.tsc_at(t));
+                consider_ns(t);
+            }
+            if let Some(t) = d.vm.as_deref().and_then(|vm| self.emulated_deadline_of(d.id, vm)) {
+                consider_ns(t);
             }
         }
-        deadline
+        if let Some(t) = earliest_ns {
+            deadline = deadline.min(self.time.tsc_at(t));
+        }
+        (deadline != u64::MAX).then_some(deadline)
     }
 
     /// Handles the platform timer (while a guest ran, or while idle):

@@ -91,8 +91,9 @@ global_asm!(
 
     /* The slow lane of every syscall door: switch to the per-CPU stack and
        build the GuestRegs frame a fault from ring 3 would build, with the
-       selectors the guest runs on (`ss`, `cs`), then call the logic. */
-    .macro SYSCALL_FRAME ss, cs
+       selectors the guest runs on (`ss`, `cs`), then call the logic
+       (`handler`). */
+    .macro SYSCALL_FRAME ss, cs, handler
     swapgs
     mov gs:[{scratch}], rsp
     mov rsp, gs:[{stack_top}]
@@ -107,7 +108,7 @@ global_asm!(
     mov rax, gs:[{fpu}]                    /* rax is saved: free */
     fxsave64 [rax]
     mov rdi, rsp
-    call {hypercall}
+    call \handler
     jmp return_to_guest
     .endm
 
@@ -119,11 +120,15 @@ syscall_entry:
     jnz 1f
     sysretq                                /* null hypercall: rax = 0 = Ok(0) */
 1:
+    SYSCALL_FRAME {guest_ss}, {guest_cs}, {hypercall}
+
     /* LSTAR points here while the guest is in its user mode: every syscall
-       is a system call for the guest kernel, so there is no fast lane. */
+       is a system call for the guest kernel, so there is no fast lane, and
+       the logic has an entry of its own for it. */
+    .p2align 6
     .global syscall_user_entry
 syscall_user_entry:
-    SYSCALL_FRAME {guest_ss}, {guest_cs}
+    SYSCALL_FRAME {guest_ss}, {guest_cs}, {user_syscall}
 
     /* LSTAR points here while an emulated kernel runs: `syscall` is one of
        its instructions, emulated like any other, and the frame records the
@@ -131,7 +136,7 @@ syscall_user_entry:
     .p2align 6
     .global syscall_emulated_entry
 syscall_emulated_entry:
-    SYSCALL_FRAME {real_ss}, {real_cs}
+    SYSCALL_FRAME {real_ss}, {real_cs}, {hypercall}
 
     /* The floor path (bench_floor): a syscall round trip that does nothing. */
     .p2align 6
@@ -153,20 +158,20 @@ return_to_guest_from:
     mov rsp, rdi
     jmp return_to_guest
 
+    /* NMI, double fault and machine check are the machine's, not the
+       guest's: their stubs come here, and they are reported as hypervisor
+       faults, without trusting GS. */
+machine_fault_common:
+    push 2                                 /* known flags, as below */
+    popfq
+    jmp 2f
+
 exception_common:
     /* Known flags first: clear DF (the string instructions in memcpy),
        AC (SMAP), NT (iretq) and TF, whatever the guest left in them; its
        own RFLAGS are in the frame. */
     push 2
     popfq
-    /* NMI, double fault and machine check are the machine's, not the
-       guest's: report them as hypervisor faults, without trusting GS. */
-    cmp qword ptr [rsp], 2
-    je 2f
-    cmp qword ptr [rsp], 8
-    je 2f
-    cmp qword ptr [rsp], 18
-    je 2f
     test byte ptr [rsp + {stub_cs}], 3
     jz 2f
     swapgs
@@ -229,7 +234,11 @@ exception_stub_\n:
     push 0
     .endif
     push \n
+    .if (\n == 2) || (\n == 8) || (\n == 18)
+    jmp machine_fault_common
+    .else
     jmp exception_common
+    .endif
     .endm
     .macro EXCEPTION_STUB_ADDRESS n
     .quad exception_stub_\n
@@ -261,6 +270,7 @@ exception_stubs:
     vector_syscall = const VECTOR_SYSCALL,
     stub_cs = const STUB_CS_OFFSET,
     hypercall = sym crate::trap::hypercall,
+    user_syscall = sym crate::trap::user_syscall,
     guest_exception = sym crate::trap::guest_exception,
     hypervisor_fault = sym crate::trap::hypervisor_fault,
     guest_interrupt = sym crate::trap::guest_interrupt,
@@ -285,19 +295,33 @@ pub fn enter_guest(regs: &GuestRegs) -> ! {
     }
 }
 
+/// Where `syscall` enters for each [`Door`], indexed by its discriminant.
+static DOOR_ENTRIES: [unsafe extern "C" fn(); 4] = {
+    let mut t: [unsafe extern "C" fn(); 4] = [syscall_entry; 4];
+    t[Door::Kernel as usize] = syscall_entry;
+    t[Door::User as usize] = syscall_user_entry;
+    t[Door::Floor as usize] = syscall_floor_entry;
+    t[Door::Emulated as usize] = syscall_emulated_entry;
+    t
+};
+
+/// The `IA32_LSTAR` MSR: where `syscall` enters in 64-bit mode.
+const IA32_LSTAR: u32 = 0xC000_0082;
+
 /// Points `syscall` (LSTAR) at the entry for `door` (a no-op when it
-/// already is).
+/// already is). On every bounce and every `iret` of a paravirtualized
+/// guest, so it is a table load and one `wrmsr`.
+#[inline]
 pub fn set_syscall_path(door: Door) {
     let cpu = super::percpu::this_cpu();
     if cpu.syscall_path == door {
         return;
     }
-    let target = match door {
-        Door::Kernel => syscall_entry as *const (),
-        Door::User => syscall_user_entry as *const (),
-        Door::Floor => syscall_floor_entry as *const (),
-        Door::Emulated => syscall_emulated_entry as *const (),
-    };
-    x86_64::registers::model_specific::LStar::write(x86_64::VirtAddr::new(target as u64));
+    let target = DOOR_ENTRIES[door as usize] as usize as u64;
+    // SAFETY: (1) LSTAR exists on every x86_64 CPU; (2) the value is the
+    // address of one of the entry stubs above, canonical and mapped in every
+    // address space (the hypervisor's upper half), so the next `syscall`
+    // lands on code that expects it.
+    unsafe { x86_64::registers::model_specific::Msr::new(IA32_LSTAR).write(target) };
     cpu.syscall_path = door;
 }

@@ -1,6 +1,7 @@
 //! [`MachineMemory`] over the physical map: how the logic reaches RAM.
 
 use super::paging::{physmap_end, PHYSMAP_BASE};
+use hypercall_abi::trap::TrapFrame;
 use parvus_core::machine_memory::MachineMemory;
 
 /// All machine memory, through the hypervisor's physical map.
@@ -42,6 +43,22 @@ impl MachineMemory for PhysMap {
         let p = checked(maddr, 8).cast::<u64>();
         // SAFETY: as for `write`.
         unsafe { p.write_unaligned(value) }
+    }
+
+    // The trap frame of every bounce and `iret`: one typed copy, which
+    // the compiler turns into loads and stores of its fields.
+
+    fn read_trap_frame(&self, maddr: u64) -> TrapFrame {
+        let p = checked(maddr, core::mem::size_of::<TrapFrame>()).cast::<TrapFrame>();
+        // SAFETY: as for `read`; every bit pattern is a valid TrapFrame
+        // (ten u64s), and read_unaligned has no alignment requirement.
+        unsafe { p.read_unaligned() }
+    }
+
+    fn write_trap_frame(&mut self, maddr: u64, frame: &TrapFrame) {
+        let p = checked(maddr, core::mem::size_of::<TrapFrame>()).cast::<TrapFrame>();
+        // SAFETY: as for `write`.
+        unsafe { p.write_unaligned(*frame) }
     }
 
     fn read_u32(&self, maddr: u64) -> u32 {

@@ -150,6 +150,7 @@ pub fn hypervisor_root() -> u64 {
 ///
 /// # Safety
 /// `root` must be a top-level table whose upper half is [`hypervisor_pml4_entries`].
+#[inline(always)]
 pub unsafe fn switch_address_space(root: u64) {
     let frame = PhysFrame::from_start_address(PhysAddr::new(root)).expect("page tables are page-aligned");
     // SAFETY: the caller guarantees the hypervisor stays mapped identically,
