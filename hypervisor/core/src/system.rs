@@ -462,9 +462,15 @@ impl System {
     ) -> Next {
         let Some(culprit) = self.current else { no_current_domain() };
         let d = &mut self.domains[usize::from(culprit.0)];
-        if core::mem::take(&mut d.vcpu.bench_floor) && frame.vector == BREAKPOINT {
-            // The `int3` that ends a floor measurement: back to the real door.
-            return Next::Switch { root: d.root(), door: Door::paravirtualized(d.vcpu.kernel_mode, false) };
+        if core::mem::take(&mut d.vcpu.bench_floor) {
+            // Any exception ends a floor measurement (the `int3` that ends
+            // it on purpose, or a fault in the middle): back to the real
+            // door before anything else, so that no later `syscall` of
+            // this guest takes the floor path that does nothing.
+            if frame.vector == BREAKPOINT {
+                return Next::Switch { root: d.root(), door: Door::paravirtualized(d.vcpu.kernel_mode, false) };
+            }
+            return self.off_the_floor(p, frame, cr2);
         }
         if d.vm.is_some() {
             return self.emulated_exception(p, frame, cr2);
@@ -477,6 +483,28 @@ impl System {
                 self.resume_paravirtualized(p, culprit, frame, root_before, mode_before, TlbFlush::None)
             }
             Err(e) => self.exception_not_delivered(p, frame, e, cr2),
+        }
+    }
+
+    /// An exception other than the closing `int3` while the current domain
+    /// was on the floor path (its flag is already clear): handled as
+    /// usual, then resumed through the door of the mode it is in now, even
+    /// if neither mode nor table changed.
+    #[cold]
+    #[inline(never)]
+    fn off_the_floor<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        frame: &mut GuestRegs,
+        cr2: u64,
+    ) -> Next {
+        let id = self.current.expect("running");
+        match self.on_guest_exception(p, frame, cr2) {
+            Next::Resume { .. } if self.current == Some(id) => {
+                let d = &self.domains[usize::from(id.0)];
+                Next::Switch { root: d.vcpu.current_root(), door: Door::paravirtualized(d.vcpu.kernel_mode, false) }
+            }
+            next => next,
         }
     }
 

@@ -311,3 +311,26 @@ mod escapes {
         assert_eq!(g.mem.read_u64(d * 4096 + 40), 0, "no entry forged in the new table");
     }
 }
+
+#[test]
+fn a_fault_on_the_floor_path_puts_the_real_door_back() {
+    use crate::system::Door;
+    let mut g = Guest::new();
+    let at = g.si.free_start;
+    let handler = g.si.image_start;
+    g.poke(at, &[TrapInfo { vector: 14, handler }]);
+    assert_eq!(g.call(Hypercall::SetTrapTable, &[at, 1]).1, Ok(0));
+    assert_eq!(g.call(Hypercall::StackSwitch, &[g.si.stack_top]).1, Ok(0));
+    assert_eq!(g.call(Hypercall::BenchFloor, &[]).0, Next::ResumeOnFloorPath);
+    // A page fault in kernel mode while on the floor: bounced as usual,
+    // and syscall must enter through the kernel door again although
+    // neither the mode nor the table changed.
+    g.regs.rsp = g.si.stack_top - 0x100;
+    g.regs.vector = 14;
+    g.regs.error_code = 2;
+    let mut p = Platform { mem: &mut g.mem, console: &mut g.out, tsc: 0 };
+    let next = g.sys.on_guest_exception(&mut p, &mut g.regs, 0x1000);
+    assert_eq!(g.regs.rip, handler);
+    assert!(matches!(next, Next::Switch { door: Door::Kernel, .. }), "{next:?}");
+    assert!(!g.sys.domains[0].vcpu.bench_floor);
+}
