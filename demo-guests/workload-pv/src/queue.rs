@@ -117,8 +117,9 @@ impl Queue {
 
     /// Sends everything queued: one hypercall per run, in order.
     ///
-    /// (Not one `multicall` for all runs: measured under `-icount`, a
-    /// multicall of an `mmuext_op` and a 2-entry `mmu_update` costs 3,572
+    /// (Not one `multicall` for all runs: measured under `-icount` when
+    /// this was written, before the hypercall fast path was tuned, a
+    /// multicall of an `mmuext_op` and a 2-entry `mmu_update` cost 3,572
     /// instructions, the two calls made one after the other 558 + 833. The
     /// hypervisor reads and writes every multicall entry through a checked
     /// guest-memory translation and sends each call down its slow path
