@@ -12,6 +12,11 @@
 //! - `mmu_update_512`: one `mmu_update` writing all 512 entries of a level-1
 //!   table (alternating between two frames); `iterations` counts PTEs, so
 //!   the per-operation figure is per PTE;
+//! - `mm_pair_separate`: an `mmuext_op` (one `InvlpgLocal`) then a 2-entry
+//!   `mmu_update` (two PTEs of the batch table, alternating between two
+//!   frames), as two hypercalls, without `done` counters (as
+//!   `workload-pv`'s page-table queue sends them);
+//! - `mm_pair_multicall`: the same two calls in one `multicall`;
 //! - `process_switch`: one `mmuext_op` with `NewBaseptr` + `NewUserBaseptr`,
 //!   alternating between two address spaces (the guest kernel's process
 //!   switch, CR3 change included);
@@ -32,8 +37,9 @@ use core::hint::black_box;
 
 use parvus_guest_sdk::frames::PageFrame;
 use parvus_guest_sdk::bench::{empty_loop, ticks};
-use parvus_guest_sdk::hypercall::{self, Aligned};
-use parvus_guest_sdk::hypercall_abi::mm::{uvm_flags, MmuUpdate, MmuextCmd};
+use parvus_guest_sdk::hypercall::{self, raw, Aligned};
+use parvus_guest_sdk::hypercall_abi::mm::{uvm_flags, MmuUpdate, MmuextCmd, MulticallEntry};
+use parvus_guest_sdk::hypercall_abi::Hypercall;
 use parvus_guest_sdk::hypercall_abi::trap::TrapInfo;
 use parvus_guest_sdk::paging::{AddressSpace, Pte, PteFlags};
 use parvus_guest_sdk::trap::{self, Trap, UserContext};
@@ -43,6 +49,8 @@ use parvus_guest_sdk::{console, println, user, user_entry, StartInfo};
 const ITERATIONS: u64 = 10_000;
 /// `mmu_update` calls of the 512-entry row.
 const BATCH_LOOPS: u64 = 100;
+/// Iterations of the two `mm_pair` rows (each a few thousand instructions).
+const PAIR_LOOPS: u64 = 1_000;
 /// Entries per level-1 table.
 const PTES: usize = 512;
 
@@ -135,6 +143,42 @@ fn main(_start: &'static StartInfo) -> u64 {
     // SAFETY: as above; the table is emptied again.
     unsafe { hypercall::mmu_update(&clear.0) }.expect("clearing the batch table");
     report("mmu_update_512", BATCH_LOOPS * PTES as u64, total, baseline);
+
+    // mm_pair_separate and mm_pair_multicall: an mmuext_op and a 2-entry
+    // mmu_update, as two calls and as one multicall.
+    let pair = |pte: Pte| Aligned([MmuUpdate { ptr: table, val: pte.0 }, MmuUpdate { ptr: table + 8, val: pte.0 }]);
+    let pairs = [pair(ptes[0]), pair(ptes[1])];
+    let invlpg = Aligned([hypercall::mmuext(MmuextCmd::InvlpgLocal, BATCH_VA)]);
+    let ext = invlpg.0.as_ptr() as u64;
+    let baseline = empty_loop(PAIR_LOOPS);
+    let start = ticks();
+    for i in 0..PAIR_LOOPS {
+        let updates = pairs[(i & 1) as usize].0.as_ptr() as u64;
+        // SAFETY: 1. the updates write the batch table of BATCH_VA, where no
+        // Rust object lives, and the flush only drops a TLB entry; 2. the
+        // records are 16-byte aligned and outlive the calls; no `done`
+        // counter is passed.
+        let _ = black_box(unsafe { raw::hypercall3(Hypercall::MmuextOp, ext, 1, 0) });
+        let _ = black_box(unsafe { raw::hypercall3(Hypercall::MmuUpdate, updates, 2, 0) });
+    }
+    let total = ticks() - start;
+    report("mm_pair_separate", PAIR_LOOPS, total, baseline);
+    let call = |op: Hypercall, records: u64, count: u64| MulticallEntry { op: op as u64, args: [records, count, 0, 0, 0, 0], result: 0 };
+    let mut batches = pairs.each_ref().map(|p| {
+        Aligned([call(Hypercall::MmuextOp, ext, 1), call(Hypercall::MmuUpdate, p.0.as_ptr() as u64, 2)])
+    });
+    let baseline = empty_loop(PAIR_LOOPS);
+    let start = ticks();
+    for i in 0..PAIR_LOOPS {
+        // SAFETY: as above: each entry is one of the two calls just made.
+        let _ = black_box(unsafe { hypercall::multicall(&mut batches[(i & 1) as usize].0) });
+    }
+    let total = ticks() - start;
+    report("mm_pair_multicall", PAIR_LOOPS, total, baseline);
+    // Each call's result is the number of its records performed.
+    assert!(batches.iter().all(|b| b.0.map(|c| c.result) == [1, 2]), "every batched call succeeded");
+    // SAFETY: as above; the two entries are cleared.
+    unsafe { hypercall::mmu_update(&pair(Pte::EMPTY).0) }.expect("clearing the pair's entries");
 
     // process_switch: both base pointers, alternating between a and b.
     let switch_to = |s: &AddressSpace| {
