@@ -1,48 +1,125 @@
 //! `multicall`: several hypercalls for the price of one entry.
+//!
+//! The guest passes an array of [`MulticallEntry`]s; each is read, performed
+//! as if the guest had made it, and its encoded result written back into
+//! the entry. Only calls that simply answer can be batched (see
+//! [`answer`]): one that leaves the caller or changes its registers is
+//! refused in its entry, and the batch goes on.
+//!
+//! # Why one translation can serve many entries
+//!
+//! Batching only pays if an entry costs less than the entry and exit it
+//! saves. Translating every entry's address twice through the guest's page
+//! tables (once to read it, once to write its result) cost more than that.
+//! So the page holding the entries is translated once, for writing (which
+//! implies reading), and its machine address is reused for every entry in
+//! that page, *as long as nothing the translation depends on can have
+//! changed*: the caller's page tables, their root, and which frames the
+//! caller owns. Only the calls [`may_remap`] names can change those; after
+//! one of them the translation is dropped, and the next access translates
+//! again. (A stale machine address there would be a real hole: the batch
+//! could unmap the array's page, pin its frame as a page table or give it
+//! back, and the result write would then land in a frame the guest may no
+//! longer write.)
+//!
+//! An entry that straddles two pages, or lies in a page the guest may read
+//! but not write, takes the general path: a checked copy in, the call, a
+//! checked copy out; exactly what every entry used to cost, with the same
+//! results and errors.
 
-use super::{dispatch, Context, Outcome};
+use super::{answer, Context};
 use crate::console::ConsoleSink;
 use crate::guest_memory::GuestSlice;
 use crate::machine_memory::MachineMemory;
-use crate::vcpu::GuestRegs;
+use crate::paging::Access;
 use hypercall_abi::mm::{MulticallEntry, MULTICALL_MAX};
-use hypercall_abi::{encode_result, Hypercall, HypercallError};
-use zerocopy::FromBytes;
+use hypercall_abi::{encode_result, Hypercall, HypercallError, PAGE_SIZE};
+use zerocopy::{FromZeros, IntoBytes};
 
-/// `multicall(calls, count)`.
+/// Bytes of one entry.
+const ENTRY: u64 = core::mem::size_of::<MulticallEntry>() as u64;
+/// Offset of the `result` field in an entry.
+const RESULT: u64 = core::mem::offset_of!(MulticallEntry, result) as u64;
+
+/// `multicall(calls, count)`: performs `count` entries in order; returns
+/// `count`, or the error of an entry that could not be read or written back
+/// (the entries before it were performed).
 pub fn multicall<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, calls: u64, count: u64) -> Result<u64, HypercallError> {
     if count > MULTICALL_MAX {
         return Err(HypercallError::BadArgument);
     }
-    let size = core::mem::size_of::<MulticallEntry>() as u64;
+    // The page last translated: (its guest-virtual base, its machine base).
+    let mut page: Option<(u64, u64)> = None;
     for i in 0..count {
-        let at = calls.checked_add(i * size).ok_or(HypercallError::BadAddress)?;
-        let mut bytes = [0u8; core::mem::size_of::<MulticallEntry>()];
-        ctx.view().read(GuestSlice::new(at, size), &mut bytes)?;
-        let entry = MulticallEntry::read_from_bytes(&bytes).expect("sizes match");
-        let result = match Hypercall::try_from(entry.op) {
-            // Calls that leave the caller or change its registers cannot be batched.
-            Ok(
-                Hypercall::Multicall
-                | Hypercall::Yield
-                | Hypercall::Exit
-                | Hypercall::Iret
-                | Hypercall::BenchFloor
-                | Hypercall::SchedOp,
-            ) => {
-                Err(HypercallError::BadArgument)
-            }
-            _ => {
-                let [rdi, rsi, rdx, r10, r8, r9] = entry.args;
-                let mut regs = GuestRegs { rax: entry.op, rdi, rsi, rdx, r10, r8, r9, ..GuestRegs::default() };
-                match dispatch(ctx, &mut regs) {
-                    Outcome::Return(r) => r,
-                    _ => unreachable!("the calls that do not simply return were refused above"),
+        let at = calls.checked_add(i * ENTRY).ok_or(HypercallError::BadAddress)?;
+        let base = at & !(PAGE_SIZE - 1);
+        let in_one_page = at - base + ENTRY <= PAGE_SIZE;
+        if in_one_page && page.is_none_or(|(va, _)| va != base) {
+            // A page the guest cannot write leaves `page` empty: the entry
+            // takes the general path, which reads it and fails on the write.
+            page = ctx.view().translate(base, Access::Write).ok().map(|maddr| (base, maddr));
+        }
+        match page {
+            Some((va, maddr)) if in_one_page && va == base => {
+                let entry_at = maddr + (at - base);
+                let mut entry = MulticallEntry::new_zeroed();
+                ctx.mem.read(entry_at, entry.as_mut_bytes());
+                let (result, remapped) = perform(ctx, &entry);
+                if remapped {
+                    page = None;
+                    write_result(ctx, at, result)?;
+                } else {
+                    ctx.mem.write_u64(entry_at + RESULT, encode_result(result));
                 }
             }
-        };
-        let result_at = at + core::mem::offset_of!(MulticallEntry, result) as u64;
-        ctx.view().write(GuestSlice::new(result_at, 8), &encode_result(result).to_le_bytes())?;
+            _ => {
+                let mut entry = MulticallEntry::new_zeroed();
+                ctx.view().read(GuestSlice::new(at, ENTRY), entry.as_mut_bytes())?;
+                let (result, remapped) = perform(ctx, &entry);
+                if remapped {
+                    page = None;
+                }
+                write_result(ctx, at, result)?;
+            }
+        }
     }
     Ok(count)
+}
+
+/// Performs one entry; also says whether it may have changed what the
+/// caller's addresses translate to.
+#[inline(always)]
+fn perform<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, entry: &MulticallEntry) -> (Result<u64, HypercallError>, bool) {
+    match Hypercall::try_from(entry.op) {
+        Ok(call) => (answer(ctx, call, &entry.args), may_remap(call)),
+        Err(e) => (Err(e), false),
+    }
+}
+
+/// Writes an entry's result through a fresh, checked translation.
+fn write_result<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, at: u64, result: Result<u64, HypercallError>) -> Result<(), HypercallError> {
+    ctx.view().write(GuestSlice::new(at + RESULT, 8), &encode_result(result).to_le_bytes())
+}
+
+/// Whether `call`, made inside a batch, may change a translation of the
+/// caller's: its page tables, their root, or the frames it owns. Every call
+/// is named (no wildcard), so a new hypercall must be placed on one side.
+fn may_remap(call: Hypercall) -> bool {
+    match call {
+        Hypercall::MmuUpdate | Hypercall::MmuextOp | Hypercall::UpdateVaMapping | Hypercall::MemoryOp => true,
+        // These read or write guest memory only through checked writable
+        // mappings (never a page table, which the typing rules keep
+        // read-only), or touch no guest memory at all.
+        Hypercall::Null
+        | Hypercall::AbiVersion
+        | Hypercall::ConsoleWrite
+        | Hypercall::DomainInfo
+        | Hypercall::SetTrapTable
+        | Hypercall::SetCallbacks
+        | Hypercall::StackSwitch
+        | Hypercall::EventChannelOp
+        | Hypercall::SetTimer => false,
+        // Refused in a batch: they do nothing there.
+        Hypercall::Multicall | Hypercall::Yield | Hypercall::Exit | Hypercall::Iret | Hypercall::BenchFloor | Hypercall::SchedOp => false,
+    }
 }

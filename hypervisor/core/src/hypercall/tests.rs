@@ -155,6 +155,56 @@ fn multicall_reports_each_result_and_refuses_what_cannot_be_batched() {
     assert_eq!(g.call(Hypercall::Multicall, &[at, 65]).1, Err(HypercallError::BadArgument));
 }
 
+/// The `result` fields of `n` multicall entries at `at`.
+fn multicall_results(g: &mut Guest, at: u64, n: usize) -> Vec<Result<u64, HypercallError>> {
+    let mut bytes = vec![0u8; n * 64];
+    g.view().read(GuestSlice::new(at, bytes.len() as u64), &mut bytes).unwrap();
+    bytes.chunks(64).map(|c| decode_result(MulticallEntry::read_from_bytes(c).unwrap().result)).collect()
+}
+
+#[test]
+fn multicall_entries_may_straddle_pages_and_span_two() {
+    let mut g = Guest::new();
+    // Two entries at the end of one page, one across the boundary, one after it.
+    let at = g.si.free_start + PAGE_SIZE - 2 * 64 - 32;
+    let entry = |op: Hypercall| MulticallEntry { op: op as u64, args: [0; 6], result: 0 };
+    let calls = [entry(Hypercall::AbiVersion), entry(Hypercall::Exit), entry(Hypercall::AbiVersion), entry(Hypercall::Null)];
+    g.poke(at, &calls);
+    let (next, result) = g.call(Hypercall::Multicall, &[at, 4]);
+    assert_eq!(result, Ok(4));
+    assert!(matches!(next, Next::Resume { .. }), "the refused exit did nothing");
+    let version = Ok(u64::from(hypercall_abi::ABI_VERSION));
+    assert_eq!(multicall_results(&mut g, at, 4), [version, Err(HypercallError::BadArgument), version, Ok(0)]);
+}
+
+#[test]
+fn multicall_translates_again_after_a_call_that_remaps() {
+    let mut g = Guest::new();
+    let at = g.si.free_start;
+    let pfn = g.pfn_of(at);
+    let entry = |op: Hypercall, args: [u64; 6]| MulticallEntry { op: op as u64, args, result: 0 };
+    // The second call makes the array's own page read-only: its result can
+    // no longer be written, and the batch stops there with BadAddress.
+    let calls = [
+        entry(Hypercall::AbiVersion, [0; 6]),
+        entry(Hypercall::UpdateVaMapping, [at, g.pte(pfn, flags::NO_EXECUTE), 0, 0, 0, 0]),
+        entry(Hypercall::AbiVersion, [0; 6]),
+    ];
+    g.poke(at, &calls);
+    assert_eq!(g.call(Hypercall::Multicall, &[at, 3]).1, Err(HypercallError::BadAddress));
+    let version = Ok(u64::from(hypercall_abi::ABI_VERSION));
+    assert_eq!(multicall_results(&mut g, at, 3), [version, Ok(0), Ok(0)], "nothing written through the old translation");
+    // In a read-only page, an entry is still performed; writing its result fails.
+    let sp = g.si.stack_top - 0x100;
+    let mut frame = [0u8; 64];
+    frame.copy_from_slice(entry(Hypercall::StackSwitch, [sp, 0, 0, 0, 0, 0]).as_bytes());
+    assert_eq!(g.call(Hypercall::UpdateVaMapping, &[at, g.pte(pfn, flags::WRITABLE | flags::NO_EXECUTE), 0]).1, Ok(0));
+    g.poke(at, &frame);
+    assert_eq!(g.call(Hypercall::UpdateVaMapping, &[at, g.pte(pfn, flags::NO_EXECUTE), 0]).1, Ok(0));
+    assert_eq!(g.call(Hypercall::Multicall, &[at, 1]).1, Err(HypercallError::BadAddress));
+    assert_eq!(g.sys.domains[0].vcpu.kernel_sp, sp);
+}
+
 #[test]
 fn traps_bounce_to_the_guest_kernel_and_iret_returns_to_user_mode() {
     let mut g = Guest::new();
