@@ -117,13 +117,15 @@ impl Queue {
 
     /// Sends everything queued: one hypercall per run, in order.
     ///
-    /// (Not one `multicall` for all runs: measured under `-icount` when
-    /// this was written, before the hypercall fast path was tuned, a
-    /// multicall of an `mmuext_op` and a 2-entry `mmu_update` cost 3,572
-    /// instructions, the two calls made one after the other 558 + 833. The
-    /// hypervisor reads and writes every multicall entry through a checked
-    /// guest-memory translation and sends each call down its slow path
-    /// again, which costs more than the entry and exit it saves.)
+    /// (Not one `multicall` for all runs: under `-icount`, a multicall of an
+    /// `mmuext_op` and a 2-entry `mmu_update` costs 1,930 instructions, the
+    /// two calls made one after the other 1,293 (`mm_pair_multicall` and
+    /// `mm_pair_separate` in `cargo xtask bench`; 3,572 against 558 + 833
+    /// when first measured, before the fast-path work). Multicall now reads
+    /// its entries through one translation per page, but every page-table
+    /// call may remap that page, so after each one the hypervisor
+    /// translates it again; the batch still costs more than the entry and
+    /// exit it saves (where the rest goes has not been traced).)
     ///
     /// # Panics
     ///
