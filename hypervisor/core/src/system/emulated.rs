@@ -178,7 +178,7 @@ impl System {
         let seg = SegmentBases { fs: vm.cpu.fs_base, gs: vm.cpu.gs_base };
         let mut mem = GuestVirt::new(&mut *p.mem, GuestPhys::new(frames), vm.cpu.cr3, vm.cpu.nxe(), vm.cpu.user_mode());
         let result = emulate_store(&insn, frame, &vcpu.fpu, seg, &mut mem);
-        let written = core::mem::take(&mut mem.written);
+        let written = mem.written; // moved out, not taken: no empty list to build
         let tlb = merge(fill_tlb, self.sync_guest_writes(p, id, &written));
         let vm = self.domains[usize::from(id.0)].vm.as_deref_mut().expect("an emulated domain");
         match result {
@@ -237,7 +237,7 @@ impl System {
         let user = vm.cpu.user_mode();
         let mut mem = GuestVirt::new(&mut *p.mem, GuestPhys::new(&d.frames), vm.cpu.cr3, vm.cpu.nxe(), user);
         let result = emulate(&insn, &mut vm.cpu, frame, &mut mem, &mut vm.devices, now_ns);
-        let written = core::mem::take(&mut mem.written);
+        let written = mem.written; // moved out, not taken: no empty list to build
         let tlb = self.sync_guest_writes(p, id, &written);
         let vm = self.domains[usize::from(id.0)].vm.as_deref_mut().expect("an emulated domain");
         match result {
@@ -442,7 +442,7 @@ impl System {
         let vm = d.vm.as_deref_mut().expect("an emulated domain");
         let mut mem = GuestVirt::new(&mut *p.mem, GuestPhys::new(&d.frames), vm.cpu.cr3, vm.cpu.nxe(), false);
         let result = deliver(&mut vm.cpu, frame, &mut mem, vector, kind);
-        let written = core::mem::take(&mut mem.written);
+        let written = mem.written; // moved out, not taken: no empty list to build
         let tlb = self.sync_guest_writes(p, id, &written);
         match result {
             Ok(mode_changed) => self.emulated_resume(p, frame, mode_changed, tlb),
@@ -482,7 +482,7 @@ impl System {
                 vm.exits.interrupts += 1;
                 let mut mem = GuestVirt::new(&mut *p.mem, GuestPhys::new(&d.frames), vm.cpu.cr3, vm.cpu.nxe(), false);
                 let result = deliver(&mut vm.cpu, frame, &mut mem, vector, EventKind::External);
-                let written = core::mem::take(&mut mem.written);
+                let written = mem.written; // moved out, not taken: no empty list to build
                 tlb = merge(tlb, self.sync_guest_writes(p, id, &written));
                 match result {
                     Ok(changed) => space_changed |= changed,
