@@ -159,6 +159,7 @@ fn main(_start: &'static StartInfo) -> u64 {
         // records are 16-byte aligned and outlive the calls; no `done`
         // counter is passed.
         let _ = black_box(unsafe { raw::hypercall3(Hypercall::MmuextOp, ext, 1, 0) });
+        // SAFETY: as for the flush just above.
         let _ = black_box(unsafe { raw::hypercall3(Hypercall::MmuUpdate, updates, 2, 0) });
     }
     let total = ticks() - start;
