@@ -10,18 +10,16 @@
 use crate::console::{drain_ring, ConsoleSink};
 use crate::domain::{Domain, DomainId, Ending};
 use crate::fault;
-use crate::frame_table::{FrameTable, Owner};
+use crate::frame_table::FrameTable;
 use crate::hypercall::{self, Context, Outcome, TlbFlush};
 use crate::paging::ENTRIES;
 use crate::trap_bounce::bounce;
 use hypercall_abi::trap::VECTOR_SYSCALL;
 use crate::machine_memory::MachineMemory;
-use alloc::string::ToString;
 use crate::scheduler::{Scheduler, SLICE_NS};
-use crate::event_channel::{self, Port, Wait};
 use crate::time::TimeBase;
 use crate::trap_bounce::BounceError;
-use hypercall_abi::event::{virq, UPCALL_MASK_OFFSET, UPCALL_PENDING_OFFSET};
+use hypercall_abi::event::{UPCALL_MASK_OFFSET, UPCALL_PENDING_OFFSET};
 use hypercall_abi::trap::VECTOR_EVENT;
 use crate::vcpu::GuestRegs;
 use alloc::format;
@@ -525,102 +523,11 @@ impl System {
         self.crash(p, frame, &why, cr2)
     }
 
-    /// Stops the current domain with a report and runs the next.
-    fn crash<M: MachineMemory, C: ConsoleSink>(
-        &mut self,
-        p: &mut Platform<'_, M, C>,
-        frame: &mut GuestRegs,
-        why: &str,
-        cr2: u64,
-    ) -> Next {
-        let culprit = self.current.expect("running");
-        // Its last words, even an unfinished line, come before the report.
-        self.drain_console(p, culprit);
-        hypercall::flush_console(self.domain(culprit), p.console);
-        let domain = &self.domains[usize::from(culprit.0)];
-        for line in fault::report(&format!("{} crashed", domain.label()), frame, cr2) {
-            log::error!("{}", line);
-        }
-        if let Some(vm) = &domain.vm {
-            let c = &vm.cpu;
-            log::error!(
-                "virtual cpu: cpl={} if={} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} cs={:#x} ss={:#x}",
-                c.cpl,
-                u8::from(c.interrupts),
-                c.cr0,
-                c.cr2,
-                c.cr3,
-                c.cr4,
-                c.cs,
-                c.ss
-            );
-        }
-        log::error!("why: {why}");
-        let what = if frame.vector == VECTOR_SYSCALL {
-            format!("syscall at {:#x}", frame.rip)
-        } else {
-            format!("{} at {:#x}", fault::exception_name(frame.vector).0, frame.rip)
-        };
-        self.leave_cpu(culprit, p.tsc, 0);
-        self.end(p, culprit, Ending::Crashed(what));
-        self.dispatch_next(p, frame)
-    }
-
     fn drain_console<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>, id: DomainId) {
         let d = &mut self.domains[usize::from(id.0)];
         if d.vm.is_none() {
             // (An emulated kernel has no ring: it prints through its UART.)
             drain_ring(p.mem, d.console_ring, &mut d.console, &d.name, p.console);
-        }
-    }
-
-    /// Records how a domain ended, prints its last output, closes its
-    /// ports, tells the others if it did not end by itself, and frees its memory.
-    fn end<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>, id: DomainId, ending: Ending) {
-        self.end_with(p, id, ending, true);
-    }
-
-    /// [`Self::end`] without raising VIRQ_DOM_EXC in the others.
-    fn end_quietly<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>, id: DomainId, ending: Ending) {
-        self.end_with(p, id, ending, false);
-    }
-
-    fn end_with<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>, id: DomainId, ending: Ending, announce: bool) {
-        self.drain_console(p, id);
-        let d = &mut self.domains[usize::from(id.0)];
-        hypercall::flush_console(d, p.console);
-        match &ending {
-            Ending::Exited(status) => log::info!("{} exited with status {}", d.label(), status),
-            Ending::Crashed(what) => log::info!("{} stopped after {}; the other domains run on", d.label(), what),
-            Ending::TimeLimit => log::info!("{} stopped at its CPU time limit; the other domains run on", d.label()),
-        }
-        let abnormal = announce && !matches!(ending, Ending::Exited(_));
-        d.ending = Some(ending);
-        d.events.wait = Wait::None;
-        d.events.timer_deadline_ns = None;
-        let peers = d.events.close_all();
-        for (remote, remote_port) in peers {
-            self.domain(remote).events.set(remote_port, Port::Unbound { remote: id });
-        }
-        // The frames are freed while this domain's tables may still be loaded:
-        // nothing allocates before the kernel loads the next address space.
-        self.drop_shadows(p.mem, id);
-        for mfn in core::mem::take(&mut self.domain(id).frames) {
-            self.frames.free(mfn, Owner::Domain(id)).expect("a domain's frame list holds only its own frames");
-        }
-        self.scheduler.set_runnable(id, false);
-        if self.current == Some(id) {
-            self.current = None;
-        }
-        if abnormal {
-            for i in 0..self.domains.len() {
-                let other = &mut self.domains[i];
-                if let (true, Some(port)) = (other.is_alive(), other.events.virq_port(virq::DOM_EXC)) {
-                    if event_channel::raise(p.mem, other.shared_info, &mut other.events, port) {
-                        self.wake(d_id(i), Some(port));
-                    }
-                }
-            }
         }
     }
 
@@ -681,42 +588,6 @@ impl System {
         Next::Switch { root: d.root(), door: d.door() }
     }
 
-    /// The final report: one line per domain, then the verdict.
-    pub fn summary(&self) -> Vec<String> {
-        let mut lines = Vec::new();
-        lines.push(format!("summary of {} domains:", self.domains.len()));
-        for d in &self.domains {
-            let ended = match &d.ending {
-                None => String::from("still running"),
-                Some(Ending::Exited(s)) => format!("exited {s}"),
-                Some(Ending::Crashed(what)) => format!("crashed ({what})"),
-                Some(Ending::TimeLimit) => String::from("stopped at time limit"),
-            };
-            let verdict = if d.ended_as_expected() { "ok" } else { "UNEXPECTED" };
-            lines.push(format!(
-                "  {:<3} {:<14} {:<26} expected {:<10} {:<10} cpu={}.{:03}ms weight={} hypercalls={} preemptions={} bounces={}",
-                d.id.0,
-                d.name,
-                ended,
-                d.expect.to_string(),
-                verdict,
-                d.stats.cpu_ns / 1_000_000,
-                d.stats.cpu_ns / 1_000 % 1_000,
-                d.weight,
-                d.stats.hypercalls,
-                d.stats.preemptions,
-                d.stats.bounces
-            ));
-            if let Some(vm) = &d.vm {
-                let sh = vm.shadow.stats();
-                lines.push(format!(
-                    "      emulated: {} shadow: tables={} resets={} frames={}",
-                    vm.exits, sh.tables_created, sh.resets, sh.frames
-                ));
-            }
-        }
-        lines
-    }
 }
 
 /// An entry from a guest while no domain is current: a hypervisor bug.
@@ -731,6 +602,7 @@ fn d_id(index: usize) -> DomainId {
 }
 
 mod emulated;
+mod ending;
 mod time;
 
 pub use emulated::emulated_initial_regs;

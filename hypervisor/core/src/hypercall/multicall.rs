@@ -3,7 +3,7 @@
 //! The guest passes an array of [`MulticallEntry`]s; each is read, performed
 //! as if the guest had made it, and its encoded result written back into
 //! the entry. Only calls that simply answer can be batched (see
-//! [`answer`]): one that leaves the caller or changes its registers is
+//! `hypercall::answer`): one that leaves the caller or changes its registers is
 //! refused in its entry, and the batch goes on.
 //!
 //! # Why one translation can serve many entries
@@ -15,7 +15,7 @@
 //! implies reading), and its machine address is reused for every entry in
 //! that page, *as long as nothing the translation depends on can have
 //! changed*: the caller's page tables, their root, and which frames the
-//! caller owns. Only the calls [`may_remap`] names can change those; after
+//! caller owns. Only the calls `may_remap` names can change those; after
 //! one of them the translation is dropped, and the next access translates
 //! again. (A stale machine address there would be a real hole: the batch
 //! could unmap the array's page, pin its frame as a page table or give it

@@ -13,7 +13,7 @@
 //! (its guest frame and the level it is used at) and each [`Mode`] there is
 //! at most one shadow table, a frame the hypervisor allocated for itself.
 //! A shadow entry is a function of the guest entry it mirrors *alone*
-//! ([`entries`]): present when the guest entry is; writable and executable
+//! (`entries.rs`): present when the guest entry is; writable and executable
 //! as the guest entry says; always user-accessible (the guest kernel runs
 //! in ring 3 too); a non-leaf entry points to the shadow of the guest's
 //! child table. Because an entry never depends on the path that reached
