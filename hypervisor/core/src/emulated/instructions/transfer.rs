@@ -6,7 +6,7 @@
 
 use super::{memory_fault, EmulationError, Outcome, GP, IF, UD};
 use crate::emulated::cpu::{canonical, cr, VirtualCpu};
-use crate::emulated::guest_virt::{GuestVirt, VirtFault};
+use crate::emulated::guest_virt::GuestVirt;
 use crate::emulated::inject::{deliver, EventKind};
 use crate::machine_memory::MachineMemory;
 use crate::vcpu::{GuestRegs, GUEST_RFLAGS_MASK};
@@ -31,15 +31,6 @@ pub(super) fn sysret(cpu: &mut VirtualCpu, regs: &mut GuestRegs) -> Result<Outco
     Ok(Outcome::AddressSpace)
 }
 
-/// The `N` quadwords at the guest's `rsp`, read at its privilege as a
-/// return instruction pops them (nothing is popped here: the caller moves
-/// `rsp` once the return is known to succeed).
-fn stack_words<M: MachineMemory, const N: usize>(rsp: u64, mem: &mut GuestVirt<'_, M>) -> Result<[u64; N], VirtFault> {
-    let mut raw = [[0u8; 8]; N];
-    mem.read(rsp, raw.as_flattened_mut(), false)?;
-    Ok(raw.map(u64::from_le_bytes))
-}
-
 /// `iretq` (Intel SDM vol. 2, IRET, 64-bit mode): pops RIP, CS, RFLAGS,
 /// RSP and SS; the new privilege level is the RPL of the popped CS.
 pub(super) fn iret<M: MachineMemory>(
@@ -47,11 +38,12 @@ pub(super) fn iret<M: MachineMemory>(
     regs: &mut GuestRegs,
     mem: &mut GuestVirt<'_, M>,
 ) -> Result<Outcome, EmulationError> {
-    let [rip, cs, rflags, rsp, ss] = match stack_words(regs.rsp, mem) {
-        Ok(words) => words,
-        Err(f) => return memory_fault(f),
-    };
-    let (cs, ss) = (cs as u16, ss as u16);
+    let mut raw = [0u8; 40];
+    if let Err(f) = mem.read(regs.rsp, &mut raw, false) {
+        return memory_fault(f);
+    }
+    let word = |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    let (rip, cs, rflags, rsp, ss) = (word(0), word(1) as u16, word(2), word(3), word(4) as u16);
     let rpl = (cs & 3) as u8;
     if (rpl != 0 && rpl != 3) || rpl < cpu.cpl {
         // Rings 1 and 2 are not emulated; a return to a more privileged
@@ -79,11 +71,12 @@ pub(super) fn far_return<M: MachineMemory>(
     regs: &mut GuestRegs,
     mem: &mut GuestVirt<'_, M>,
 ) -> Result<Outcome, EmulationError> {
-    let [rip, cs] = match stack_words(regs.rsp, mem) {
-        Ok(words) => words,
-        Err(f) => return memory_fault(f),
-    };
-    let cs = cs as u16;
+    let mut raw = [0u8; 16];
+    if let Err(f) = mem.read(regs.rsp, &mut raw, false) {
+        return memory_fault(f);
+    }
+    let rip = u64::from_le_bytes(raw[..8].try_into().expect("8 bytes"));
+    let cs = u64::from_le_bytes(raw[8..].try_into().expect("8 bytes")) as u16;
     if ((cs & 3) as u8) < cpu.cpl {
         return Ok(Outcome::Fault { vector: GP, error_code: Some(u64::from(cs & !3)) });
     }
