@@ -114,18 +114,23 @@ impl EventChannels {
         self.ports[port as usize] = state;
     }
 
-    /// Frees every port; returns the interdomain peers (domain, port) to
-    /// set back to unbound.
-    pub fn close_all(&mut self) -> Vec<(DomainId, u32)> {
+    /// Frees every port of domain `owner`, and the table's memory with
+    /// them; returns the ports of *other* domains (domain, port) that were
+    /// connected to one of these and must go back to unbound.
+    ///
+    /// A channel whose two ends are both `owner`'s (a loopback: a domain
+    /// may offer a port to itself and bind it) dies with the table, so the
+    /// caller never reaches back into a table this call has emptied.
+    pub fn close_all(&mut self, owner: DomainId) -> Vec<(DomainId, u32)> {
         let peers = self
             .ports
             .iter()
             .filter_map(|p| match p {
-                Port::Interdomain { remote, remote_port } => Some((*remote, *remote_port)),
+                Port::Interdomain { remote, remote_port } if *remote != owner => Some((*remote, *remote_port)),
                 _ => None,
             })
             .collect();
-        self.ports.clear();
+        self.ports = Vec::new();
         self.virqs = [None; virq::COUNT as usize];
         peers
     }
@@ -231,6 +236,19 @@ mod tests {
         assert_eq!(e.alloc(Port::Unbound { remote: DomainId(2) }), Ok(1));
         e.set(2, Port::Free);
         assert_eq!(e.virq_port(virq::TIMER), None);
+    }
+
+    #[test]
+    fn closing_all_names_only_other_domains_and_returns_the_memory() {
+        let me = DomainId(3);
+        let mut e = EventChannels::default();
+        let offered = e.alloc(Port::Unbound { remote: me }).unwrap();
+        let bound = e.alloc(Port::Interdomain { remote: me, remote_port: offered }).unwrap();
+        e.set(offered, Port::Interdomain { remote: me, remote_port: bound });
+        let to_other = e.alloc(Port::Interdomain { remote: DomainId(1), remote_port: 7 }).unwrap();
+        assert_eq!(e.close_all(me), alloc::vec![(DomainId(1), 7)], "the loopback pair is not a peer");
+        assert_eq!(e.get(u64::from(to_other)), Err(HypercallError::NoSuchPort));
+        assert_eq!(e.ports.capacity(), 0, "an ended domain keeps no port table");
     }
 
     #[test]

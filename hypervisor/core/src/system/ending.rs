@@ -83,7 +83,7 @@ impl System {
         d.ending = Some(ending);
         d.events.wait = Wait::None;
         d.events.timer_deadline_ns = None;
-        let peers = d.events.close_all();
+        let peers = d.events.close_all(id);
         for (remote, remote_port) in peers {
             self.domain(remote).events.set(remote_port, Port::Unbound { remote: id });
         }

@@ -241,3 +241,46 @@ fn one_multicall_can_wake_two_domains() {
     let _ = w.call(Hypercall::Exit, &[0]);
     assert_eq!(w.running(), Some(2), "and d2 too");
 }
+
+/// A domain connects a channel to itself (it offers a port to its own id
+/// and binds it), then ends: by exiting or by crashing. Teardown must free
+/// both ends without reaching into the table it is emptying, and the
+/// others run on.
+#[test]
+fn a_loopback_channel_dies_with_its_domain() {
+    for crash in [false, true] {
+        let mut w = World::new(2);
+        let offered = w.evtchn(EventChannelCmd::AllocUnbound, 0, 0).unwrap();
+        let bound = w.evtchn(EventChannelCmd::BindInterdomain, 0, offered).unwrap();
+        assert_ne!(offered, bound);
+        w.evtchn(EventChannelCmd::Send, bound, 0).unwrap();
+        // A port to d1 as well: d1's end goes back to unbound, the loopback pair does not count.
+        let to_d1 = w.evtchn(EventChannelCmd::AllocUnbound, 1, 0).unwrap();
+        let _ = w.call(Hypercall::Yield, &[]);
+        assert_eq!(w.running(), Some(1));
+        let d1_end = w.evtchn(EventChannelCmd::BindInterdomain, 0, to_d1).unwrap();
+        let _ = w.call(Hypercall::Yield, &[]);
+        assert_eq!(w.running(), Some(0));
+        if crash {
+            w.regs.vector = 6; // #UD, and d0 registered no handler
+            let mut p = Platform { mem: &mut w.mem, console: &mut String::new(), tsc: w.tsc };
+            w.sys.on_guest_exception(&mut p, &mut w.regs, 0);
+        } else {
+            let _ = w.call(Hypercall::Exit, &[0]);
+        }
+        assert_eq!(w.running(), Some(1), "d1 runs on");
+        assert!(!w.sys.domains[0].is_alive());
+        let mut status = hypercall_abi::event::EventChannelStatus::default();
+        let at = w.regs.rsp - 256;
+        w.evtchn(EventChannelCmd::Status, d1_end, at).unwrap();
+        let mut view = crate::guest_memory::GuestView {
+            mem: &mut w.mem,
+            frames: &w.sys.frames,
+            domain: crate::domain::DomainId(1),
+            root: w.sys.domains[1].vcpu.kernel_root,
+        };
+        view.read(crate::guest_memory::GuestSlice::new(at, 16), zerocopy::IntoBytes::as_mut_bytes(&mut status)).unwrap();
+        assert_eq!(status.state, hypercall_abi::event::port_state::UNBOUND, "d1's end is unbound again");
+        let _ = w.call(Hypercall::Exit, &[0]);
+    }
+}
