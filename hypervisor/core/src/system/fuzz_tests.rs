@@ -3,7 +3,7 @@
 //! [`invariants`] recomputed after each step.
 //!
 //! A run is a chain of *lifetimes*: a system of two to four small
-//! paravirtualized domains (and, half the time, an emulated one) is built,
+//! paravirtualized domains (and, one time in three, an emulated one) is built,
 //! started, and driven as the kernel drives it, one entry at a time, until
 //! every domain has ended; then the next system is built. Each step, the
 //! domain that runs acts as a hostile guest would (see [`steps`]): a
@@ -38,6 +38,7 @@ use crate::manifest::{Expect, Mode};
 use crate::paging::{flags, ENTRIES};
 use crate::scheduler::SLICE_NS;
 use crate::testing::invariants::{self, Violation};
+use crate::time::{TimeBase, TscClock};
 use crate::vcpu::{GuestRegs, VECTOR_SYSCALL};
 use hypercall_abi::layout::GUEST_VIRT_BASE;
 use hypercall_abi::mm::MulticallEntry;
@@ -198,6 +199,11 @@ impl Lifetime {
         // nobody owns), which validation must copy into every top-level table.
         let half: [u64; ENTRIES / 2] = core::array::from_fn(|i| ((8 + i as u64) << 12) | flags::PRESENT | flags::WRITABLE);
         let mut sys = System::new(frames, half);
+        // A TSC of some usual rate, started at boot or long before.
+        let hz = rng.pick(&[1_000_000_000, 2_400_000_000, 3_000_000_000, 100_000_000, 12_345_678]);
+        let some_time = rng.below(1 << 40);
+        let boot_tsc = rng.pick(&[0, some_time, 1 << 62]);
+        sys.time = TimeBase { clock: TscClock::new(hz), boot_tsc, wall_clock_sec: 1_700_000_000 };
         let mut mem = TestMemory::new(frames_total);
         let code = [0x90u8; 64];
         let mut knows = Vec::new();
@@ -250,8 +256,8 @@ impl Lifetime {
         }
         let mut regs = GuestRegs::default();
         let mut console = String::new();
-        let next = sys.start(&mut Platform { mem: &mut mem, console: &mut console, tsc: 0 }, &mut regs);
-        Lifetime { rng, sys, mem, regs, tsc: 0, next, knows, console }
+        let next = sys.start(&mut Platform { mem: &mut mem, console: &mut console, tsc: boot_tsc }, &mut regs);
+        Lifetime { rng, sys, mem, regs, tsc: boot_tsc, next, knows, console }
     }
 
     /// One step: the running domain acts, or the timer fires. Pushes the
@@ -263,7 +269,7 @@ impl Lifetime {
             self.tsc = self.tsc.max(deadline);
             history.push(Record { step, tsc: self.tsc, domain: None, op: Op::Wake, next: None });
             counts.wakes += 1;
-            return self.enter(Entry::Timer, history);
+            return self.timer_at_deadline(history);
         }
         let id = self.sys.current_id().ok_or_else(|| format!("{:?}, but no domain runs", self.next))?;
         // (Saturating: a guest may ask for a timer at the end of time, and
@@ -289,10 +295,7 @@ impl Lifetime {
                     counts.syscalls += 1;
                     Entry::Syscall
                 }
-                _ => {
-                    counts.ticks += 1;
-                    Entry::Timer
-                }
+                _ => return self.tick(stamp, history, counts),
             };
             history.push(stamp(self.op(entry, None)));
             return self.enter(entry, history);
@@ -329,8 +332,7 @@ impl Lifetime {
             let vector = if floor && roll < 40 { 3 } else { vector };
             self.trap(vector, error_code, cr2, counts)
         } else if roll < tick {
-            counts.ticks += 1;
-            Entry::Timer
+            return self.tick(stamp, history, counts);
         } else {
             let (va, value) = guest.store();
             counts.stores += 1;
@@ -339,6 +341,39 @@ impl Lifetime {
         };
         history.push(stamp(self.op(entry, None)));
         self.enter(entry, history)
+    }
+
+    /// The platform timer fires: now, or (half the time, as the kernel
+    /// arms it) at the next deadline if that comes within a few slices.
+    fn tick(&mut self, stamp: impl Fn(Op) -> Record, history: &mut History, counts: &mut Counts) -> Result<(), Violation> {
+        counts.ticks += 1;
+        let soon = self.tsc.saturating_add(self.sys.time.clock.ticks(4 * SLICE_NS));
+        match self.sys.next_deadline() {
+            Some(deadline) if deadline <= soon && self.rng.chance(2) => {
+                self.tsc = self.tsc.max(deadline);
+                history.push(stamp(Op::Timer));
+                self.timer_at_deadline(history)
+            }
+            _ => {
+                history.push(stamp(Op::Timer));
+                self.enter(Entry::Timer, history)
+            }
+        }
+    }
+
+    /// The platform timer fires at (or after) the deadline the system asked
+    /// for: whatever was due must happen then, so that the next deadline is
+    /// later; otherwise the kernel would arm the timer for the same past
+    /// instant again and again.
+    fn timer_at_deadline(&mut self, history: &mut History) -> Result<(), Violation> {
+        let at = self.tsc;
+        self.enter(Entry::Timer, history)?;
+        match self.sys.next_deadline() {
+            Some(again) if again <= at => Err(format!(
+                "the platform timer fired at TSC {at}, at or after the deadline it was armed for, and the next deadline is TSC {again}: what was due did not happen"
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Sets up the frame of an exception.

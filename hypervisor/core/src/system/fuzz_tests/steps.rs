@@ -464,7 +464,7 @@ impl<'a> Guest<'a> {
             0 => 0,
             1 => self.now_ns.saturating_sub(self.rng.below(1000)),
             2 => self.rng.pick(&[u64::MAX, u64::MAX / 2, 1 << 63]),
-            _ => self.now_ns + self.rng.below(30_000_000),
+            _ => self.now_ns.saturating_add(self.rng.below(30_000_000)),
         }
     }
 
