@@ -161,8 +161,9 @@ mod tests {
     }
 
     /// At the TSC a deadline is armed for, the deadline has been reached,
-    /// from a nanosecond to centuries ahead, and not long before. (Without the margin in `ticks`, every rate but 1 GHz
-    /// armed short somewhere; a year ahead, by some ten milliseconds.)
+    /// from a nanosecond to centuries ahead, and not long before. (With one
+    /// tick for a margin, every rate but 1 GHz armed short somewhere; a year
+    /// ahead, by some ten milliseconds.)
     #[test]
     fn a_deadline_armed_in_ticks_is_reached_there() {
         for hz in [1_000_000_000u64, 2_400_000_000, 3_000_000_000, 100_000_000, 12_345_678, 2_894_561_234, 4_000_000_001, 1_999_999_999] {
