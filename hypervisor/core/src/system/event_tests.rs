@@ -56,6 +56,17 @@ impl World {
         self.sys.domains[d].shared_info
     }
 
+    /// Writes `bytes` at guest-virtual `at` of domain `d`, as the guest would.
+    fn poke(&mut self, d: usize, at: u64, bytes: &[u8]) {
+        let mut view = crate::guest_memory::GuestView {
+            mem: &mut self.mem,
+            frames: &self.sys.frames,
+            domain: crate::domain::DomainId(d as u16),
+            root: self.sys.domains[d].vcpu.kernel_root,
+        };
+        view.write(crate::guest_memory::GuestSlice::new(at, bytes.len() as u64), bytes).unwrap();
+    }
+
     fn byte(&self, addr: u64) -> u8 {
         let mut b = [0u8];
         self.mem.read(addr, &mut b);
@@ -153,16 +164,8 @@ fn timers_fire_and_polls_time_out() {
     let tp = w.evtchn(EventChannelCmd::BindVirq, virq::TIMER, 0).unwrap();
     assert_eq!(w.call(Hypercall::SetTimer, &[5_000_000]).1, Ok(0));
     // Poll the timer port with a deadline after the timer: the timer wins.
-    let ports = w.sys.domains[0].vcpu.regs.rsp; // any writable place: use the stack
-    let at = w.regs.rsp - 256;
-    let mut view = crate::guest_memory::GuestView {
-        mem: &mut w.mem,
-        frames: &w.sys.frames,
-        domain: crate::domain::DomainId(0),
-        root: w.sys.domains[0].vcpu.kernel_root,
-    };
-    view.write(crate::guest_memory::GuestSlice::new(at, 4), &(tp as u32).to_le_bytes()).unwrap();
-    let _ = ports;
+    let at = w.regs.rsp - 256; // any writable place: the stack
+    w.poke(0, at, &(tp as u32).to_le_bytes());
     let (next, _) = w.call(Hypercall::SchedOp, &[SchedCmd::Poll as u64, at, 1, 50_000_000]);
     assert!(matches!(next, Next::Switch { .. }));
     assert_eq!(w.running(), Some(1));
@@ -298,13 +301,7 @@ fn the_platform_timer_fires_where_the_deadline_is_reached() {
         let tp = w.evtchn(EventChannelCmd::BindVirq, virq::TIMER, 0).unwrap();
         assert_eq!(w.call(Hypercall::SetTimer, &[deadline_ns]).1, Ok(0));
         let at = w.regs.rsp - 256;
-        let mut view = crate::guest_memory::GuestView {
-            mem: &mut w.mem,
-            frames: &w.sys.frames,
-            domain: crate::domain::DomainId(0),
-            root: w.sys.domains[0].vcpu.kernel_root,
-        };
-        view.write(crate::guest_memory::GuestSlice::new(at, 4), &(tp as u32).to_le_bytes()).unwrap();
+        w.poke(0, at, &(tp as u32).to_le_bytes());
         let (next, _) = w.call(Hypercall::SchedOp, &[SchedCmd::Poll as u64, at, 1, 0]);
         assert_eq!(next, Next::Idle, "it waits for its timer alone");
         w.tsc = w.sys.next_deadline().expect("the timer is a deadline");
