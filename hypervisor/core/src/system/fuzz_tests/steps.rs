@@ -134,11 +134,14 @@ impl<'a> Guest<'a> {
         ])
     }
 
-    /// A port number: one it has, or one at the edges.
+    /// A port number: usually one it has allocated, else one at the edges.
     fn port(&mut self) -> u64 {
         let table = self.me().events.port_table();
-        if !table.is_empty() && self.rng.below(3) != 0 {
-            return self.rng.below(table.len() as u64);
+        if self.rng.below(4) != 0 {
+            let allocated: Vec<u64> = (0..table.len()).filter(|&p| table[p] != Port::Free).map(|p| p as u64).collect();
+            if !allocated.is_empty() {
+                return allocated[self.rng.below(allocated.len() as u64) as usize];
+            }
         }
         self.rng.pick(&[0, 1, 2, 3, 7, NR_PORTS as u64 - 1, NR_PORTS as u64, u64::from(u32::MAX), 1 << 32])
     }
@@ -332,16 +335,17 @@ impl<'a> Guest<'a> {
                 // traps fatal); sometimes a few entries, in any order.
                 let whole = !self.rng.chance(10);
                 let n = if whole { TRAP_VECTORS } else { self.rng.below(6) };
-                let infos: Vec<TrapInfo> = (0..n)
-                    .map(|i| TrapInfo {
-                        vector: match (whole, self.rng.chance(10)) {
-                            (_, true) => self.value(),
-                            (true, false) => i,
-                            (false, false) => self.rng.below(TRAP_VECTORS),
-                        },
-                        handler: if whole && !self.rng.chance(10) { GUEST_VIRT_BASE + 16 } else { self.handler() },
+                let mut infos: Vec<TrapInfo> = (0..n)
+                    .map(|i| match whole {
+                        true => TrapInfo { vector: i, handler: GUEST_VIRT_BASE + 16 },
+                        false => TrapInfo { vector: self.rng.below(TRAP_VECTORS), handler: self.handler() },
                     })
                     .collect();
+                // One entry spoiled, now and then: a bad vector or handler.
+                if n > 0 && self.rng.chance(4) {
+                    let i = self.rng.below(n) as usize;
+                    infos[i] = TrapInfo { vector: self.value(), handler: self.handler() };
+                }
                 let at = self.scratch(page, 16 * n.max(1), 8);
                 self.put(at, infos.as_bytes());
                 (a[0], a[1]) = (at, if self.rng.chance(10) { TRAP_VECTORS + 1 } else { n });
@@ -475,9 +479,10 @@ impl<'a> Guest<'a> {
             Some(EventChannelCmd::AllocUnbound) => a[1] = self.domain_id(),
             Some(EventChannelCmd::BindInterdomain) => {
                 // Usually a port some domain (itself included) offered it.
-                let remote = self.domain_id();
-                a[1] = remote;
-                a[2] = self.offered_by(remote).unwrap_or_else(|| self.port());
+                (a[1], a[2]) = match self.offer() {
+                    Some((remote, port)) if !self.rng.chance(4) => (remote, port),
+                    _ => (self.domain_id(), self.port()),
+                };
             }
             Some(EventChannelCmd::BindVirq) => a[1] = self.rng.below(virq::COUNT + 1),
             Some(EventChannelCmd::Status) => (a[1], a[2]) = (self.port(), self.scratch(page, 16, 4)),
@@ -486,17 +491,17 @@ impl<'a> Guest<'a> {
         }
     }
 
-    /// A port of domain `remote` offered to this guest, if it has one.
-    fn offered_by(&mut self, remote: u64) -> Option<u64> {
-        let d = self.sys.domains.get(usize::try_from(remote).ok()?)?;
+    /// A port some domain offered to this guest (domain id, port), if any.
+    fn offer(&mut self) -> Option<(u64, u64)> {
         let me = self.id;
-        let offers: Vec<u64> = d
-            .events
-            .port_table()
+        let offers: Vec<(u64, u64)> = self
+            .sys
+            .domains
             .iter()
-            .enumerate()
-            .filter(|(_, p)| **p == Port::Unbound { remote: me })
-            .map(|(i, _)| i as u64)
+            .flat_map(|d| {
+                let table = d.events.port_table();
+                (0..table.len()).filter(move |&p| table[p] == Port::Unbound { remote: me }).map(move |p| (u64::from(d.id.0), p as u64))
+            })
             .collect();
         (!offers.is_empty()).then(|| offers[self.rng.below(offers.len() as u64) as usize])
     }
