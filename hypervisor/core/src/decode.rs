@@ -277,7 +277,15 @@ struct Cursor<'a> {
     at: usize,
 }
 
+/// The bytes of one instruction, read in order. Every byte is consumed
+/// through [`Cursor::next`], which holds the 15-byte limit.
 impl Cursor<'_> {
+    /// The next byte, not consumed (a choice between encodings; the one
+    /// chosen then consumes it with [`Cursor::next`]).
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
     fn next(&mut self) -> Result<u8, DecodeError> {
         if self.at >= MAX_LEN {
             return Err(DecodeError::Unsupported);
@@ -455,14 +463,13 @@ fn two_byte(c: &mut Cursor<'_>, p: &Prefixes) -> Result<Op, DecodeError> {
         }
         0x01 => {
             // 0F 01 with mod = 11 encodes instructions in the rm field.
-            let peek = *c.bytes.get(c.at).ok_or(DecodeError::Truncated)?;
-            match peek {
+            match c.peek().ok_or(DecodeError::Truncated)? {
                 0xf8 => {
-                    c.at += 1;
+                    c.next()?;
                     return Ok(Op::Swapgs);
                 }
                 0xf9 => {
-                    c.at += 1;
+                    c.next()?;
                     return Ok(Op::Rdtscp);
                 }
                 _ => {}

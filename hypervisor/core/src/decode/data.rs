@@ -223,9 +223,9 @@ pub(super) fn decode(b: u8, c: &mut Cursor<'_>, p: &Prefixes) -> Result<Option<S
                 StoreOp::Movs { size, rep, addr32, src_segment: p.segment }
             }
         }
-        0x0f => match c.bytes.get(c.at) {
-            Some(&second) if is_two_byte_store(second) => {
-                c.at += 1;
+        0x0f => match c.peek() {
+            Some(second) if is_two_byte_store(second) => {
+                c.next()?;
                 two_byte(second, c, p)?
             }
             _ => return Ok(None),

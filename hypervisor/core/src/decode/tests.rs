@@ -92,6 +92,13 @@ fn refusals() {
     assert_eq!(d(&[0x0f, 0x01, 0xf0]), (Op::Lmsw(Operand::Reg(Reg(0))), 3), "lmsw ax");
     assert_eq!(decode(&[0x8e, 0xc8]), Err(DecodeError::Unsupported), "mov cs, ax does not exist");
     assert_eq!(decode(&[0x66; 16]), Err(DecodeError::Unsupported), "longer than 15 bytes");
+    // 13 prefixes leave room for 0F 01 but not for its third byte.
+    let swapgs_at_16 = [[0x66; 13].as_slice(), &[0x0f, 0x01, 0xf8]].concat();
+    assert_eq!(decode(&swapgs_at_16), Err(DecodeError::Unsupported), "swapgs ending at byte 16");
+    let rdtscp_at_16 = [[0x2e; 13].as_slice(), &[0x0f, 0x01, 0xf9]].concat();
+    assert_eq!(decode(&rdtscp_at_16), Err(DecodeError::Unsupported), "rdtscp ending at byte 16");
+    let movups_at_16 = [[0x3e; 13].as_slice(), &[0x0f, 0x11, 0x07]].concat();
+    assert_eq!(decode(&movups_at_16), Err(DecodeError::Unsupported), "movups ending at byte 16");
 }
 
 #[test]
