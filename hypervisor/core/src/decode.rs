@@ -100,8 +100,9 @@ pub enum Op {
     Sgdt(Mem),
     /// `sidt m`.
     Sidt(Mem),
-    /// `smsw r/m`.
-    Smsw(Operand),
+    /// `smsw r/m`, at an operand size (2, 4 or 8) that sets how much of
+    /// a register destination is written; memory takes 2 bytes.
+    Smsw(Operand, Size),
     /// `lmsw r/m`.
     Lmsw(Operand),
     /// `invlpg m`.
@@ -110,10 +111,10 @@ pub enum Op {
     Swapgs,
     /// `rdtscp`.
     Rdtscp,
-    /// `sldt r/m`.
-    Sldt(Operand),
-    /// `str r/m`.
-    Str(Operand),
+    /// `sldt r/m`, at an operand size as for [`Op::Smsw`].
+    Sldt(Operand, Size),
+    /// `str r/m`, at an operand size as for [`Op::Smsw`].
+    Str(Operand, Size),
     /// `lldt r/m`.
     Lldt(Operand),
     /// `ltr r/m`.
@@ -122,10 +123,10 @@ pub enum Op {
     Verr(Operand),
     /// `verw r/m`.
     Verw(Operand),
-    /// `lar r, r/m`.
-    Lar(Reg, Operand),
-    /// `lsl r, r/m`.
-    Lsl(Reg, Operand),
+    /// `lar r, r/m16`, at the operand size (2, 4 or 8) of the register.
+    Lar(Reg, Operand, Size),
+    /// `lsl r, r/m16`, at the operand size (2, 4 or 8) of the register.
+    Lsl(Reg, Operand, Size),
     /// `mov r64, crN`.
     MovFromCr(Reg, u8),
     /// `mov crN, r64`.
@@ -175,8 +176,9 @@ pub enum Op {
     Out(Size, PortOperand),
     /// `ins`/`outs` and other string I/O (refused by the emulator, named in reports).
     StringIo,
-    /// `mov r/m, sreg` (sreg 0 es, 1 cs, 2 ss, 3 ds, 4 fs, 5 gs).
-    MovFromSreg(Operand, u8),
+    /// `mov r/m, sreg` (sreg 0 es, 1 cs, 2 ss, 3 ds, 4 fs, 5 gs), at an
+    /// operand size as for [`Op::Smsw`].
+    MovFromSreg(Operand, u8, Size),
     /// `mov sreg, r/m`.
     MovToSreg(u8, Operand),
     /// `int n`.
@@ -330,6 +332,20 @@ struct ModRm {
     rm: Operand,
 }
 
+impl Prefixes {
+    /// The operand size of an instruction whose default is 32 bits: 8
+    /// with REX.W (which wins over 0x66), 2 with 0x66, 4 otherwise.
+    fn word_size(&self) -> Size {
+        if self.rex_w {
+            8
+        } else if self.opsize16 {
+            2
+        } else {
+            4
+        }
+    }
+}
+
 fn modrm(c: &mut Cursor<'_>, p: &Prefixes) -> Result<ModRm, DecodeError> {
     let b = c.next()?;
     let (md, reg, rm) = (b >> 6, (b >> 3) & 7, b & 7);
@@ -403,8 +419,10 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     if p.addr32 || p.lock || p.rep || p.repne {
         return Err(DecodeError::Unsupported); // no system instruction takes them
     }
-    let io_size = if p.opsize16 { 2 } else { 4 };
-    let stack_size = if p.opsize16 { 2 } else { 8 };
+    // Port I/O moves at most 32 bits: REX.W only cancels a 0x66.
+    let io_size = p.word_size().min(4);
+    // pushf/popf default to 64 bits; 0x66 makes them 16 unless REX.W wins.
+    let stack_size = if p.word_size() == 2 { 2 } else { 8 };
     let op = match b {
         0x0f => two_byte(&mut c, &p)?,
         0xfa => Op::Cli,
@@ -429,7 +447,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             if sreg > 5 {
                 return Err(DecodeError::Unsupported);
             }
-            Op::MovFromSreg(m.rm, sreg)
+            Op::MovFromSreg(m.rm, sreg, p.word_size())
         }
         0x8e => {
             let m = modrm(&mut c, &p)?;
@@ -452,8 +470,8 @@ fn two_byte(c: &mut Cursor<'_>, p: &Prefixes) -> Result<Op, DecodeError> {
         0x00 => {
             let m = modrm(c, p)?;
             match m.reg & 7 {
-                0 => Op::Sldt(m.rm),
-                1 => Op::Str(m.rm),
+                0 => Op::Sldt(m.rm, p.word_size()),
+                1 => Op::Str(m.rm, p.word_size()),
                 2 => Op::Lldt(m.rm),
                 3 => Op::Ltr(m.rm),
                 4 => Op::Verr(m.rm),
@@ -480,7 +498,7 @@ fn two_byte(c: &mut Cursor<'_>, p: &Prefixes) -> Result<Op, DecodeError> {
                 (1, false) => Op::Sidt(mem_only(&m)?),
                 (2, false) => Op::Lgdt(mem_only(&m)?),
                 (3, false) => Op::Lidt(mem_only(&m)?),
-                (4, _) => Op::Smsw(m.rm),
+                (4, _) => Op::Smsw(m.rm, p.word_size()),
                 (6, _) => Op::Lmsw(m.rm),
                 (7, false) => Op::Invlpg(mem_only(&m)?),
                 _ => return Err(DecodeError::Unsupported),
@@ -490,9 +508,9 @@ fn two_byte(c: &mut Cursor<'_>, p: &Prefixes) -> Result<Op, DecodeError> {
             let m = modrm(c, p)?;
             let dst = Reg(m.reg);
             if b == 0x02 {
-                Op::Lar(dst, m.rm)
+                Op::Lar(dst, m.rm, p.word_size())
             } else {
-                Op::Lsl(dst, m.rm)
+                Op::Lsl(dst, m.rm, p.word_size())
             }
         }
         0x20..=0x23 => {

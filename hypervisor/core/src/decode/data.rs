@@ -285,19 +285,6 @@ fn sse(b: u8, c: &mut Cursor<'_>, p: &Prefixes) -> Result<StoreOp, DecodeError> 
     Ok(StoreOp::SseStore { dst, xmm: m.reg, bytes, from, aligned })
 }
 
-impl Prefixes {
-    /// The operand size of a non-byte instruction.
-    fn word_size(&self) -> Size {
-        if self.rex_w {
-            8
-        } else if self.opsize16 {
-            2
-        } else {
-            4
-        }
-    }
-}
-
 /// Refuses the prefixes a plain store does not take.
 fn plain(p: &Prefixes) -> Result<(), DecodeError> {
     if p.lock || p.rep || p.repne || p.addr32 {

@@ -20,7 +20,7 @@ use super::cpu::{canonical, cr, msr, TableRegister, VirtualCpu};
 use super::devices::{Devices, PortWrite};
 use super::guest_virt::{GuestVirt, VirtFault};
 use super::inject::{deliver, EventKind, InjectError};
-use crate::decode::{Decoded, Mem, Op, Operand, PortOperand, Segment};
+use crate::decode::{Decoded, Mem, Op, Operand, PortOperand, Segment, Size};
 use crate::hypercall::TlbFlush;
 use crate::machine_memory::MachineMemory;
 use crate::vcpu::{GuestRegs, GUEST_RFLAGS_MASK};
@@ -167,9 +167,9 @@ pub fn emulate<M: MachineMemory>(
             }
             Outcome::Next
         }
-        Op::Smsw(dst) => return store16(dst, cpu.cr0, cpu, regs, mem, next_rip),
-        Op::Sldt(dst) => return store16(dst, u64::from(cpu.ldtr), cpu, regs, mem, next_rip),
-        Op::Str(dst) => return store16(dst, u64::from(cpu.tr), cpu, regs, mem, next_rip),
+        Op::Smsw(dst, size) => return store16(dst, size, cpu.cr0, cpu, regs, mem, next_rip),
+        Op::Sldt(dst, size) => return store16(dst, size, u64::from(cpu.ldtr), cpu, regs, mem, next_rip),
+        Op::Str(dst, size) => return store16(dst, size, u64::from(cpu.tr), cpu, regs, mem, next_rip),
         Op::Lmsw(src) => {
             let value = match load16(src, cpu, regs, mem, next_rip) {
                 Ok(v) => v,
@@ -392,9 +392,9 @@ pub fn user_mode_may_try(op: Op) -> bool {
             | Op::Retf(8)
             | Op::Sgdt(_)
             | Op::Sidt(_)
-            | Op::Sldt(_)
-            | Op::Smsw(_)
-            | Op::Str(_)
+            | Op::Sldt(..)
+            | Op::Smsw(..)
+            | Op::Str(..)
             | Op::Cli
             | Op::Sti
             | Op::In(..)
@@ -411,7 +411,7 @@ fn user_mode_allows<M: MachineMemory>(
 ) -> Result<bool, VirtFault> {
     Ok(match op {
         Op::Int(_) | Op::Int3 | Op::Iret(8) | Op::Retf(8) => true,
-        Op::Sgdt(_) | Op::Sidt(_) | Op::Sldt(_) | Op::Smsw(_) | Op::Str(_) => cpu.cr4 & cr::CR4_UMIP == 0,
+        Op::Sgdt(_) | Op::Sidt(_) | Op::Sldt(..) | Op::Smsw(..) | Op::Str(..) => cpu.cr4 & cr::CR4_UMIP == 0,
         Op::Cli | Op::Sti => cpu.iopl == 3,
         Op::In(size, port) | Op::Out(size, port) => cpu.iopl == 3 || io_bitmap_allows(cpu, mem, port_number(port, regs), size)?,
         _ => false,
@@ -464,8 +464,13 @@ fn port_number(port: PortOperand, regs: &GuestRegs) -> u16 {
 
 /// `smsw`, `sldt`, `str`: a register destination gets the value
 /// zero-extended, a memory destination its low 16 bits.
+/// Stores `value` (a selector, or CR0 for `smsw`) to `dst`: memory takes
+/// its low 2 bytes; a register of operand size 2 keeps its upper bits,
+/// one of 4 or 8 gets the value zero-extended from 32 bits (CR0's upper
+/// half is reserved zero; SDM vol. 2, SMSW, SLDT, STR).
 fn store16<M: MachineMemory>(
     dst: Operand,
+    size: Size,
     value: u64,
     cpu: &VirtualCpu,
     regs: &mut GuestRegs,
@@ -473,7 +478,13 @@ fn store16<M: MachineMemory>(
     next_rip: u64,
 ) -> Result<Outcome, EmulationError> {
     match dst {
-        Operand::Reg(r) => regs.set_gpr(r.0, value & 0xffff_ffff),
+        Operand::Reg(r) => {
+            let written = match size {
+                2 => (regs.gpr(r.0) & !0xffff) | (value & 0xffff),
+                _ => value & 0xffff_ffff,
+            };
+            regs.set_gpr(r.0, written)
+        }
         Operand::Mem(m) => {
             if let Err(f) = mem.write(address(&m, cpu, regs, next_rip), &(value as u16).to_le_bytes()) {
                 return memory_fault(f);
