@@ -89,6 +89,47 @@ pub enum PortOperand {
 /// Operand size in bytes.
 pub type Size = u8;
 
+/// A control register that exists in 64-bit mode (`mov` to or from any
+/// other is an invalid opcode, [`DecodeError::Invalid`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlRegister {
+    /// CR0: protection, paging, caching and the FPU.
+    Cr0,
+    /// CR2: the page-fault address.
+    Cr2,
+    /// CR3: the page-table root.
+    Cr3,
+    /// CR4: feature enables.
+    Cr4,
+    /// CR8: the task-priority register.
+    Cr8,
+}
+
+impl ControlRegister {
+    /// The register named by ModRM.reg (with REX.R), if it exists.
+    fn from_number(n: u8) -> Option<Self> {
+        Some(match n {
+            0 => ControlRegister::Cr0,
+            2 => ControlRegister::Cr2,
+            3 => ControlRegister::Cr3,
+            4 => ControlRegister::Cr4,
+            8 => ControlRegister::Cr8,
+            _ => return None,
+        })
+    }
+
+    /// Its number (the N of crN).
+    pub fn number(self) -> u8 {
+        match self {
+            ControlRegister::Cr0 => 0,
+            ControlRegister::Cr2 => 2,
+            ControlRegister::Cr3 => 3,
+            ControlRegister::Cr4 => 4,
+            ControlRegister::Cr8 => 8,
+        }
+    }
+}
+
 /// A decoded instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -128,12 +169,12 @@ pub enum Op {
     /// `lsl r, r/m16`, at the operand size (2, 4 or 8) of the register.
     Lsl(Reg, Operand, Size),
     /// `mov r64, crN`.
-    MovFromCr(Reg, u8),
+    MovFromCr(Reg, ControlRegister),
     /// `mov crN, r64`.
-    MovToCr(u8, Reg),
-    /// `mov r64, drN`.
+    MovToCr(ControlRegister, Reg),
+    /// `mov r64, drN` (dr0..dr7).
     MovFromDr(Reg, u8),
-    /// `mov drN, r64`.
+    /// `mov drN, r64` (dr0..dr7).
     MovToDr(u8, Reg),
     /// `wrmsr`.
     Wrmsr,
@@ -205,6 +246,10 @@ pub enum DecodeError {
     Truncated,
     /// Not an instruction this decoder knows (the emulator's report prints the bytes).
     Unsupported,
+    /// An instruction the decoder knows, in a form the CPU refuses with an
+    /// invalid-opcode exception (#UD) at any privilege: a control register
+    /// other than CR0, CR2, CR3, CR4 and CR8, a debug register above DR7.
+    Invalid,
 }
 
 impl core::fmt::Display for DecodeError {
@@ -212,6 +257,7 @@ impl core::fmt::Display for DecodeError {
         f.write_str(match self {
             DecodeError::Truncated => "the instruction bytes end early",
             DecodeError::Unsupported => "not an instruction the emulator supports",
+            DecodeError::Invalid => "not a valid instruction (an invalid opcode for the CPU)",
         })
     }
 }
@@ -235,10 +281,10 @@ pub const SUPPORTED: &[(&str, &str)] = &[
     ("verw r/m16", "0F 00 /5"),
     ("lar r, r/m16", "0F 02 /r"),
     ("lsl r, r/m16", "0F 03 /r"),
-    ("mov r64, crN", "0F 20 /r"),
-    ("mov crN, r64", "0F 22 /r"),
-    ("mov r64, drN", "0F 21 /r"),
-    ("mov drN, r64", "0F 23 /r"),
+    ("mov r64, crN (cr0, cr2, cr3, cr4, cr8)", "0F 20 /r"),
+    ("mov crN, r64 (cr0, cr2, cr3, cr4, cr8)", "0F 22 /r"),
+    ("mov r64, drN (dr0-dr7)", "0F 21 /r"),
+    ("mov drN, r64 (dr0-dr7)", "0F 23 /r"),
     ("syscall", "0F 05"),
     ("clts", "0F 06"),
     ("sysret / sysretq", "0F 07 / REX.W 0F 07"),
@@ -517,11 +563,13 @@ fn two_byte(c: &mut Cursor<'_>, p: &Prefixes) -> Result<Op, DecodeError> {
             // mov to/from control and debug registers: always register forms.
             let m = modrm(c, p)?;
             let Operand::Reg(gpr) = m.rm else { return Err(DecodeError::Unsupported) };
+            let cr = || ControlRegister::from_number(m.reg).ok_or(DecodeError::Invalid);
+            let dr = if m.reg < 8 { Ok(m.reg) } else { Err(DecodeError::Invalid) };
             match b {
-                0x20 => Op::MovFromCr(gpr, m.reg),
-                0x22 => Op::MovToCr(m.reg, gpr),
-                0x21 => Op::MovFromDr(gpr, m.reg),
-                _ => Op::MovToDr(m.reg, gpr),
+                0x20 => Op::MovFromCr(gpr, cr()?),
+                0x22 => Op::MovToCr(cr()?, gpr),
+                0x21 => Op::MovFromDr(gpr, dr?),
+                _ => Op::MovToDr(dr?, gpr),
             }
         }
         0x05 => Op::Syscall,

@@ -28,10 +28,11 @@ fn system_table_and_tlb_instructions() {
 
 #[test]
 fn control_registers_msrs_and_flags() {
-    assert_eq!(d(&[0x0f, 0x22, 0xd8]), (Op::MovToCr(3, Reg(0)), 3), "mov cr3, rax");
-    assert_eq!(d(&[0x0f, 0x20, 0xd0]), (Op::MovFromCr(Reg(0), 2), 3), "mov rax, cr2");
-    assert_eq!(d(&[0x44, 0x0f, 0x22, 0xc0]), (Op::MovToCr(8, Reg(0)), 4), "mov cr8, rax");
-    assert_eq!(d(&[0x41, 0x0f, 0x22, 0xe1]), (Op::MovToCr(4, Reg(9)), 4), "mov cr4, r9");
+    use ControlRegister::*;
+    assert_eq!(d(&[0x0f, 0x22, 0xd8]), (Op::MovToCr(Cr3, Reg(0)), 3), "mov cr3, rax");
+    assert_eq!(d(&[0x0f, 0x20, 0xd0]), (Op::MovFromCr(Reg(0), Cr2), 3), "mov rax, cr2");
+    assert_eq!(d(&[0x44, 0x0f, 0x22, 0xc0]), (Op::MovToCr(Cr8, Reg(0)), 4), "mov cr8, rax");
+    assert_eq!(d(&[0x41, 0x0f, 0x22, 0xe1]), (Op::MovToCr(Cr4, Reg(9)), 4), "mov cr4, r9");
     assert_eq!(d(&[0x0f, 0x30]), (Op::Wrmsr, 2));
     assert_eq!(d(&[0x0f, 0x32]), (Op::Rdmsr, 2));
     assert_eq!(d(&[0x0f, 0xa2]), (Op::Cpuid, 2));
@@ -44,6 +45,15 @@ fn control_registers_msrs_and_flags() {
     assert_eq!(d(&[0x48, 0xcb]), (Op::Retf(8), 2), "lretq");
     assert_eq!(d(&[0xcb]), (Op::Retf(4), 1), "retf");
     assert_eq!(d(&[0x48, 0x0f, 0x07]), (Op::Sysret(true), 3), "sysretq");
+}
+
+#[test]
+fn control_and_debug_registers_that_do_not_exist_are_invalid_opcodes() {
+    assert_eq!(decode(&[0x0f, 0x20, 0xe8]), Err(DecodeError::Invalid), "mov rax, cr5");
+    assert_eq!(decode(&[0x0f, 0x22, 0xc8]), Err(DecodeError::Invalid), "mov cr1, rax");
+    assert_eq!(decode(&[0x44, 0x0f, 0x20, 0xc8]), Err(DecodeError::Invalid), "mov rax, cr9 (REX.R)");
+    assert_eq!(decode(&[0x44, 0x0f, 0x23, 0xc0]), Err(DecodeError::Invalid), "mov dr8, rax (REX.R)");
+    assert_eq!(d(&[0x0f, 0x21, 0xf8]), (Op::MovFromDr(Reg(0), 7), 3), "mov rax, dr7");
 }
 
 /// 0x66 makes the operand 16 bits, REX.W 64, and REX.W wins over 0x66

@@ -20,7 +20,7 @@ use super::cpu::{canonical, cr, msr, TableRegister, VirtualCpu};
 use super::devices::{Devices, PortWrite};
 use super::guest_virt::{GuestVirt, VirtFault};
 use super::inject::{deliver, EventKind, InjectError};
-use crate::decode::{Decoded, Mem, Op, Operand, PortOperand, Segment, Size};
+use crate::decode::{ControlRegister, Decoded, Mem, Op, Operand, PortOperand, Segment, Size};
 use crate::hypercall::TlbFlush;
 use crate::machine_memory::MachineMemory;
 use crate::vcpu::{GuestRegs, GUEST_RFLAGS_MASK};
@@ -196,27 +196,26 @@ pub fn emulate<M: MachineMemory>(
             core::mem::swap(&mut cpu.gs_base, &mut cpu.kernel_gs_base);
             Outcome::SegmentBases
         }
-        Op::MovFromCr(reg, n) => {
-            let value = match n {
-                0 => cpu.cr0,
-                2 => cpu.cr2,
-                3 => cpu.cr3,
-                4 => cpu.cr4,
-                8 => u64::from(cpu.cr8),
-                _ => return Ok(Outcome::Fault { vector: UD, error_code: None }),
+        Op::MovFromCr(reg, cr) => {
+            let value = match cr {
+                ControlRegister::Cr0 => cpu.cr0,
+                ControlRegister::Cr2 => cpu.cr2,
+                ControlRegister::Cr3 => cpu.cr3,
+                ControlRegister::Cr4 => cpu.cr4,
+                ControlRegister::Cr8 => u64::from(cpu.cr8),
             };
             regs.set_gpr(reg.0, value);
             Outcome::Next
         }
-        Op::MovToCr(n, reg) => {
+        Op::MovToCr(cr, reg) => {
             let value = regs.gpr(reg.0);
-            let checked = match n {
-                0 => control::cr0(value).map(|v| cpu.cr0 = v),
-                2 => {
+            let checked = match cr {
+                ControlRegister::Cr0 => control::cr0(value).map(|v| cpu.cr0 = v),
+                ControlRegister::Cr2 => {
                     cpu.cr2 = value;
                     Ok(())
                 }
-                3 => match control::cr3(value) {
+                ControlRegister::Cr3 => match control::cr3(value) {
                     Ok(v) => {
                         cpu.cr3 = v;
                         regs.rip = next_rip;
@@ -224,9 +223,8 @@ pub fn emulate<M: MachineMemory>(
                     }
                     Err(refused) => Err(refused),
                 },
-                4 => control::cr4(value).map(|v| cpu.cr4 = v),
-                8 => control::cr8(value).map(|v| cpu.cr8 = v),
-                _ => return Ok(Outcome::Fault { vector: UD, error_code: None }),
+                ControlRegister::Cr4 => control::cr4(value).map(|v| cpu.cr4 = v),
+                ControlRegister::Cr8 => control::cr8(value).map(|v| cpu.cr8 = v),
             };
             if let Err(refused) = checked {
                 return refused_write(refused);
