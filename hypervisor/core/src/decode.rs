@@ -320,6 +320,12 @@ pub const SUPPORTED_STORES: &[(&str, &str)] = data::SUPPORTED;
 /// The longest x86 instruction.
 pub const MAX_LEN: usize = 15;
 
+/// The environment variable in which `cargo xtask test` names the ELF
+/// files of the bare-metal kernels (separated as in `PATH`), whose every
+/// instruction the decoder's differential test compares with a reference
+/// decoder.
+pub const KERNELS_TO_SWEEP: &str = "PARVUS_BARE_METAL_KERNELS";
+
 struct Cursor<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -587,6 +593,8 @@ fn two_byte(c: &mut Cursor<'_>, p: &Prefixes) -> Result<Op, DecodeError> {
 }
 
 pub mod data;
+#[cfg(test)]
+mod differential;
 mod display;
 #[cfg(test)]
 mod tests;
