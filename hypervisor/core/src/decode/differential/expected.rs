@@ -55,9 +55,9 @@ pub(super) enum Want {
     /// A register.
     Reg(R),
     /// A general-purpose register the instruction reads 16 bits of
-    /// (`lmsw`, `ltr`, `mov sreg, r`...): iced names it at the operand
-    /// size, which changes nothing the instruction does, so only the
-    /// register's number must agree.
+    /// (`lmsw`, `ltr`, `mov sreg, r`...): iced's code for it depends on
+    /// the operand size, which changes nothing the instruction does, so
+    /// only the register's number must agree.
     Source16(u8),
     /// Memory, of a size in bytes where the decoder's result implies one.
     Mem(Mem, Option<usize>),
