@@ -223,9 +223,9 @@ pub(super) fn decode(b: u8, c: &mut Cursor<'_>, p: &Prefixes) -> Result<Option<S
                 StoreOp::Movs { size, rep, addr32, src_segment: p.segment }
             }
         }
-        0x0f => match c.bytes.get(c.at) {
-            Some(&second) if is_two_byte_store(second) => {
-                c.at += 1;
+        0x0f => match c.peek() {
+            Some(second) if is_two_byte_store(second) => {
+                c.next()?;
                 two_byte(second, c, p)?
             }
             _ => return Ok(None),
@@ -283,19 +283,6 @@ fn sse(b: u8, c: &mut Cursor<'_>, p: &Prefixes) -> Result<StoreOp, DecodeError> 
     let dst = mem_only(&m)?;
     let (bytes, from, aligned) = shape;
     Ok(StoreOp::SseStore { dst, xmm: m.reg, bytes, from, aligned })
-}
-
-impl Prefixes {
-    /// The operand size of a non-byte instruction.
-    fn word_size(&self) -> Size {
-        if self.rex_w {
-            8
-        } else if self.opsize16 {
-            2
-        } else {
-            4
-        }
-    }
 }
 
 /// Refuses the prefixes a plain store does not take.

@@ -20,7 +20,7 @@ use super::cpu::{canonical, cr, msr, TableRegister, VirtualCpu};
 use super::devices::{Devices, PortWrite};
 use super::guest_virt::{GuestVirt, VirtFault};
 use super::inject::{deliver, EventKind, InjectError};
-use crate::decode::{Decoded, Mem, Op, Operand, PortOperand, Segment};
+use crate::decode::{ControlRegister, Decoded, Mem, Op, Operand, PortOperand, Segment, Size};
 use crate::hypercall::TlbFlush;
 use crate::machine_memory::MachineMemory;
 use crate::vcpu::{GuestRegs, GUEST_RFLAGS_MASK};
@@ -167,9 +167,9 @@ pub fn emulate<M: MachineMemory>(
             }
             Outcome::Next
         }
-        Op::Smsw(dst) => return store16(dst, cpu.cr0, cpu, regs, mem, next_rip),
-        Op::Sldt(dst) => return store16(dst, u64::from(cpu.ldtr), cpu, regs, mem, next_rip),
-        Op::Str(dst) => return store16(dst, u64::from(cpu.tr), cpu, regs, mem, next_rip),
+        Op::Smsw(dst, size) => return store16(dst, size, cpu.cr0, cpu, regs, mem, next_rip),
+        Op::Sldt(dst, size) => return store16(dst, size, u64::from(cpu.ldtr), cpu, regs, mem, next_rip),
+        Op::Str(dst, size) => return store16(dst, size, u64::from(cpu.tr), cpu, regs, mem, next_rip),
         Op::Lmsw(src) => {
             let value = match load16(src, cpu, regs, mem, next_rip) {
                 Ok(v) => v,
@@ -196,27 +196,26 @@ pub fn emulate<M: MachineMemory>(
             core::mem::swap(&mut cpu.gs_base, &mut cpu.kernel_gs_base);
             Outcome::SegmentBases
         }
-        Op::MovFromCr(reg, n) => {
-            let value = match n {
-                0 => cpu.cr0,
-                2 => cpu.cr2,
-                3 => cpu.cr3,
-                4 => cpu.cr4,
-                8 => u64::from(cpu.cr8),
-                _ => return Ok(Outcome::Fault { vector: UD, error_code: None }),
+        Op::MovFromCr(reg, cr) => {
+            let value = match cr {
+                ControlRegister::Cr0 => cpu.cr0,
+                ControlRegister::Cr2 => cpu.cr2,
+                ControlRegister::Cr3 => cpu.cr3,
+                ControlRegister::Cr4 => cpu.cr4,
+                ControlRegister::Cr8 => u64::from(cpu.cr8),
             };
             regs.set_gpr(reg.0, value);
             Outcome::Next
         }
-        Op::MovToCr(n, reg) => {
+        Op::MovToCr(cr, reg) => {
             let value = regs.gpr(reg.0);
-            let checked = match n {
-                0 => control::cr0(value).map(|v| cpu.cr0 = v),
-                2 => {
+            let checked = match cr {
+                ControlRegister::Cr0 => control::cr0(value).map(|v| cpu.cr0 = v),
+                ControlRegister::Cr2 => {
                     cpu.cr2 = value;
                     Ok(())
                 }
-                3 => match control::cr3(value) {
+                ControlRegister::Cr3 => match control::cr3(value) {
                     Ok(v) => {
                         cpu.cr3 = v;
                         regs.rip = next_rip;
@@ -224,9 +223,8 @@ pub fn emulate<M: MachineMemory>(
                     }
                     Err(refused) => Err(refused),
                 },
-                4 => control::cr4(value).map(|v| cpu.cr4 = v),
-                8 => control::cr8(value).map(|v| cpu.cr8 = v),
-                _ => return Ok(Outcome::Fault { vector: UD, error_code: None }),
+                ControlRegister::Cr4 => control::cr4(value).map(|v| cpu.cr4 = v),
+                ControlRegister::Cr8 => control::cr8(value).map(|v| cpu.cr8 = v),
             };
             if let Err(refused) = checked {
                 return refused_write(refused);
@@ -392,9 +390,9 @@ pub fn user_mode_may_try(op: Op) -> bool {
             | Op::Retf(8)
             | Op::Sgdt(_)
             | Op::Sidt(_)
-            | Op::Sldt(_)
-            | Op::Smsw(_)
-            | Op::Str(_)
+            | Op::Sldt(..)
+            | Op::Smsw(..)
+            | Op::Str(..)
             | Op::Cli
             | Op::Sti
             | Op::In(..)
@@ -411,7 +409,7 @@ fn user_mode_allows<M: MachineMemory>(
 ) -> Result<bool, VirtFault> {
     Ok(match op {
         Op::Int(_) | Op::Int3 | Op::Iret(8) | Op::Retf(8) => true,
-        Op::Sgdt(_) | Op::Sidt(_) | Op::Sldt(_) | Op::Smsw(_) | Op::Str(_) => cpu.cr4 & cr::CR4_UMIP == 0,
+        Op::Sgdt(_) | Op::Sidt(_) | Op::Sldt(..) | Op::Smsw(..) | Op::Str(..) => cpu.cr4 & cr::CR4_UMIP == 0,
         Op::Cli | Op::Sti => cpu.iopl == 3,
         Op::In(size, port) | Op::Out(size, port) => cpu.iopl == 3 || io_bitmap_allows(cpu, mem, port_number(port, regs), size)?,
         _ => false,
@@ -464,8 +462,13 @@ fn port_number(port: PortOperand, regs: &GuestRegs) -> u16 {
 
 /// `smsw`, `sldt`, `str`: a register destination gets the value
 /// zero-extended, a memory destination its low 16 bits.
+/// Stores `value` (a selector, or CR0 for `smsw`) to `dst`: memory takes
+/// its low 2 bytes; a register of operand size 2 keeps its upper bits,
+/// one of 4 or 8 gets the value zero-extended from 32 bits (CR0's upper
+/// half is reserved zero; SDM vol. 2, SMSW, SLDT, STR).
 fn store16<M: MachineMemory>(
     dst: Operand,
+    size: Size,
     value: u64,
     cpu: &VirtualCpu,
     regs: &mut GuestRegs,
@@ -473,7 +476,13 @@ fn store16<M: MachineMemory>(
     next_rip: u64,
 ) -> Result<Outcome, EmulationError> {
     match dst {
-        Operand::Reg(r) => regs.set_gpr(r.0, value & 0xffff_ffff),
+        Operand::Reg(r) => {
+            let written = match size {
+                2 => (regs.gpr(r.0) & !0xffff) | (value & 0xffff),
+                _ => value & 0xffff_ffff,
+            };
+            regs.set_gpr(r.0, written)
+        }
         Operand::Mem(m) => {
             if let Err(f) = mem.write(address(&m, cpu, regs, next_rip), &(value as u16).to_le_bytes()) {
                 return memory_fault(f);

@@ -21,7 +21,7 @@
 
 use super::{Door, Next, Platform, System};
 use crate::console::ConsoleSink;
-use crate::decode::{self, Decoded, Op, MAX_LEN};
+use crate::decode::{self, DecodeError, Decoded, Op, MAX_LEN};
 use crate::domain::{DomainId, Ending};
 use crate::emulated::guest_phys::GuestPhys;
 use crate::emulated::guest_virt::{GuestVirt, VirtFault, Written};
@@ -324,6 +324,12 @@ impl System {
                 let error_code = Some(frame.error_code);
                 self.vm_parts().1.exits.exceptions += 1;
                 Err(self.emulated_inject(p, frame, vector, EventKind::Exception { error_code }))
+            }
+            Err(DecodeError::Invalid) => {
+                // Bytes the CPU refuses at any privilege (`mov rax, cr5`):
+                // at its CPL 0 the kernel gets the #UD a real CPU raises.
+                self.vm_parts().1.exits.exceptions += 1;
+                Err(self.emulated_inject(p, frame, 6, EventKind::Exception { error_code: None }))
             }
             Err(e) => {
                 let what = crate::fault::exception_name(frame.vector).0;

@@ -246,6 +246,25 @@ fn ltr_reads_the_tss_base_and_marks_it_busy() {
     assert_eq!(g.regs.rax, 0x30);
 }
 
+/// `str`, `sldt` and `smsw` into a 16-bit register write its low 16 bits
+/// and keep the rest; into a 32- or 64-bit one they zero-extend (SDM vol.
+/// 2, STR, SLDT, SMSW).
+#[test]
+fn selector_stores_to_a_register_write_the_operand_size() {
+    let mut g = Guest::new();
+    g.cpu.tr = 0x30;
+    g.regs.rax = 0xdead_beef_cafe_f00d;
+    g.run(&[0x66, 0x0f, 0x00, 0xc8]).unwrap(); // str ax
+    assert_eq!(g.regs.rax, 0xdead_beef_cafe_0030);
+    g.run(&[0x66, 0x0f, 0x01, 0xe0]).unwrap(); // smsw ax
+    assert_eq!(g.regs.rax, 0xdead_beef_cafe_0000 | (g.cpu.cr0 & 0xffff));
+    g.run(&[0x66, 0x0f, 0x00, 0xc0]).unwrap(); // sldt ax
+    assert_eq!(g.regs.rax, 0xdead_beef_cafe_0000);
+    g.regs.rax = u64::MAX;
+    g.run(&[0x48, 0x0f, 0x00, 0xc8]).unwrap(); // str rax
+    assert_eq!(g.regs.rax, 0x30);
+}
+
 #[test]
 fn segment_loads_are_remembered_and_user_mode_gets_general_protection() {
     let mut g = Guest::new();
