@@ -15,7 +15,7 @@
 //! linked_list_allocator is small, widely used in hobby and teaching
 //! kernels and needs no unsafe from us beyond handing it its memory.
 
-use crate::arch::x86_64::paging::PHYSMAP_BASE;
+use crate::arch::x86_64::paging::{physmap_end, PHYSMAP_BASE};
 use core::fmt;
 use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -64,14 +64,15 @@ impl fmt::Display for HeapError {
 }
 
 /// Carves `bytes` (rounded up to whole pages) from the first RAM at or
-/// above `floor` that overlaps none of `taken`, and hands it to the
-/// allocator. Called once, before anything allocates; returns the machine
-/// range, which the caller reserves in the frame table.
+/// above `floor`, below the physical map's end, that overlaps none of
+/// `taken`, and hands it to the allocator. Called once, after the physical
+/// map is built and before anything allocates; returns the machine range,
+/// which the caller reserves in the frame table.
 pub fn init(ram: &[Range<u64>], taken: &[Range<u64>], floor: u64, bytes: usize) -> Result<Range<u64>, HeapError> {
     let size = (bytes as u64).next_multiple_of(PAGE_SIZE);
     let place = ram.iter().find_map(|r| {
-        let mut start = floor.max(r.start).next_multiple_of(PAGE_SIZE);
-        while start + size <= r.end {
+        let (mut start, end) = (floor.max(r.start).next_multiple_of(PAGE_SIZE), r.end.min(physmap_end()));
+        while start + size <= end {
             match taken.iter().find(|t| t.start < start + size && start < t.end) {
                 Some(t) => start = t.end.next_multiple_of(PAGE_SIZE),
                 None => return Some(start..start + size),
@@ -83,10 +84,9 @@ pub fn init(ram: &[Range<u64>], taken: &[Range<u64>], floor: u64, bytes: usize) 
     START.store(range.start, Ordering::Relaxed);
     END.store(range.end, Ordering::Relaxed);
     // SAFETY: (1) the range is RAM that nothing else uses: it is below the
-    // physical map's end (the caller passes RAM it maps), past the image
-    // and `floor`, and overlaps none of `taken` (QEMU's start info and the
-    // boot bundle); the caller reserves it in the frame table before any
-    // frame is handed out; (2) `init` is called once, before anything
+    // physical map's end, past the image and `floor`, and overlaps none of
+    // `taken` (QEMU's start info and the boot bundle); the caller reserves
+    // it in the frame table before any frame is handed out; (2) `init` is called once, before anything
     // allocates; (3) the physical map maps it writable for the hypervisor's
     // whole life.
     unsafe { ALLOCATOR.lock().init((PHYSMAP_BASE + range.start) as *mut u8, size as usize) };
