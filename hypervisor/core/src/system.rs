@@ -8,7 +8,7 @@
 //! next domain's state), or stop because every domain has ended.
 
 use crate::console::{drain_ring, ConsoleSink};
-use crate::domain::{Domain, DomainId, Ending};
+use crate::domain::{crash_what, Domain, DomainId, Ending};
 use crate::fault;
 use crate::frame_table::FrameTable;
 use crate::hypercall::{self, Context, Outcome, TlbFlush};
@@ -23,7 +23,6 @@ use hypercall_abi::event::{UPCALL_MASK_OFFSET, UPCALL_PENDING_OFFSET};
 use hypercall_abi::trap::VECTOR_EVENT;
 use crate::vcpu::GuestRegs;
 use alloc::format;
-use alloc::string::String;
 use alloc::vec::Vec;
 use hypercall_abi::{encode_result, Hypercall};
 
@@ -128,24 +127,44 @@ pub struct System {
 
 impl System {
     /// A system with these frames, the hypervisor's upper-half PML4
-    /// entries, and no domain yet.
-    pub fn new(frames: FrameTable, hypervisor_half: [u64; ENTRIES / 2]) -> Self {
+    /// entries, and no domain yet, with room for `nr_domains` domains: the
+    /// domain table and the scheduler are allocated now, once, so that
+    /// what the heap holds after this call is the level it returns to when
+    /// every domain has ended (see `system::ending`).
+    pub fn new(frames: FrameTable, hypervisor_half: [u64; ENTRIES / 2], nr_domains: usize) -> Self {
         System {
             frames,
-            domains: Vec::new(),
+            domains: Vec::with_capacity(nr_domains),
             hypervisor_half,
             time: TimeBase::default(),
-            scheduler: Scheduler::default(),
+            scheduler: Scheduler::with_capacity(nr_domains),
             timer_dirty: true,
             current: None,
             dispatched_at: 0,
         }
     }
 
-    /// Adds a built domain (its id must be the next index) and makes it runnable.
+    /// Adds a built domain (its id must be the next index) and makes it
+    /// runnable. (Past the `nr_domains` given to [`System::new`], the
+    /// table would have to grow.)
     pub fn add_domain(&mut self, domain: Domain) {
         self.scheduler.add(domain.id, domain.weight);
         self.domains.push(domain);
+    }
+
+    /// The heap bytes charged to each domain, by id.
+    pub fn heap_charged(&self) -> impl Iterator<Item = (DomainId, usize)> + '_ {
+        self.domains.iter().map(|d| (d.id, d.heap.charged()))
+    }
+
+    /// Checks every domain's heap account against what its structures
+    /// hold ([`Domain::heap_held`]): the first domain whose charge differs,
+    /// with (charged, held), if any. Holds after every entry.
+    pub fn check_heap_accounts(&self) -> Result<(), (DomainId, usize, usize)> {
+        match self.domains.iter().find(|d| d.heap.charged() != d.heap_held()) {
+            Some(d) => Err((d.id, d.heap.charged(), d.heap_held())),
+            None => Ok(()),
+        }
     }
 
     /// The running domain.
@@ -557,10 +576,11 @@ impl System {
             }
             // Everyone left waits for an event nobody can send. (Their ends
             // are not announced to each other: that would wake the next.)
-            let stuck: Vec<DomainId> = self.domains.iter().filter(|d| d.is_alive()).map(|d| d.id).collect();
-            for id in stuck {
-                log::error!("{} waits for an event that nothing can send any more", self.domains[usize::from(id.0)].label());
-                self.end_quietly(p, id, Ending::Crashed(String::from("blocked forever")));
+            for i in 0..self.domains.len() {
+                if self.domains[i].is_alive() {
+                    log::error!("{} waits for an event that nothing can send any more", self.domains[i].label());
+                    self.end_quietly(p, d_id(i), Ending::Crashed(crash_what("blocked forever")));
+                }
             }
             return Next::Finished { all_as_expected: self.domains.iter().all(Domain::ended_as_expected) };
         };

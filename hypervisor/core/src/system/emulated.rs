@@ -425,6 +425,8 @@ impl System {
             return self.crash(p, frame, &why, 0);
         }
         vm.halted = true;
+        // (Only a refund: a `hlt` exit adds no shadow.)
+        let _ = self.settle_shadow_charge(id);
         self.drain_console(p, id);
         self.leave_cpu(id, p.tsc, 0);
         self.scheduler.set_runnable(id, false);
@@ -507,19 +509,42 @@ impl System {
         }
         let d = &mut self.domains[usize::from(id.0)];
         let vm = d.vm.as_deref_mut().expect("an emulated domain");
-        if !space_changed && vm.root.is_some() {
-            return Next::Resume { tlb };
+        let next = if !space_changed && vm.root.is_some() {
+            Next::Resume { tlb }
+        } else {
+            let root = self.with_shadow(p.mem, id, |vm, env| {
+                let (cr3, mode) = (vm.cpu.cr3, vm.mode());
+                let result = vm.shadow.root(env, cr3, mode);
+                vm.root = result.as_ref().ok().copied();
+                result.map_err(|e| (cr3, e))
+            });
+            match root {
+                Ok(root) => Next::Switch { root, door: Door::Emulated },
+                Err((cr3, e)) => return self.crash(p, frame, &format!("no shadow page table for its CR3 {cr3:#x}: {e}"), 0),
+            }
+        };
+        // Every exit that returns to the guest comes here, after whatever
+        // the exit did to its shadows: their bookkeeping is charged now.
+        if self.settle_shadow_charge(id).is_err() {
+            let allowance = self.domains[usize::from(id.0)].heap.allowance();
+            let why = format!("its shadow page tables need more hypervisor memory than its allowance of {allowance} bytes");
+            return self.crash(p, frame, &why, 0);
         }
-        let root = self.with_shadow(p.mem, id, |vm, env| {
-            let (cr3, mode) = (vm.cpu.cr3, vm.mode());
-            let result = vm.shadow.root(env, cr3, mode);
-            vm.root = result.as_ref().ok().copied();
-            result.map_err(|e| (cr3, e))
-        });
-        match root {
-            Ok(root) => Next::Switch { root, door: Door::Emulated },
-            Err((cr3, e)) => self.crash(p, frame, &format!("no shadow page table for its CR3 {cr3:#x}: {e}"), 0),
-        }
+        next
+    }
+
+    /// Charges (or refunds) emulated domain `id` for what its shadows'
+    /// bookkeeping holds now ([`Shadow::heap_bytes`](crate::emulated::shadow::Shadow::heap_bytes)); `OutOfMemory`,
+    /// with nothing charged, if that does not fit its allowance. (It
+    /// always does while the shadows keep to their budgets, which the
+    /// allowance covers: this is the check that proves it.)
+    pub(super) fn settle_shadow_charge(&mut self, id: DomainId) -> Result<(), hypercall_abi::HypercallError> {
+        let d = &mut self.domains[usize::from(id.0)];
+        let Some(vm) = d.vm.as_deref_mut() else { return Ok(()) };
+        let now = vm.shadow.heap_bytes();
+        d.heap.change(vm.shadow_charged, now)?;
+        vm.shadow_charged = now;
+        Ok(())
     }
 
     /// Raises the virtual PIT's IRQ 0 in every emulated domain whose tick
