@@ -13,11 +13,12 @@
 //! pushes a [`TrapFrame`] on the guest kernel stack: the one given with
 //! `stack_switch` when the trap came from user mode, else the current stack
 //! 128 bytes below `rsp` (the red zone of the interrupted code is kept).
-//! The handler starts with `rsp` pointing at the frame, interrupts as they
-//! were, TF, RF and NT clear (as the CPU clears them through an interrupt
-//! gate; the frame keeps the interrupted flags), and every general register
-//! as it was at the trap except `rsp`, `rcx` and `r11` (saved in the
-//! frame). It returns with the `iret` hypercall, executed with `rsp`
+//! The handler starts with `rsp` pointing at the frame, RFLAGS =
+//! [`HANDLER_RFLAGS`] (interrupts on, as they always are in a guest, every
+//! other flag clear: TF above all, or the handler would trap on its own
+//! first instruction; the interrupted flags are in the frame), and every
+//! general register as it was at the trap except `rsp`, `rcx` and `r11`
+//! (saved in the frame). It returns with the `iret` hypercall, executed with `rsp`
 //! pointing at a frame of the same layout (so: restore the other
 //! registers, then `syscall` with `rax = iret`).
 //!
@@ -75,6 +76,9 @@ pub const VECTOR_DEBUG: u64 = 1;
 
 /// RFLAGS.TF, the single-step flag (in [`TrapFrame::rflags`]).
 pub const RFLAGS_TF: u64 = 1 << 8;
+
+/// RFLAGS a trap handler starts with: IF (and bit 1, always set).
+pub const HANDLER_RFLAGS: u64 = 0x202;
 
 /// [`TrapFrame::error_code`] of a debug exception ([`VECTOR_DEBUG`]): why
 /// it was raised, as DR6 reports it (see the module docs).

@@ -11,13 +11,8 @@ pub const GUEST_INITIAL_RFLAGS: u64 = 0x202;
 /// RFLAGS bits a guest may hold: CF PF AF ZF SF TF IF DF OF, AC, ID.
 /// (IOPL, NT, RF, VM, VIF, VIP are never given to a guest.)
 pub const GUEST_RFLAGS_MASK: u64 = 0x24_0fd5;
-pub use hypercall_abi::trap::RFLAGS_TF;
-/// RFLAGS bits the CPU clears when it delivers an exception or interrupt
-/// (besides IF, for an interrupt gate): TF, NT and RF (Intel SDM vol. 3,
-/// 6.12.1.3). A trap delivered to a guest kernel, bounced or injected,
-/// clears them too: a handler entered with TF set would trap on its own
-/// first instruction, and again on the next, until its stack ran out.
-pub const CLEARED_ON_DELIVERY: u64 = RFLAGS_TF | (1 << 14) | (1 << 16);
+/// RFLAGS.TF and the flags a trap handler starts with (see `hypercall_abi::trap`).
+pub use hypercall_abi::trap::{HANDLER_RFLAGS, RFLAGS_TF};
 
 /// The general-purpose registers and the interrupt frame of a guest, in the
 /// order the entry code pushes them (lowest address first).

@@ -25,8 +25,10 @@
 use super::cpu::VirtualCpu;
 use super::guest_virt::{GuestVirt, VirtFault};
 use crate::machine_memory::MachineMemory;
-use crate::vcpu::{GuestRegs, CLEARED_ON_DELIVERY};
+use crate::vcpu::GuestRegs;
 
+/// RFLAGS bits an interrupt clears besides IF: TF, NT, RF.
+const CLEARED_ON_DELIVERY: u64 = (1 << 8) | (1 << 14) | (1 << 16);
 /// The double fault.
 const DF: u8 = 8;
 /// The page fault.

@@ -8,7 +8,7 @@ use crate::machine_memory::{MachineMemory, TestMemory};
 use crate::manifest::Expect;
 use crate::system::{Door, Next, Platform, System};
 use crate::testing::system_with;
-use crate::vcpu::{GuestRegs, CLEARED_ON_DELIVERY, RFLAGS_TF};
+use crate::vcpu::{GuestRegs, HANDLER_RFLAGS, RFLAGS_TF};
 use hypercall_abi::event::UPCALL_PENDING_OFFSET;
 use hypercall_abi::trap::{debug_cause, frame_flags, TrapFrame, TrapInfo, VECTOR_DEBUG, VECTOR_EVENT, VECTOR_SYSCALL};
 use hypercall_abi::{decode_result, Hypercall, StartInfo, ABI_VERSION};
@@ -128,14 +128,14 @@ impl World {
 }
 
 #[test]
-fn every_trap_enters_its_handler_without_tf_rf_nt_and_the_frame_keeps_the_flags() {
+fn every_trap_enters_its_handler_on_known_flags_without_tf_and_the_frame_keeps_the_flags() {
     let mut w = World::new(1);
     let si = w.si[0];
     let stepping = 0x202 | RFLAGS_TF | NT | RF | 0x1; // and CF: a flag that stays
     // An exception (`ud2` while single-stepping).
     w.exception(6, si.image_start + 0x40, stepping);
     assert_eq!(w.regs.rip, handler(&si, 6));
-    assert_eq!(w.regs.rflags, stepping & !CLEARED_ON_DELIVERY, "the handler runs without TF, RF, NT");
+    assert_eq!(w.regs.rflags, HANDLER_RFLAGS, "the handler runs on known flags: no TF, RF, NT");
     assert_eq!(w.frame_at(0, w.regs.rsp).rflags, stepping, "iret gives them back");
     // An event upcall to code that runs with TF set (at the next timer tick).
     w.regs.rflags = stepping;
@@ -144,7 +144,7 @@ fn every_trap_enters_its_handler_without_tf_rf_nt_and_the_frame_keeps_the_flags(
     let next = w.sys.on_timer(&mut Platform { mem: &mut w.mem, console: &mut String::new(), tsc: 0 }, &mut w.regs);
     assert_eq!(next, Next::RESUME);
     assert_eq!(w.regs.rip, event_callback(&si));
-    assert_eq!(w.regs.rflags, stepping & !CLEARED_ON_DELIVERY);
+    assert_eq!(w.regs.rflags, HANDLER_RFLAGS);
     // A system call from user mode made with TF set.
     let vcpu = &mut w.sys.domains[0].vcpu;
     (vcpu.kernel_mode, vcpu.user_root) = (false, Some(vcpu.kernel_root));
@@ -152,7 +152,7 @@ fn every_trap_enters_its_handler_without_tf_rf_nt_and_the_frame_keeps_the_flags(
     w.load(Hypercall::AbiVersion, &[]);
     w.sys.on_user_syscall(&mut Platform { mem: &mut w.mem, console: &mut String::new(), tsc: 0 }, &mut w.regs);
     assert_eq!(w.regs.rip, syscall_callback(&si));
-    assert_eq!(w.regs.rflags, stepping & !CLEARED_ON_DELIVERY);
+    assert_eq!(w.regs.rflags, HANDLER_RFLAGS);
     let f = w.frame_at(0, w.regs.rsp);
     assert_eq!((f.vector, f.rflags, f.r11), (VECTOR_SYSCALL, stepping, stepping), "the kernel sees the user's TF");
 }
