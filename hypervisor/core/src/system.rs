@@ -712,4 +712,6 @@ mod emulated_tests;
 #[cfg(test)]
 mod emulated_regression_tests;
 #[cfg(test)]
+mod emulated_fault_tests;
+#[cfg(test)]
 mod single_step_tests;

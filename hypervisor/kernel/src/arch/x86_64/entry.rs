@@ -255,18 +255,15 @@ debug_entry:
 4:  push rax
     mov eax, {dr6_reset}
     mov dr6, rax
-    lea rax, [rip + syscall_entry]
+    .macro JUMP_IF_AT entry, to             /* if the frame's RIP is `entry` */
+    lea rax, [rip + \entry]
     cmp [rsp + 8], rax
-    je 5f
-    lea rax, [rip + syscall_user_entry]
-    cmp [rsp + 8], rax
-    je 6f
-    lea rax, [rip + syscall_emulated_entry]
-    cmp [rsp + 8], rax
-    je 6f
-    lea rax, [rip + syscall_floor_entry]
-    cmp [rsp + 8], rax
-    je 6f
+    je \to
+    .endm
+    JUMP_IF_AT syscall_entry, 5f
+    JUMP_IF_AT syscall_user_entry, 6f
+    JUMP_IF_AT syscall_emulated_entry, 6f
+    JUMP_IF_AT syscall_floor_entry, 6f
     pop rax
     push 0                                 /* error code */
     push 1                                 /* vector */
