@@ -269,10 +269,10 @@ impl System {
         self.on_hypercall(p, frame)
     }
 
-    /// Handles a `syscall` made with TF set: the kernel's entry code found
-    /// the CPU's single-step trap on the kernel door (it leaves TF in
-    /// FMASK's hands to the guest, so that only such a `syscall` costs
-    /// anything) and comes here instead of [`Self::on_hypercall`].
+    /// Handles a `syscall` made with TF set: FMASK leaves TF set, so the
+    /// CPU traps on the kernel door's first instruction, and the kernel's
+    /// entry code comes here instead of [`Self::on_hypercall`] (a
+    /// `syscall` made with TF clear pays nothing for this).
     ///
     /// The hypercall is one instruction of the guest's: it is carried out
     /// as usual, and then the guest kernel's #DB handler gets the step,
@@ -303,7 +303,7 @@ impl System {
                 // `bench_floor` itself was stepped: the #DB is an exception,
                 // which ends the floor measurement at once.
                 self.domain(caller).vcpu.bench_floor = false;
-                if let Some(stopped) = self.owed_single_step(p, caller, frame) {
+                if let Some(stopped) = self.deliver_owed_single_step(p, caller, frame) {
                     return stopped;
                 }
                 let d = &self.domains[usize::from(caller.0)];
@@ -462,7 +462,7 @@ impl System {
         id: DomainId,
         frame: &mut GuestRegs,
     ) -> Option<Next> {
-        if let Some(stopped) = self.owed_single_step(p, id, frame) {
+        if let Some(stopped) = self.deliver_owed_single_step(p, id, frame) {
             return Some(stopped);
         }
         let e = self.deliver_upcall(p, id, frame).err()?;
@@ -475,30 +475,18 @@ impl System {
     /// instruction comes before an interrupt, Intel SDM vol. 3, 6.9).
     /// Returns what to do instead of going on if the domain had to be
     /// stopped.
-    #[inline(always)]
-    fn owed_single_step<M: MachineMemory, C: ConsoleSink>(
-        &mut self,
-        p: &mut Platform<'_, M, C>,
-        id: DomainId,
-        frame: &mut GuestRegs,
-    ) -> Option<Next> {
-        if self.domains[usize::from(id.0)].vcpu.single_step_owed {
-            return self.deliver_single_step(p, id, frame);
-        }
-        None
-    }
-
-    /// The delivery of [`Self::owed_single_step`].
     #[cold]
     #[inline(never)]
-    fn deliver_single_step<M: MachineMemory, C: ConsoleSink>(
+    fn deliver_owed_single_step<M: MachineMemory, C: ConsoleSink>(
         &mut self,
         p: &mut Platform<'_, M, C>,
         id: DomainId,
         frame: &mut GuestRegs,
     ) -> Option<Next> {
         let d = &mut self.domains[usize::from(id.0)];
-        d.vcpu.single_step_owed = false;
+        if !core::mem::take(&mut d.vcpu.single_step_owed) {
+            return None;
+        }
         match bounce(p.mem, &self.frames, d, frame, VECTOR_DEBUG, debug_cause::SINGLE_STEP, 0) {
             Ok(()) => {
                 d.stats.bounces += 1;
@@ -672,7 +660,7 @@ impl System {
         if upcall_due {
             // (A single-step trap is owed only with `upcall_due` set.)
             if single_step_owed {
-                if let Some(stopped) = self.deliver_single_step(p, next, frame) {
+                if let Some(stopped) = self.deliver_owed_single_step(p, next, frame) {
                     return stopped;
                 }
             }
