@@ -203,15 +203,6 @@ impl Trap<'_> {
         self.frame.rflags & RFLAGS_TF != 0
     }
 
-    /// Sets or clears TF in the flags the trapped code resumes with.
-    pub fn set_stepping(&mut self, on: bool) {
-        if on {
-            self.frame.rflags |= RFLAGS_TF;
-        } else {
-            self.frame.rflags &= !RFLAGS_TF;
-        }
-    }
-
     /// A system call's number (`rax`) and arguments (`rdi`, `rsi`, `rdx`).
     pub fn syscall_args(&self) -> (u64, [u64; 3]) {
         (self.frame.rax, [self.regs.rdi, self.regs.rsi, self.regs.rdx])
