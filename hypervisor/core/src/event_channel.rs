@@ -75,7 +75,9 @@ pub struct EventChannels {
     virqs: [Option<u32>; virq::COUNT as usize],
     /// The one-shot timer's deadline (system time), if set.
     pub timer_deadline_ns: Option<u64>,
-    /// An event was raised since the last upcall check.
+    /// An event was raised since the last upcall check (or a single-step
+    /// trap is owed: see `Vcpu::single_step_owed`): the resume path looks
+    /// at what to deliver before the domain runs.
     pub upcall_due: bool,
     /// What the domain is waiting for.
     pub wait: Wait,

@@ -55,6 +55,17 @@ pub extern "C" fn hypercall(frame: &mut GuestRegs) {
     })
 }
 
+/// Called by `syscall_stepped_entry`: a hypercall made with TF set, which
+/// owes the guest a single-step trap after it.
+pub extern "C" fn stepped_hypercall(frame: &mut GuestRegs) {
+    SYSTEM.with(|system| {
+        let system = system.as_mut().expect("guests run only after the system is built");
+        let mut platform = Platform { mem: &mut PhysMap, console: &mut SerialConsole, tsc: cpu::rdtsc() };
+        let next = system.on_stepped_hypercall(&mut platform, frame);
+        apply(next, system, frame);
+    })
+}
+
 /// Called by `syscall_user_entry`: a system call of a paravirtualized
 /// guest's user process, for its kernel.
 pub extern "C" fn user_syscall(frame: &mut GuestRegs) {

@@ -32,8 +32,11 @@ impl MachineMemory for PhysMap {
     }
 
     // Word-sized accesses (page-table entries, ring indexes) are on every
-    // hypercall's path: one load or store instead of a byte copy, inlined
-    // into their callers whichever codegen unit those land in.
+    // hypercall's path: one load or store instead of a byte copy, and
+    // inline (with `checked`) wherever the generic logic that calls them
+    // is compiled: which codegen unit that is depends on the size of code
+    // elsewhere, and a call costs the page-table hypercalls a dozen
+    // instructions each.
 
     #[inline]
     fn read_u64(&self, maddr: u64) -> u64 {
