@@ -37,7 +37,8 @@ pub struct Mem {
     pub disp: i64,
     /// Relative to the address of the next instruction.
     pub rip_relative: bool,
-    /// A segment override prefix (the last, as the CPU takes it).
+    /// A segment override prefix: the last FS or GS one, else the last
+    /// of the others (which add no base in 64-bit mode).
     pub segment: Option<Segment>,
 }
 
@@ -466,6 +467,10 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     loop {
         match b {
             0x66 => p.opsize16 = true,
+            // In 64-bit mode ES, CS, SS and DS add no base, so one of them
+            // never displaces an FS or GS override met before it; it is kept
+            // otherwise, for `Mem::through_stack`.
+            0x26 | 0x2e | 0x36 | 0x3e if matches!(p.segment, Some(Segment::Fs | Segment::Gs)) => {}
             0x26 => p.segment = Some(Segment::Es),
             0x2e => p.segment = Some(Segment::Cs),
             0x36 => p.segment = Some(Segment::Ss),

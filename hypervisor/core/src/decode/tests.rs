@@ -308,3 +308,20 @@ fn only_the_instructions_that_can_trap_for_privilege_are_sensitive() {
         assert!(may_trap_for_privilege(bytes), "{bytes:02x?}");
     }
 }
+
+/// In 64-bit mode ES, CS, SS and DS overrides add no base: one after an FS
+/// or GS override leaves it in force (as the CPU and iced-x86 take it),
+/// while among themselves the last one counts.
+#[test]
+fn a_null_segment_override_never_displaces_fs_or_gs() {
+    use crate::decode::{Segment, StoreOp};
+    let segment_of = |bytes: &[u8]| match decode(bytes).expect("a store").op {
+        Op::Store(StoreOp::Mov { dst, .. }) => dst.segment,
+        other => panic!("{other:?}"),
+    };
+    // mov [rcx], bl with prefixes.
+    assert_eq!(segment_of(&[0x64, 0x3e, 0x88, 0x19]), Some(Segment::Fs));
+    assert_eq!(segment_of(&[0x65, 0x2e, 0x88, 0x19]), Some(Segment::Gs));
+    assert_eq!(segment_of(&[0x3e, 0x36, 0x88, 0x19]), Some(Segment::Ss));
+    assert_eq!(segment_of(&[0x36, 0x65, 0x88, 0x19]), Some(Segment::Gs));
+}

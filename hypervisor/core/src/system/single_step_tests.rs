@@ -240,5 +240,5 @@ fn a_single_step_trap_without_a_handler_stops_the_domain_as_a_debug_exception() 
     let next = w.stepped(Hypercall::AbiVersion, &[]);
     assert_eq!(next, Next::Finished { all_as_expected: false });
     let Some(Ending::Crashed(what)) = &w.sys.domains[0].ending else { panic!() };
-    assert_eq!(what, &format!("#DB at {:#x}", si.image_start + 0x30));
+    assert_eq!(what.as_str(), format!("#DB at {:#x}", si.image_start + 0x30));
 }
