@@ -52,19 +52,19 @@ impl World {
         self.sys.on_timer(&mut p, &mut self.regs)
     }
 
-    fn shared(&self, d: usize) -> u64 {
-        self.sys.domains[d].shared_info
-    }
-
-    /// Writes `bytes` at guest-virtual `at` of domain `d`, as the guest would.
-    fn poke(&mut self, d: usize, at: u64, bytes: &[u8]) {
+    /// Writes `port` as a one-port `Poll` array at `at` in domain `d`.
+    fn poke_port(&mut self, d: usize, at: u64, port: u64) {
         let mut view = crate::guest_memory::GuestView {
             mem: &mut self.mem,
             frames: &self.sys.frames,
             domain: crate::domain::DomainId(d as u16),
             root: self.sys.domains[d].vcpu.kernel_root,
         };
-        view.write(crate::guest_memory::GuestSlice::new(at, bytes.len() as u64), bytes).unwrap();
+        view.write(crate::guest_memory::GuestSlice::new(at, 4), &(port as u32).to_le_bytes()).unwrap();
+    }
+
+    fn shared(&self, d: usize) -> u64 {
+        self.sys.domains[d].shared_info
     }
 
     fn byte(&self, addr: u64) -> u8 {
@@ -165,7 +165,7 @@ fn timers_fire_and_polls_time_out() {
     assert_eq!(w.call(Hypercall::SetTimer, &[5_000_000]).1, Ok(0));
     // Poll the timer port with a deadline after the timer: the timer wins.
     let at = w.regs.rsp - 256; // any writable place: the stack
-    w.poke(0, at, &(tp as u32).to_le_bytes());
+    w.poke_port(0, at, tp);
     let (next, _) = w.call(Hypercall::SchedOp, &[SchedCmd::Poll as u64, at, 1, 50_000_000]);
     assert!(matches!(next, Next::Switch { .. }));
     assert_eq!(w.running(), Some(1));
@@ -208,7 +208,7 @@ fn a_crash_is_announced_and_a_wait_nobody_can_end_is_reported() {
     w.mem.write(w.shared(0) + UPCALL_PENDING_OFFSET as u64, &[0]);
     let (next, _) = w.call(Hypercall::SchedOp, &[SchedCmd::Block as u64]);
     assert_eq!(next, Next::Finished { all_as_expected: false });
-    assert_eq!(w.sys.domains[0].ending, Some(Ending::Crashed(String::from("blocked forever"))));
+    assert_eq!(w.sys.domains[0].ending, Some(Ending::Crashed(crate::domain::crash_what("blocked forever"))));
 }
 
 #[test]
@@ -288,6 +288,45 @@ fn a_loopback_channel_dies_with_its_domain() {
     }
 }
 
+/// A domain takes ports until it is refused: at the ABI's limit with its
+/// whole allowance, with `OutOfMemory` when its allowance is smaller; each
+/// longer table is charged to it, and the domain that ends gives it all
+/// back, while the others are not charged for anything it did.
+#[test]
+fn ports_are_charged_to_their_domain_and_refused_past_its_allowance() {
+    use crate::heap_account::{HeapAccount, PORT_TABLE_BYTES};
+    let mut w = World::new(2);
+    let free_at_start = w.sys.frames.free_count();
+    let d1_charged = w.sys.domains[1].heap.charged();
+    for port in 1..hypercall_abi::event::NR_PORTS as u64 {
+        assert_eq!(w.evtchn(EventChannelCmd::AllocUnbound, 0, 0), Ok(port));
+        assert_eq!(w.sys.check_heap_accounts(), Ok(()), "after port {port}");
+    }
+    assert_eq!(w.evtchn(EventChannelCmd::AllocUnbound, 0, 0), Err(HypercallError::PortInUse), "the ABI's limit first");
+    assert_eq!(w.sys.domains[0].events.table_bytes(), PORT_TABLE_BYTES);
+    assert_eq!(w.sys.domains[1].heap.charged(), d1_charged, "nothing charged to d1");
+    let _ = w.call(Hypercall::Exit, &[0]);
+    assert_eq!(w.running(), Some(1));
+    assert_eq!((w.sys.domains[0].heap.charged(), w.sys.domains[0].heap_held()), (0, 0), "d0 gave everything back");
+
+    // d1's allowance leaves room for its frame list and 8 ports' table, not 16.
+    let d = &mut w.sys.domains[1];
+    let mut small = HeapAccount::new(d.heap.charged() + 8 * core::mem::size_of::<crate::event_channel::Port>());
+    small.charge(d.heap.charged()).unwrap();
+    d.heap = small;
+    for port in 1..8 {
+        assert_eq!(w.evtchn(EventChannelCmd::AllocUnbound, 1, 0), Ok(port));
+    }
+    assert_eq!(w.evtchn(EventChannelCmd::AllocUnbound, 1, 0), Err(HypercallError::OutOfMemory));
+    assert_eq!(w.evtchn(EventChannelCmd::BindVirq, virq::TIMER, 0), Err(HypercallError::OutOfMemory));
+    assert_eq!(w.sys.check_heap_accounts(), Ok(()), "a refusal charges nothing");
+    assert_eq!(w.evtchn(EventChannelCmd::Close, 3, 0), Ok(0));
+    assert_eq!(w.evtchn(EventChannelCmd::BindVirq, virq::TIMER, 0), Ok(3), "a freed port is reused without memory");
+    let _ = w.call(Hypercall::Exit, &[0]);
+    assert!(w.sys.heap_charged().all(|(_, charged)| charged == 0), "every domain ended and was refunded");
+    assert_eq!(w.sys.frames.free_count(), free_at_start + 2 * 256, "and every frame is free again");
+}
+
 /// The platform timer, armed for the next deadline, finds it reached when
 /// it fires, at any TSC rate and however far ahead the deadline is. Armed
 /// short by the rounding of the two conversions (for a guest timer 10
@@ -301,7 +340,7 @@ fn the_platform_timer_fires_where_the_deadline_is_reached() {
         let tp = w.evtchn(EventChannelCmd::BindVirq, virq::TIMER, 0).unwrap();
         assert_eq!(w.call(Hypercall::SetTimer, &[deadline_ns]).1, Ok(0));
         let at = w.regs.rsp - 256;
-        w.poke(0, at, &(tp as u32).to_le_bytes());
+        w.poke_port(0, at, tp);
         let (next, _) = w.call(Hypercall::SchedOp, &[SchedCmd::Poll as u64, at, 1, 0]);
         assert_eq!(next, Next::Idle, "it waits for its timer alone");
         w.tsc = w.sys.next_deadline().expect("the timer is a deadline");

@@ -22,8 +22,6 @@ use alloc::vec::Vec;
 use hypercall_abi::event::{virq, NR_PORTS, POLL_MAX};
 use hypercall_abi::layout::GUEST_PML4_SLOTS;
 use hypercall_abi::mm::GUEST_ENTRY_ALLOWED;
-use crate::emulated::machine::SHADOW_BUDGET_FRAMES;
-use crate::emulated::shadow::REVERSE_MAP_BUDGET;
 use hypercall_abi::PAGE_SIZE;
 use zerocopy::IntoBytes;
 
@@ -447,73 +445,19 @@ pub fn ended_domains_hold_nothing(sys: &System) -> Result<(), Violation> {
     Ok(())
 }
 
-/// What a domain's own tables hold of the hypervisor's heap now, entry
-/// by entry (capacities, not lengths: what is allocated).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HeapHeld {
-    /// Slots of its port table.
-    pub ports: usize,
-    /// Slots of the port list of its poll.
-    pub poll: usize,
-    /// Slots of its frame list.
-    pub frames: usize,
-    /// Its shadow tables' frames (each one slot of the shadow's frame list).
-    pub shadow_frames: usize,
-    /// Slots of its shadows' reverse map of writable leaves.
-    pub reverse_map: usize,
-}
-
-impl HeapHeld {
-    /// Recomputed from domain `d`'s structures.
-    pub fn of(d: &Domain) -> HeapHeld {
-        HeapHeld {
-            ports: d.events.port_table().capacity(),
-            poll: match &d.events.wait {
-                Wait::Poll { ports, .. } => ports.capacity(),
-                _ => 0,
-            },
-            frames: d.frames.capacity(),
-            shadow_frames: d.vm.as_ref().map_or(0, |vm| vm.shadow.stats().frames as usize),
-            reverse_map: d.vm.as_ref().map_or(0, |vm| vm.shadow.reverse_map_len()),
-        }
-    }
-
-    /// The bytes this is, roughly (the tables' slots, not the allocator's headers).
-    pub fn bytes(&self) -> usize {
-        self.ports * core::mem::size_of::<Port>()
-            + self.poll * core::mem::size_of::<u32>()
-            + (self.frames + self.shadow_frames) * core::mem::size_of::<u64>()
-            + self.reverse_map * 16
-    }
-}
-
-/// The hypervisor heap each domain makes it hold is bounded by its limits
-/// and returned at its end: a port table of at most `NR_PORTS` slots, a
-/// poll list of at most `POLL_MAX`, a frame list within twice its memory
-/// limit (a vector's growth), shadows within their budgets (plus what one
-/// fill adds past them before the next check); and an ended domain keeps
-/// no port table, poll list or frame list.
-///
-/// Where per-domain heap accounting is added (each domain charged for the
-/// hypervisor memory it makes it allocate, with a way to read the charge
-/// and to recompute it), compare here, for every domain, the charge read
-/// with the charge recomputed, and both with the domain's limit: this
-/// function runs after every step of the host fuzz of `System`
-/// (`system/fuzz_tests.rs`), so that check runs there from the day it is
-/// written.
+/// The hypervisor heap each domain makes it hold is accounted: what is
+/// charged to it is exactly what its structures hold, recomputed from
+/// them ([`Domain::heap_held`]: its frame list, its port table, its
+/// emulated machine), and within its allowance; an ended domain holds, and
+/// is charged, nothing.
 pub fn heap_accounted(sys: &System) -> Result<(), Violation> {
     for d in &sys.domains {
-        let held = HeapHeld::of(d);
-        let within = held.ports <= NR_PORTS
-            && held.poll as u64 <= POLL_MAX
-            && held.frames as u64 <= 2 * d.max_pages
-            && held.shadow_frames as u64 <= SHADOW_BUDGET_FRAMES + 8
-            && held.reverse_map <= REVERSE_MAP_BUDGET + ENTRIES;
-        if !within {
-            return Err(format!("{} holds {held:?} ({} bytes) of the heap, more than its limits allow", d.label(), held.bytes()));
+        let (charged, held, allowance) = (d.heap.charged(), d.heap_held(), d.heap.allowance());
+        if charged != held || charged > allowance {
+            return Err(format!("{} is charged {charged} heap bytes, holds {held}, and may hold {allowance}", d.label()));
         }
-        if !d.is_alive() && (held.ports, held.poll, held.frames) != (0, 0, 0) {
-            return Err(format!("{} ended but keeps {held:?} ({} bytes) of the heap", d.label(), held.bytes()));
+        if !d.is_alive() && held != 0 {
+            return Err(format!("{} ended ({:?}) but still holds {held} heap bytes", d.label(), d.ending));
         }
     }
     Ok(())
