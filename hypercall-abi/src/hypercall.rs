@@ -100,7 +100,11 @@ pub enum Hypercall {
     /// `set_timer(deadline: u64)`: raise [`VIRQ_TIMER`](crate::event::virq::TIMER)
     /// once the system time (nanoseconds since boot, see
     /// [`VcpuTime`](crate::event::VcpuTime)) reaches `deadline`; 0 cancels.
-    /// A deadline in the past fires at once. Returns 0.
+    /// A deadline in the past fires at once. Any other deadline is kept,
+    /// however far: one beyond what the hypervisor's clock can count (up
+    /// to `u64::MAX`, 584 years after boot) is the farthest time it can
+    /// wait for, and a domain that blocks with it waits for it: it is
+    /// never taken for a domain nothing can wake. Returns 0.
     SetTimer = 18,
 }
 
