@@ -52,6 +52,17 @@ impl World {
         self.sys.on_timer(&mut p, &mut self.regs)
     }
 
+    /// Writes `port` as a one-port `Poll` array at `at` in domain `d`.
+    fn poke_port(&mut self, d: usize, at: u64, port: u64) {
+        let mut view = crate::guest_memory::GuestView {
+            mem: &mut self.mem,
+            frames: &self.sys.frames,
+            domain: crate::domain::DomainId(d as u16),
+            root: self.sys.domains[d].vcpu.kernel_root,
+        };
+        view.write(crate::guest_memory::GuestSlice::new(at, 4), &(port as u32).to_le_bytes()).unwrap();
+    }
+
     fn shared(&self, d: usize) -> u64 {
         self.sys.domains[d].shared_info
     }
@@ -153,16 +164,8 @@ fn timers_fire_and_polls_time_out() {
     let tp = w.evtchn(EventChannelCmd::BindVirq, virq::TIMER, 0).unwrap();
     assert_eq!(w.call(Hypercall::SetTimer, &[5_000_000]).1, Ok(0));
     // Poll the timer port with a deadline after the timer: the timer wins.
-    let ports = w.sys.domains[0].vcpu.regs.rsp; // any writable place: use the stack
-    let at = w.regs.rsp - 256;
-    let mut view = crate::guest_memory::GuestView {
-        mem: &mut w.mem,
-        frames: &w.sys.frames,
-        domain: crate::domain::DomainId(0),
-        root: w.sys.domains[0].vcpu.kernel_root,
-    };
-    view.write(crate::guest_memory::GuestSlice::new(at, 4), &(tp as u32).to_le_bytes()).unwrap();
-    let _ = ports;
+    let at = w.regs.rsp - 256; // any writable place: the stack
+    w.poke_port(0, at, tp);
     let (next, _) = w.call(Hypercall::SchedOp, &[SchedCmd::Poll as u64, at, 1, 50_000_000]);
     assert!(matches!(next, Next::Switch { .. }));
     assert_eq!(w.running(), Some(1));
@@ -299,13 +302,7 @@ fn a_far_deadline_is_waited_for_not_taken_for_none() {
             let offered = w.evtchn(EventChannelCmd::AllocUnbound, 1, 0).unwrap();
             let (next, _) = if poll {
                 let at = w.regs.rsp - 256;
-                let mut view = crate::guest_memory::GuestView {
-                    mem: &mut w.mem,
-                    frames: &w.sys.frames,
-                    domain: crate::domain::DomainId(0),
-                    root: w.sys.domains[0].vcpu.kernel_root,
-                };
-                view.write(crate::guest_memory::GuestSlice::new(at, 4), &(offered as u32).to_le_bytes()).unwrap();
+                w.poke_port(0, at, offered);
                 w.call(Hypercall::SchedOp, &[SchedCmd::Poll as u64, at, 1, far])
             } else {
                 assert_eq!(w.call(Hypercall::SetTimer, &[far]).1, Ok(0));
