@@ -114,9 +114,9 @@ impl<M: MachineMemory> GuestView<'_, M> {
         Ok(())
     }
 
-    /// Checks that the whole range is accessible for `access`, touching
-    /// nothing: for a hypercall that must know it can write its answer
-    /// before it acts.
+    /// Checks that the whole range may be accessed as `access` says,
+    /// touching nothing (for a call that must know before it acts, and
+    /// then copies the range piece by piece).
     pub fn check(&mut self, slice: GuestSlice, access: Access) -> Result<(), HypercallError> {
         self.for_each_piece(slice, access, |_, _, _, _| {})
     }

@@ -114,7 +114,10 @@ fn perform<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, entry:
 /// Writes an entry's result through a fresh, checked translation (the
 /// call may have remapped the array). An error means the call took away
 /// the write access to its own `result`: it was still performed, and the
-/// batch stops after it.
+/// batch stops after it. Inlined: every entry that may remap (the
+/// page-table calls) ends here, and the call would cost more than the
+/// write.
+#[inline(always)]
 fn write_result<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, at: u64, result: Result<u64, HypercallError>) -> Result<(), HypercallError> {
     ctx.view().write(GuestSlice::new(at + RESULT, 8), &encode_result(result).to_le_bytes())
 }

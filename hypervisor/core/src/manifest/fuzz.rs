@@ -190,7 +190,9 @@ impl GenManifest {
             domains.push(GenDomain { name, fields });
         }
         let machine = rng.chance(1, 2).then(|| {
-            let mib = (total + HYPERVISOR_RESERVE).div_ceil(MIB) + rng.below(64);
+            // Room for the hypervisor's reserve and its heap (a few MiB
+            // at these sizes).
+            let mib = (total + HYPERVISOR_RESERVE).div_ceil(MIB) + 32 + rng.below(64);
             size_text(rng, mib * MIB)
         });
         GenManifest { machine, domains, inline: rng.chance(1, 5), crlf: rng.chance(1, 8) }
