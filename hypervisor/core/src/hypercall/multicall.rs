@@ -16,16 +16,26 @@
 //! that page, *as long as nothing the translation depends on can have
 //! changed*: the caller's page tables, their root, and which frames the
 //! caller owns. Only the calls `may_remap` names can change those; after
-//! one of them the translation is dropped, and the next access translates
-//! again. (A stale machine address there would be a real hole: the batch
+//! one of them the translation is dropped, and the next entry's page is
+//! translated again before that entry is performed. (A stale machine address there would be a real hole: the batch
 //! could unmap the array's page, pin its frame as a page table or give it
 //! back, and the result write would then land in a frame the guest may no
 //! longer write.)
 //!
 //! An entry that straddles two pages, or lies in a page the guest may read
-//! but not write, takes the general path: a checked copy in, the call, a
-//! checked copy out; exactly what every entry used to cost, with the same
-//! results and errors.
+//! but not write, takes the general path: a checked copy in, a check that
+//! its `result` can be written, the call, a checked copy out.
+//!
+//! # Never a failure for something done
+//!
+//! An entry is performed only once its `result` is known to be writable:
+//! in the fast path its page was translated for writing and nothing that
+//! could change that has run since; in the general path it is checked
+//! before the call. An entry whose `result` cannot be written is therefore
+//! refused untouched (`BadAddress`, the entries before it performed). The
+//! one case left is an entry that itself takes that write access away (it
+//! remaps the array): it was performed, so the multicall does not report
+//! a failure but stops after it, returning the number of entries performed.
 
 use super::{answer, Context};
 use crate::console::ConsoleSink;
@@ -42,8 +52,11 @@ const ENTRY: u64 = core::mem::size_of::<MulticallEntry>() as u64;
 const RESULT: u64 = core::mem::offset_of!(MulticallEntry, result) as u64;
 
 /// `multicall(calls, count)`: performs `count` entries in order; returns
-/// `count`, or the error of an entry that could not be read or written back
-/// (the entries before it were performed).
+/// the number performed: `count`, or fewer if an entry took away the write
+/// access to its own `result` (see the module's documentation). An entry
+/// that cannot be read, or whose `result` cannot be written, is not
+/// performed: the multicall fails there with `BadAddress` (the entries
+/// before it were performed).
 pub fn multicall<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, calls: u64, count: u64) -> Result<u64, HypercallError> {
     if count > MULTICALL_MAX {
         return Err(HypercallError::BadArgument);
