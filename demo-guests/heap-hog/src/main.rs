@@ -13,8 +13,9 @@
 //!
 //! Command line (so that many hogs hold everything at once, and a
 //! scenario's output has one order): `after=<id>` naps until domain `<id>`,
-//! another hog of the same memory, has grown its memory (so it holds what
-//! it took) or ended, before taking anything; `hold=<id>` holds everything,
+//! another hog of the same memory, has grown its memory and sleeps (so it
+//! holds what it took and has printed its lines) or ended, before taking
+//! anything; `hold=<id>` holds everything,
 //! napping, until domain `<id>` has ended, before exiting.
 #![no_std]
 #![no_main]
@@ -46,9 +47,18 @@ fn main(start: &'static StartInfo) -> u64 {
     // it holds every other port.
     time::sleep(Duration::from_millis(1));
     if let Ok(after) = cmdline::parse::<u64>("after") {
+        // Grown and asleep: it has taken everything and printed its lines
+        // (a domain's console is drained when it blocks). Grown alone is
+        // not enough: it may be preempted in the middle of growing.
         loop {
             match hypercall::domain_info(after) {
-                Ok(info) if info.nr_pages == start.nr_pages && !ended(after) => time::sleep(NAP),
+                Ok(info)
+                    if !(info.nr_pages > start.nr_pages
+                        && DomainState::from_raw(info.state) == Some(DomainState::Blocked))
+                        && !ended(after) =>
+                {
+                    time::sleep(NAP)
+                }
                 _ => break,
             }
         }
