@@ -366,13 +366,17 @@ fn one_wrong_field(rng: &mut Rng) {
             field
         }
     };
-    // The name the domain is known by, if it still has one as a string.
-    let written_name = d
-        .fields
-        .iter()
-        .find(|(k, _)| *k == "name")
-        .and_then(|(_, v)| toml::from_str::<toml::Table>(&format!("n = {v}")).ok())
-        .and_then(|t| t.get("n").and_then(|n| n.as_str().map(String::from)));
+    // The name the domain is known by, if it still has one as a string
+    // (read back only when it was the field made wrong).
+    let written_name = match named {
+        "name" => d
+            .fields
+            .iter()
+            .find(|(k, _)| *k == "name")
+            .and_then(|(_, v)| toml::from_str::<toml::Table>(&format!("n = {v}")).ok())
+            .and_then(|t| t.get("n").and_then(|n| n.as_str().map(String::from))),
+        _ => Some(d.name.clone()),
+    };
     let text = generated.text(rng);
     let answer = Manifest::parse(&text);
     check_answer(&text, &answer);
