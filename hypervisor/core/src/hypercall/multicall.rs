@@ -73,33 +73,38 @@ pub fn multicall<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, 
             // takes the general path, which refuses it before performing it.
             page = ctx.view().translate(base, Access::Write).ok().map(|maddr| (base, maddr));
         }
-        match page {
+        let result = match page {
             Some((va, maddr)) if in_one_page && va == base => {
                 let entry_at = maddr + (at - base);
                 let mut entry = MulticallEntry::new_zeroed();
                 ctx.mem.read(entry_at, entry.as_mut_bytes());
                 let (result, remapped) = perform(ctx, &entry);
-                if remapped {
-                    page = None;
-                    if write_result(ctx, at, result).is_err() {
-                        return Ok(performed_through(calls, at));
-                    }
-                } else {
+                if !remapped {
                     ctx.mem.write_u64(entry_at + RESULT, encode_result(result));
+                    continue;
                 }
+                result
             }
             _ => {
                 let mut entry = MulticallEntry::new_zeroed();
                 ctx.view().read(GuestSlice::new(at, ENTRY), entry.as_mut_bytes())?;
                 ctx.view().check(GuestSlice::new(at + RESULT, 8), Access::Write)?;
                 let (result, remapped) = perform(ctx, &entry);
-                if remapped {
-                    page = None;
+                if !remapped {
+                    // Checked writable above, and nothing changed since.
+                    write_result(ctx, at, result)?;
+                    continue;
                 }
-                if write_result(ctx, at, result).is_err() {
-                    return Ok(performed_through(calls, at));
-                }
+                result
             }
+        };
+        // A call that may have remapped the array: the next entry's page is
+        // translated again, and this result written through a fresh
+        // translation. If the call took that write access away, it was
+        // still performed: the batch stops after it.
+        page = None;
+        if write_result(ctx, at, result).is_err() {
+            return Ok(performed_through(calls, at));
         }
     }
     Ok(count)
@@ -107,7 +112,8 @@ pub fn multicall<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, 
 
 /// The number of entries performed when the one at `at` was the last.
 /// Out of line: computed in the loop, it made the compiler keep a second
-/// counter on every entry (4 instructions per entry of `multicall_8`).
+/// counter on every entry (4 instructions per entry of `multicall_8`). For
+/// the same reason the loop has this one way out, shared by both paths.
 #[cold]
 #[inline(never)]
 fn performed_through(calls: u64, at: u64) -> u64 {
