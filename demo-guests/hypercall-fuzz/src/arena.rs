@@ -11,7 +11,7 @@
 
 use crate::space::{ARENA_PAGES, ARENA_VA};
 use parvus_guest_sdk::hypercall_abi::PAGE_SIZE;
-use zerocopy::{Immutable, IntoBytes};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 /// First byte of the arena (its first page is left unmapped).
 pub const START: u64 = ARENA_VA + PAGE_SIZE;
@@ -73,6 +73,18 @@ impl Arena {
                 unsafe { (va as *mut u8).write_volatile(*byte) };
             }
         }
+    }
+
+    /// Reads a `T` at `at` (in the arena).
+    pub fn read<T: FromBytes + IntoBytes>(at: u64) -> T {
+        let mut value = T::new_zeroed();
+        let len = core::mem::size_of::<T>() as u64;
+        assert!(Arena::contains(at, len), "read outside the arena");
+        for (i, byte) in value.as_mut_bytes().iter_mut().enumerate() {
+            // SAFETY: as for `write`: mapped (checked above), no Rust object.
+            *byte = unsafe { ((at + i as u64) as *const u8).read_volatile() };
+        }
+        value
     }
 
     /// Reads the word at `at` (in the arena, 8-byte aligned).

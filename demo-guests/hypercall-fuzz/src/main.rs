@@ -38,11 +38,12 @@
 
 extern crate alloc;
 
+#[macro_use]
+mod rng;
 mod arena;
 mod check;
 mod fuzzer;
 mod raw;
-mod rng;
 mod space;
 
 use parvus_guest_sdk::hypercall_abi::event::virq;

@@ -34,3 +34,12 @@ impl Rng {
         items[self.below(items.len() as u64) as usize]
     }
 }
+
+/// One of the values, chosen by `rng`. (A macro, so that the values may
+/// themselves be drawn from the generator first.)
+macro_rules! pick {
+    ($rng:expr, [$($value:expr),+ $(,)?]) => {{
+        let values = [$($value),+];
+        $rng.pick(&values)
+    }};
+}

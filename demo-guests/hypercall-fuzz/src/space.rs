@@ -335,6 +335,11 @@ impl Space {
         self.boot_l1_of(va).map(|l1| self.word(l1, table_index(va, 1)))
     }
 
+    /// Machine address of the window's entry that maps `va`.
+    pub fn window_entry(&self, va: u64) -> u64 {
+        entry_address(self.window_l1, table_index(va, 1))
+    }
+
     /// What the fuzzer relies on frame `mfn` for.
     pub fn kind(&self, mfn: u64) -> Kind {
         self.kinds.get(&mfn).copied().unwrap_or(Kind::Free)
