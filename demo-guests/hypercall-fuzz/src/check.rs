@@ -65,9 +65,11 @@ pub struct Tally {
     results: [u64; 26],
     /// Top-level calls by number (the last: numbers that are no hypercall).
     pub calls: [u64; Hypercall::ALL.len() + 1],
-    /// Multicalls made at the top level, and the entries they carried.
+    /// Multicalls made at the top level, the entries they carried, and
+    /// those whose entries lay in a window page the batch took away.
     pub multicalls: u64,
     pub entries: u64,
+    pub window_multicalls: u64,
     /// Findings, and the first few in full.
     pub findings: u64,
 }
@@ -78,7 +80,7 @@ const PRINTED_FINDINGS: u64 = 20;
 impl Tally {
     /// Nothing counted yet.
     pub fn new() -> Tally {
-        Tally { results: [0; 26], calls: [0; Hypercall::ALL.len() + 1], multicalls: 0, entries: 0, findings: 0 }
+        Tally { results: [0; 26], calls: [0; Hypercall::ALL.len() + 1], multicalls: 0, entries: 0, window_multicalls: 0, findings: 0 }
     }
 
     /// Counts a result.

@@ -78,6 +78,7 @@ fn main(start: &'static StartInfo) -> u64 {
         return 1;
     };
     let mut fuzzer = Fuzzer::new(start, seed, space, victim, u64::from(info.nr_domains), timer_port, max_pages);
+    fuzzer.trace = cmdline::parse::<u64>("trace").unwrap_or(u64::MAX);
     for _ in 0..calls {
         fuzzer.step();
     }
@@ -85,10 +86,12 @@ fn main(start: &'static StartInfo) -> u64 {
     let t = &fuzzer.tally;
     println!("hypercall-fuzz: seed {seed}: {calls} calls made, {} findings", t.findings);
     println!(
-        "hypercall-fuzz: {} with numbers that are no hypercall, {} multicalls with {} entries, {} helper calls",
+        "hypercall-fuzz: {} with numbers that are no hypercall, {} multicalls with {} entries ({} in a page they \
+         took away), {} helper calls",
         t.calls[Hypercall::ALL.len()],
         t.multicalls,
         t.entries,
+        t.window_multicalls,
         fuzzer.helpers
     );
     for chunk in t.results().chunks(6) {

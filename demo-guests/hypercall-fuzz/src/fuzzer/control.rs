@@ -107,6 +107,7 @@ impl Fuzzer {
             window_write(array + i as u64 * 64, &entry);
         }
         self.tally.multicalls += 1;
+        self.tally.window_multicalls += 1;
         self.tally.entries += count;
         let rax = self.make(Plan::new(Hypercall::Multicall as u64, [array, count, 0, 0, 0, 0], Expect::Exactly(count)));
         // The page back, writable: its frame is still the fuzzer's, no table.
@@ -289,12 +290,14 @@ impl Fuzzer {
         };
         // The ports are only read; but a poll must end: with a deadline,
         // or with the armed timer's port certainly among those read.
-        let at = if self.rng.chance(90) {
-            self.records(&ports, count, false)
+        let (at, written) = if self.rng.chance(90) {
+            (self.records(&ports, count, false), true)
         } else {
-            self.address()
+            (self.address(), false)
         };
-        let timer_certain = with_timer && count <= ports.len() as u64 && Arena::contains(at, count * 4);
+        // Only ports the fuzzer wrote are known (an address it drew may lie
+        // in the arena too, over whatever an earlier call left there).
+        let timer_certain = with_timer && written && count <= ports.len() as u64 && Arena::contains(at, count * 4);
         let now = time::now();
         let deadline = match self.rng.below(6) {
             0 if timer_certain => self.rng.pick(&[0, u64::MAX, now + 1_000_000_000_000]),

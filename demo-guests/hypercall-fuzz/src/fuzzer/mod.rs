@@ -101,6 +101,8 @@ pub struct Fuzzer {
     /// A window page a multicall's entries lie in: the entries planned for
     /// it leave its mapping alone (only the entries meant to remap it do).
     avoid: Option<u64>,
+    /// From this call on, each call is printed before it is made.
+    pub trace: u64,
     pub tally: Tally,
 }
 
@@ -122,6 +124,7 @@ impl Fuzzer {
             user_root_maybe: false,
             helpers: 0,
             avoid: None,
+            trace: u64::MAX,
             tally: Tally::new(),
         }
     }
@@ -155,6 +158,10 @@ impl Fuzzer {
 
     /// Makes a planned call and judges it.
     fn make(&mut self, plan: Plan) -> u64 {
+        if self.index >= self.trace {
+            parvus_guest_sdk::println!("hypercall-fuzz: trace: call {}: {}", self.index, describe(plan.number, &plan.args, 0));
+            parvus_guest_sdk::console::flush();
+        }
         // SAFETY: every plan is built by the rules of `space`.
         let rax = unsafe { raw::call(plan.number, plan.args) };
         self.judge(&plan, false, rax, None);
