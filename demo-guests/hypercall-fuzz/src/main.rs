@@ -17,7 +17,10 @@
 //! hypercall-fuzz: FINDING: seed=<n> call <i>: <name>[<number>](<args>) -> <result>: <why>
 //! ```
 //!
-//! which fails the scenario. The fuzzer must survive its own calls to make
+//! which fails the scenario. With `trace=<i>` on its command line it also
+//! prints every call from the `i`-th on, before making it (a run of fewer
+//! calls is the start of a longer one, so a hang can be narrowed down
+//! first). The fuzzer must survive its own calls to make
 //! them all: [`space`] keeps its code, stack and data mapped (kept entries
 //! are only ever rewritten with their own value or one refused for
 //! certain; new mappings of its own frames are read-only; buffers the
