@@ -121,11 +121,13 @@ impl Fuzzer {
     }
 
     /// A machine frame: the fuzzer's tables, special frames, data, pool,
-    /// its neighbours (likely another domain's), the hypervisor's, beyond
-    /// RAM, random.
+    /// its neighbours (likely another domain's: the victim's), the
+    /// hypervisor's, beyond RAM, random.
     pub(super) fn mfn(&mut self) -> u64 {
         let s = &self.space;
-        match self.rng.below(14) {
+        // The hypervisor hands frames out low first, so the domains built
+        // before this one own the frames just below its own.
+        match self.rng.below(16) {
             0 => s.boot_l4,
             1 => self.rng.pick(&s.boot_tables).0,
             2 => self.rng.pick(&[s.window_l1, s.arena_l1, s.clone_l4]),
@@ -133,10 +135,10 @@ impl Fuzzer {
             4 => self.rng.pick(&s.writable_frames),
             5 => self.rng.pick(&s.read_only_frames),
             6..=8 if !s.pool.is_empty() => self.rng.pick(&s.pool),
-            9 => s.own_low.saturating_sub(1 + self.rng.below(8)),
-            10 => s.own_high + 1 + self.rng.below(8),
-            11 => self.rng.pick(&[0, 1, 0x9f, 0xfe, HYPERVISOR_MFN]),
-            12 => self.rng.pick(&[1 << 20, 1 << 30, (1 << 40) - 1, u64::MAX >> 12]),
+            9..=11 => s.own_low.saturating_sub(1 + self.rng.below(512)),
+            12 => s.own_high + 1 + self.rng.below(512),
+            13 => self.rng.pick(&[0, 1, 0x9f, 0xfe, HYPERVISOR_MFN]),
+            14 => self.rng.pick(&[1 << 20, 1 << 30, (1 << 40) - 1, u64::MAX >> 12]),
             _ => self.rng.next() >> self.rng.below(64),
         }
     }
