@@ -44,19 +44,11 @@ impl Fuzzer {
                         MmuUpdate { ptr, val: self.entry_value(rule) }
                     })
                     .collect();
-                let count = self.batch_count(reqs.len(), BATCH_MAX);
-                args[0] = self.records(&reqs, count, true);
-                args[1] = count;
-                args[2] = self.done_ptr();
-                return self.with_done(Plan::new(number, args, Expect::Exactly(count)));
+                return self.batch(number, args, &reqs);
             }
             Hypercall::MmuextOp => {
                 let ops: Vec<MmuextOp> = (0..self.batch_len()).map(|_| self.mmuext()).collect();
-                let count = self.batch_count(ops.len(), BATCH_MAX);
-                args[0] = self.records(&ops, count, true);
-                args[1] = count;
-                args[2] = self.done_ptr();
-                return self.with_done(Plan::new(number, args, Expect::Exactly(count)));
+                return self.batch(number, args, &ops);
             }
             Hypercall::UpdateVaMapping => {
                 let address = self.address();
@@ -109,6 +101,17 @@ impl Fuzzer {
             }
         };
         Plan::new(number, args, expect)
+    }
+
+    /// `mmu_update` or `mmuext_op` of `records`: the array, a count (the
+    /// records', or one the batch is refused for or runs off the arena
+    /// with), and a `done` counter, checked when it is a fresh one.
+    fn batch<T: zerocopy::IntoBytes + zerocopy::Immutable>(&mut self, number: u64, mut args: [u64; 6], records: &[T]) -> Plan {
+        let count = self.batch_count(records.len(), BATCH_MAX);
+        args[0] = self.records(records, count, true);
+        args[1] = count;
+        args[2] = self.done_ptr();
+        self.with_done(Plan::new(number, args, Expect::Exactly(count)))
     }
 
     /// One `mmuext_op` operation.
