@@ -124,21 +124,25 @@ impl Tally {
     }
 }
 
-/// A call as a finding names it: `name(a, b, ...) -> result`.
+/// A call as a finding names it: `#number name(a, b, ...) -> result`.
 pub fn describe(number: u64, args: &[u64], rax: u64) -> String {
-    let mut text = match Hypercall::try_from(number) {
-        Ok(call) => String::from(call.name()),
-        Err(_) => alloc::format!("#{number:#x}"),
-    };
-    text.push('(');
-    for (i, a) in args.iter().enumerate() {
-        let _ = write!(text, "{}{a:#x}", if i == 0 { "" } else { ", " });
-    }
     let result = if rax >= MAX_ERROR_CODE.wrapping_neg() {
         alloc::format!("{:?}", HypercallError::from_code(rax.wrapping_neg()))
     } else {
         alloc::format!("Ok({rax:#x})")
     };
-    let _ = write!(text, ") -> {result}");
+    alloc::format!("{} -> {result}", describe_call(number, args))
+}
+
+/// A call before it is made: `#number name(a, b, ...)`.
+pub fn describe_call(number: u64, args: &[u64]) -> String {
+    let mut text = match Hypercall::try_from(number) {
+        Ok(call) => alloc::format!("#{number} {}(", call.name()),
+        Err(_) => alloc::format!("#{number:#x} (no hypercall)("),
+    };
+    for (i, a) in args.iter().enumerate() {
+        let _ = write!(text, "{}{a:#x}", if i == 0 { "" } else { ", " });
+    }
+    text.push(')');
     text
 }

@@ -14,7 +14,7 @@
 //! call's documentation promises ([`check`]); anything else is printed as
 //!
 //! ```text
-//! hypercall-fuzz: FINDING: seed=<n> call <i>: <name>[<number>](<args>) -> <result>: <why>
+//! hypercall-fuzz: FINDING: seed=<n> call <i>: #<number> <name>(<args>) -> <result>: <why>
 //! ```
 //!
 //! which fails the scenario. With `trace=<i>` on its command line it also

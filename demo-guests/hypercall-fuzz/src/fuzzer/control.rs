@@ -204,11 +204,12 @@ impl Fuzzer {
             _ => self.arena.alloc(core::mem::size_of::<TrapFrame>() as u64, 8).expect("the arena is empty"),
         };
         Arena::write(at, &frame);
+        let args = [at, frame.flags, frame.rip, frame.rsp, frame.rflags, 0];
+        self.trace(number, &args);
         // SAFETY: a frame the hypervisor could accept is in the arena with
         // `resume_here` set and no TF; the others have a `rip` the ABI
         // refuses or cannot be read.
         let rax = unsafe { raw::iret(at, resume_here) };
-        let args = [at, frame.flags, frame.rip, frame.rsp, frame.rflags, 0];
         let resumed = rax == IRET_MARKER;
         let plan = Plan::new(number, args, Expect::Any);
         if resumed {
@@ -233,6 +234,7 @@ impl Fuzzer {
     /// its `rax` unchanged) and the `int3` that ends the measurement.
     pub(super) fn bench_floor(&mut self) {
         let probe = self.any();
+        self.trace(Hypercall::BenchFloor as u64, &[probe]);
         let (floor, seen) = raw::bench_floor(probe);
         self.judge(&Plan::new(Hypercall::BenchFloor as u64, [0; 6], Expect::Exactly(0)), false, floor, None);
         if seen.is_some_and(|seen| seen != probe) {

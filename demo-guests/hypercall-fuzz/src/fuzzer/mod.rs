@@ -28,7 +28,7 @@ mod control;
 mod values;
 
 use crate::arena::Arena;
-use crate::check::{describe, verdict, Expect, Tally};
+use crate::check::{describe, describe_call, verdict, Expect, Tally};
 use crate::raw;
 use crate::rng::Rng;
 use crate::space::{Kind, Space};
@@ -158,14 +158,20 @@ impl Fuzzer {
 
     /// Makes a planned call and judges it.
     fn make(&mut self, plan: Plan) -> u64 {
-        if self.index >= self.trace {
-            parvus_guest_sdk::println!("hypercall-fuzz: trace: call {}: {}", self.index, describe(plan.number, &plan.args, 0));
-            parvus_guest_sdk::console::flush();
-        }
+        self.trace(plan.number, &plan.args);
         // SAFETY: every plan is built by the rules of `space`.
         let rax = unsafe { raw::call(plan.number, plan.args) };
         self.judge(&plan, false, rax, None);
         rax
+    }
+
+    /// Prints a call about to be made, from the `trace`-th call on (and
+    /// gets it out at once, in case the call never returns).
+    fn trace(&self, number: u64, args: &[u64]) {
+        if self.index >= self.trace {
+            parvus_guest_sdk::println!("hypercall-fuzz: trace: call {}: {}", self.index, describe_call(number, args));
+            parvus_guest_sdk::console::flush();
+        }
     }
 
     /// Counts a result and checks it (and what the call wrote) against the
