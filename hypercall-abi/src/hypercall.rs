@@ -227,9 +227,16 @@ impl Hypercall {
             }
             Hypercall::SetTrapTable | Hypercall::Iret => &[BadAddress, BadArgument],
             Hypercall::SetCallbacks | Hypercall::StackSwitch => &[BadArgument],
-            Hypercall::EventChannelOp => {
-                &[BadAddress, BadArgument, PermissionDenied, NoSuchDomain, NoSuchPort, WrongPortState, PortInUse]
-            }
+            Hypercall::EventChannelOp => &[
+                BadAddress,
+                BadArgument,
+                PermissionDenied,
+                OutOfMemory,
+                NoSuchDomain,
+                NoSuchPort,
+                WrongPortState,
+                PortInUse,
+            ],
             Hypercall::SchedOp => &[BadAddress, BadArgument, NoSuchPort, TimedOut],
         }
     }

@@ -247,6 +247,14 @@ pub fn build_guests(repo: &Repo, guests: &[GuestCrate]) -> Result<()> {
     Ok(())
 }
 
+/// Builds the bare-metal kernels (`kind = "bare-metal"`); returns their
+/// ELF files.
+pub fn build_bare_metal_kernels(repo: &Repo) -> Result<Vec<PathBuf>> {
+    let kernels: Vec<GuestCrate> = demo_guests(repo)?.into_iter().filter(|g| g.kind == CrateKind::BareMetal).collect();
+    build_guests(repo, &kernels)?;
+    Ok(kernels.iter().map(|k| repo.bare_metal_elf(&k.name)).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,11 @@
 //! `cargo xtask test [--filter NAME] [--no-host]`: the host unit tests, then
 //! every QEMU scenario (see [`crate::scenario`]), at most `--jobs` at a time.
 //!
+//! The bare-metal kernels are built before the host unit tests, which
+//! include the decoder's differential test: it compares every instruction
+//! of those kernels with a reference decoder, and finds their ELF files in
+//! the variable [`KERNELS_TO_SWEEP`].
+//!
 //! Ends with the line `N passed, N failed` (the host unit tests count as one
 //! entry) and a non-zero exit status when anything failed. A failed scenario
 //! is reported with its name, every reason (the first missing line among
@@ -16,11 +21,12 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::build::{build_binaries, check_manifest, pack};
-use crate::cargo_build::{cargo, demo_guests};
+use crate::cargo_build::{build_bare_metal_kernels, cargo, demo_guests};
 use crate::native;
 use crate::qemu::{self, run_captured, QemuConfig};
 use crate::repo::Repo;
 use crate::scenario::{discover, judge, Scenario};
+use parvus_core::decode::KERNELS_TO_SWEEP;
 
 /// Arguments of `test`.
 #[derive(Debug, Args)]
@@ -83,8 +89,20 @@ pub fn main(args: &TestArgs) -> Result<ExitCode> {
     let mut outcomes = Vec::new();
 
     if !args.no_host {
+        println!("xtask: the bare-metal kernels, for the decoder's differential test");
+        let mut host_tests = cargo(&repo);
+        host_tests.arg("test");
+        match build_bare_metal_kernels(&repo) {
+            Ok(kernels) => {
+                host_tests.env(KERNELS_TO_SWEEP, std::env::join_paths(kernels)?);
+            }
+            Err(e) => {
+                println!("xtask: building the bare-metal kernels FAILED: {e:#}");
+                outcomes.push(Outcome { name: "bare-metal kernels for the decoder test".into(), passed: false });
+            }
+        }
         println!("xtask: host unit tests (cargo test)");
-        let status = cargo(&repo).arg("test").status()?;
+        let status = host_tests.status()?;
         outcomes.push(Outcome { name: "host unit tests".into(), passed: status.success() });
         if !status.success() {
             println!("xtask: host unit tests FAILED ({status})");

@@ -37,7 +37,8 @@ pub struct Mem {
     pub disp: i64,
     /// Relative to the address of the next instruction.
     pub rip_relative: bool,
-    /// An FS or GS segment override (the only ones that matter in 64-bit mode).
+    /// A segment override prefix: the last FS or GS one, else the last
+    /// of the others (which add no base in 64-bit mode).
     pub segment: Option<Segment>,
 }
 
@@ -57,11 +58,31 @@ impl Mem {
         }
         a
     }
+
+    /// Whether the reference goes through SS: its base is rsp or rbp and
+    /// no override names another segment, or an `ss:` override names SS
+    /// (Intel SDM vol. 1, 3.7.4). A non-canonical address there is #SS(0),
+    /// elsewhere #GP(0).
+    pub fn through_stack(&self) -> bool {
+        match self.segment {
+            Some(segment) => segment == Segment::Ss,
+            None => matches!(self.base, Some(Reg(4 | 5))),
+        }
+    }
 }
 
-/// A segment override that changes the address in 64-bit mode.
+/// A segment override prefix. In 64-bit mode only FS and GS add a base;
+/// SS makes the reference a stack one ([`Mem::through_stack`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Segment {
+    /// 0x26.
+    Es,
+    /// 0x2e.
+    Cs,
+    /// 0x36.
+    Ss,
+    /// 0x3e.
+    Ds,
     /// 0x64.
     Fs,
     /// 0x65.
@@ -89,6 +110,47 @@ pub enum PortOperand {
 /// Operand size in bytes.
 pub type Size = u8;
 
+/// A control register that exists in 64-bit mode (`mov` to or from any
+/// other is an invalid opcode, [`DecodeError::Invalid`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlRegister {
+    /// CR0: protection, paging, caching and the FPU.
+    Cr0,
+    /// CR2: the page-fault address.
+    Cr2,
+    /// CR3: the page-table root.
+    Cr3,
+    /// CR4: feature enables.
+    Cr4,
+    /// CR8: the task-priority register.
+    Cr8,
+}
+
+impl ControlRegister {
+    /// The register named by ModRM.reg (with REX.R), if it exists.
+    fn from_number(n: u8) -> Option<Self> {
+        Some(match n {
+            0 => ControlRegister::Cr0,
+            2 => ControlRegister::Cr2,
+            3 => ControlRegister::Cr3,
+            4 => ControlRegister::Cr4,
+            8 => ControlRegister::Cr8,
+            _ => return None,
+        })
+    }
+
+    /// Its number (the N of crN).
+    pub fn number(self) -> u8 {
+        match self {
+            ControlRegister::Cr0 => 0,
+            ControlRegister::Cr2 => 2,
+            ControlRegister::Cr3 => 3,
+            ControlRegister::Cr4 => 4,
+            ControlRegister::Cr8 => 8,
+        }
+    }
+}
+
 /// A decoded instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -100,8 +162,9 @@ pub enum Op {
     Sgdt(Mem),
     /// `sidt m`.
     Sidt(Mem),
-    /// `smsw r/m`.
-    Smsw(Operand),
+    /// `smsw r/m`, at an operand size (2, 4 or 8) that sets how much of
+    /// a register destination is written; memory takes 2 bytes.
+    Smsw(Operand, Size),
     /// `lmsw r/m`.
     Lmsw(Operand),
     /// `invlpg m`.
@@ -110,10 +173,10 @@ pub enum Op {
     Swapgs,
     /// `rdtscp`.
     Rdtscp,
-    /// `sldt r/m`.
-    Sldt(Operand),
-    /// `str r/m`.
-    Str(Operand),
+    /// `sldt r/m`, at an operand size as for [`Op::Smsw`].
+    Sldt(Operand, Size),
+    /// `str r/m`, at an operand size as for [`Op::Smsw`].
+    Str(Operand, Size),
     /// `lldt r/m`.
     Lldt(Operand),
     /// `ltr r/m`.
@@ -122,17 +185,17 @@ pub enum Op {
     Verr(Operand),
     /// `verw r/m`.
     Verw(Operand),
-    /// `lar r, r/m`.
-    Lar(Reg, Operand),
-    /// `lsl r, r/m`.
-    Lsl(Reg, Operand),
+    /// `lar r, r/m16`, at the operand size (2, 4 or 8) of the register.
+    Lar(Reg, Operand, Size),
+    /// `lsl r, r/m16`, at the operand size (2, 4 or 8) of the register.
+    Lsl(Reg, Operand, Size),
     /// `mov r64, crN`.
-    MovFromCr(Reg, u8),
+    MovFromCr(Reg, ControlRegister),
     /// `mov crN, r64`.
-    MovToCr(u8, Reg),
-    /// `mov r64, drN`.
+    MovToCr(ControlRegister, Reg),
+    /// `mov r64, drN` (dr0..dr7).
     MovFromDr(Reg, u8),
-    /// `mov drN, r64`.
+    /// `mov drN, r64` (dr0..dr7).
     MovToDr(u8, Reg),
     /// `wrmsr`.
     Wrmsr,
@@ -175,8 +238,9 @@ pub enum Op {
     Out(Size, PortOperand),
     /// `ins`/`outs` and other string I/O (refused by the emulator, named in reports).
     StringIo,
-    /// `mov r/m, sreg` (sreg 0 es, 1 cs, 2 ss, 3 ds, 4 fs, 5 gs).
-    MovFromSreg(Operand, u8),
+    /// `mov r/m, sreg` (sreg 0 es, 1 cs, 2 ss, 3 ds, 4 fs, 5 gs), at an
+    /// operand size as for [`Op::Smsw`].
+    MovFromSreg(Operand, u8, Size),
     /// `mov sreg, r/m`.
     MovToSreg(u8, Operand),
     /// `int n`.
@@ -203,6 +267,10 @@ pub enum DecodeError {
     Truncated,
     /// Not an instruction this decoder knows (the emulator's report prints the bytes).
     Unsupported,
+    /// An instruction the decoder knows, in a form the CPU refuses with an
+    /// invalid-opcode exception (#UD) at any privilege: a control register
+    /// other than CR0, CR2, CR3, CR4 and CR8, a debug register above DR7.
+    Invalid,
 }
 
 impl core::fmt::Display for DecodeError {
@@ -210,6 +278,7 @@ impl core::fmt::Display for DecodeError {
         f.write_str(match self {
             DecodeError::Truncated => "the instruction bytes end early",
             DecodeError::Unsupported => "not an instruction the emulator supports",
+            DecodeError::Invalid => "not a valid instruction (an invalid opcode for the CPU)",
         })
     }
 }
@@ -233,10 +302,10 @@ pub const SUPPORTED: &[(&str, &str)] = &[
     ("verw r/m16", "0F 00 /5"),
     ("lar r, r/m16", "0F 02 /r"),
     ("lsl r, r/m16", "0F 03 /r"),
-    ("mov r64, crN", "0F 20 /r"),
-    ("mov crN, r64", "0F 22 /r"),
-    ("mov r64, drN", "0F 21 /r"),
-    ("mov drN, r64", "0F 23 /r"),
+    ("mov r64, crN (cr0, cr2, cr3, cr4, cr8)", "0F 20 /r"),
+    ("mov crN, r64 (cr0, cr2, cr3, cr4, cr8)", "0F 22 /r"),
+    ("mov r64, drN (dr0-dr7)", "0F 21 /r"),
+    ("mov drN, r64 (dr0-dr7)", "0F 23 /r"),
     ("syscall", "0F 05"),
     ("clts", "0F 06"),
     ("sysret / sysretq", "0F 07 / REX.W 0F 07"),
@@ -272,12 +341,26 @@ pub const SUPPORTED_STORES: &[(&str, &str)] = data::SUPPORTED;
 /// The longest x86 instruction.
 pub const MAX_LEN: usize = 15;
 
+/// The environment variable in which `cargo xtask test` names the ELF
+/// files of the bare-metal kernels (separated as in `PATH`), whose every
+/// instruction the decoder's differential test compares with a reference
+/// decoder.
+pub const KERNELS_TO_SWEEP: &str = "PARVUS_BARE_METAL_KERNELS";
+
 struct Cursor<'a> {
     bytes: &'a [u8],
     at: usize,
 }
 
+/// The bytes of one instruction, read in order. Every byte is consumed
+/// through [`Cursor::next`], which holds the 15-byte limit.
 impl Cursor<'_> {
+    /// The next byte, not consumed (a choice between encodings; the one
+    /// chosen then consumes it with [`Cursor::next`]).
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
     fn next(&mut self) -> Result<u8, DecodeError> {
         if self.at >= MAX_LEN {
             return Err(DecodeError::Unsupported);
@@ -320,6 +403,20 @@ struct ModRm {
     md: u8,
     reg: u8,
     rm: Operand,
+}
+
+impl Prefixes {
+    /// The operand size of an instruction whose default is 32 bits: 8
+    /// with REX.W (which wins over 0x66), 2 with 0x66, 4 otherwise.
+    fn word_size(&self) -> Size {
+        if self.rex_w {
+            8
+        } else if self.opsize16 {
+            2
+        } else {
+            4
+        }
+    }
 }
 
 fn modrm(c: &mut Cursor<'_>, p: &Prefixes) -> Result<ModRm, DecodeError> {
@@ -370,7 +467,14 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     loop {
         match b {
             0x66 => p.opsize16 = true,
-            0x2e | 0x36 | 0x3e | 0x26 => {} // ignored in 64-bit mode
+            // In 64-bit mode ES, CS, SS and DS add no base, so one of them
+            // never displaces an FS or GS override met before it; it is kept
+            // otherwise, for `Mem::through_stack`.
+            0x26 | 0x2e | 0x36 | 0x3e if matches!(p.segment, Some(Segment::Fs | Segment::Gs)) => {}
+            0x26 => p.segment = Some(Segment::Es),
+            0x2e => p.segment = Some(Segment::Cs),
+            0x36 => p.segment = Some(Segment::Ss),
+            0x3e => p.segment = Some(Segment::Ds),
             0x64 => p.segment = Some(Segment::Fs),
             0x65 => p.segment = Some(Segment::Gs),
             0x67 => p.addr32 = true,
@@ -395,8 +499,10 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     if p.addr32 || p.lock || p.rep || p.repne {
         return Err(DecodeError::Unsupported); // no system instruction takes them
     }
-    let io_size = if p.opsize16 { 2 } else { 4 };
-    let stack_size = if p.opsize16 { 2 } else { 8 };
+    // Port I/O moves at most 32 bits: REX.W only cancels a 0x66.
+    let io_size = p.word_size().min(4);
+    // pushf/popf default to 64 bits; 0x66 makes them 16 unless REX.W wins.
+    let stack_size = if p.word_size() == 2 { 2 } else { 8 };
     let op = match b {
         0x0f => two_byte(&mut c, &p)?,
         0xfa => Op::Cli,
@@ -421,7 +527,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             if sreg > 5 {
                 return Err(DecodeError::Unsupported);
             }
-            Op::MovFromSreg(m.rm, sreg)
+            Op::MovFromSreg(m.rm, sreg, p.word_size())
         }
         0x8e => {
             let m = modrm(&mut c, &p)?;
@@ -438,14 +544,74 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     Ok(Decoded { op, len: c.at })
 }
 
+/// Whether the instruction at the start of `bytes` is one whose execution
+/// in ring 3 can fault where ring 0 would not: a system instruction, I/O,
+/// `cli`/`sti`, a segment-register load, a far transfer, an interrupt or
+/// its return (Intel SDM vol. 3, 5.9, and each instruction's exceptions).
+/// It is judged from the prefixes and the opcode alone, conservatively: an
+/// opcode not known to be an ordinary one (the one-byte map, the two-byte
+/// map's data and vector instructions, VEX and EVEX) counts.
+///
+/// The emulator asks it about the instructions [`decode`] does not know: a
+/// #GP raised by any other (a load from a non-canonical address, an SSE
+/// operand that breaks its alignment rule) is the guest's own, raised in
+/// ring 0 just the same.
+pub fn may_trap_for_privilege(bytes: &[u8]) -> bool {
+    let legacy_prefix = |b: &u8| matches!(b, 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3);
+    let mut rest = bytes;
+    while rest.first().is_some_and(legacy_prefix) {
+        rest = &rest[1..];
+    }
+    if rest.first().is_some_and(|b| (0x40..=0x4f).contains(b)) {
+        rest = &rest[1..]; // REX
+    }
+    let Some((&opcode, rest)) = rest.split_first() else { return true };
+    let modrm = rest.first().copied();
+    match opcode {
+        0x0f => two_byte_may_trap(rest),
+        // VEX and EVEX in 64-bit mode: vector instructions only.
+        0xc4 | 0xc5 | 0x62 => false,
+        // `call far` and `jmp far` through memory (FF /3, FF /5).
+        0xff => modrm.is_none_or(|m| matches!((m >> 3) & 7, 3 | 5)),
+        // Segment pushes and pops, BCD and the other opcodes invalid in
+        // 64-bit mode (#UD anyway); string I/O; `mov sreg`; far call, far
+        // return, `int3`, `int`, `into`, `iret`; I/O; `int1`, `hlt`, `cli`,
+        // `sti`.
+        0x06 | 0x07 | 0x0e | 0x16 | 0x17 | 0x1e | 0x1f | 0x27 | 0x2f | 0x37 | 0x3f | 0x60 | 0x61 | 0x82 | 0xd4..=0xd6
+        | 0x6c..=0x6f | 0x8e | 0x9a | 0xca..=0xcf | 0xe4..=0xe7 | 0xea | 0xec..=0xef | 0xf1 | 0xf4 | 0xfa | 0xfb => true,
+        _ => false,
+    }
+}
+
+/// [`may_trap_for_privilege`] after 0x0f.
+fn two_byte_may_trap(bytes: &[u8]) -> bool {
+    let Some((&opcode, rest)) = bytes.split_first() else { return true };
+    let modrm = rest.first().copied();
+    match opcode {
+        // The system groups, `lar`, `lsl`, `syscall`, `clts`, `sysret`,
+        // `invd`, `wbinvd`, `mov` to and from control and debug registers,
+        // `wrmsr`, `rdtsc`, `rdmsr`, `rdpmc`, `sysenter`, `sysexit`,
+        // `getsec`, `vmread`, `vmwrite`, `pop fs`, `cpuid`, `pop gs`, `rsm`,
+        // `lss`, `lfs`, `lgs`, and the opcodes no CPU defines.
+        0x00..=0x0a | 0x0c | 0x20..=0x27 | 0x30..=0x37 | 0x39 | 0x3b..=0x3f | 0x78..=0x7b | 0xa1 | 0xa2 | 0xa6 | 0xa7
+        | 0xa9 | 0xaa | 0xb2 | 0xb4 | 0xb5 => true,
+        // `invept`, `invvpid`, `invpcid`, and ENQCMDS and its neighbours.
+        0x38 => rest.first().is_none_or(|b| matches!(b, 0x80..=0x82 | 0xf8..=0xff)),
+        // Group 9 in memory, but `cmpxchg8b`/`cmpxchg16b`: `xrstors`,
+        // `xsaves`, the VMX pointer instructions.
+        0xc7 => modrm.is_none_or(|m| m >> 6 != 3 && (m >> 3) & 7 != 1),
+        _ => false,
+    }
+}
+
 fn two_byte(c: &mut Cursor<'_>, p: &Prefixes) -> Result<Op, DecodeError> {
     let b = c.next()?;
     Ok(match b {
         0x00 => {
             let m = modrm(c, p)?;
             match m.reg & 7 {
-                0 => Op::Sldt(m.rm),
-                1 => Op::Str(m.rm),
+                0 => Op::Sldt(m.rm, p.word_size()),
+                1 => Op::Str(m.rm, p.word_size()),
                 2 => Op::Lldt(m.rm),
                 3 => Op::Ltr(m.rm),
                 4 => Op::Verr(m.rm),
@@ -455,14 +621,13 @@ fn two_byte(c: &mut Cursor<'_>, p: &Prefixes) -> Result<Op, DecodeError> {
         }
         0x01 => {
             // 0F 01 with mod = 11 encodes instructions in the rm field.
-            let peek = *c.bytes.get(c.at).ok_or(DecodeError::Truncated)?;
-            match peek {
+            match c.peek().ok_or(DecodeError::Truncated)? {
                 0xf8 => {
-                    c.at += 1;
+                    c.next()?;
                     return Ok(Op::Swapgs);
                 }
                 0xf9 => {
-                    c.at += 1;
+                    c.next()?;
                     return Ok(Op::Rdtscp);
                 }
                 _ => {}
@@ -473,7 +638,7 @@ fn two_byte(c: &mut Cursor<'_>, p: &Prefixes) -> Result<Op, DecodeError> {
                 (1, false) => Op::Sidt(mem_only(&m)?),
                 (2, false) => Op::Lgdt(mem_only(&m)?),
                 (3, false) => Op::Lidt(mem_only(&m)?),
-                (4, _) => Op::Smsw(m.rm),
+                (4, _) => Op::Smsw(m.rm, p.word_size()),
                 (6, _) => Op::Lmsw(m.rm),
                 (7, false) => Op::Invlpg(mem_only(&m)?),
                 _ => return Err(DecodeError::Unsupported),
@@ -483,20 +648,22 @@ fn two_byte(c: &mut Cursor<'_>, p: &Prefixes) -> Result<Op, DecodeError> {
             let m = modrm(c, p)?;
             let dst = Reg(m.reg);
             if b == 0x02 {
-                Op::Lar(dst, m.rm)
+                Op::Lar(dst, m.rm, p.word_size())
             } else {
-                Op::Lsl(dst, m.rm)
+                Op::Lsl(dst, m.rm, p.word_size())
             }
         }
         0x20..=0x23 => {
             // mov to/from control and debug registers: always register forms.
             let m = modrm(c, p)?;
             let Operand::Reg(gpr) = m.rm else { return Err(DecodeError::Unsupported) };
+            let cr = || ControlRegister::from_number(m.reg).ok_or(DecodeError::Invalid);
+            let dr = if m.reg < 8 { Ok(m.reg) } else { Err(DecodeError::Invalid) };
             match b {
-                0x20 => Op::MovFromCr(gpr, m.reg),
-                0x22 => Op::MovToCr(m.reg, gpr),
-                0x21 => Op::MovFromDr(gpr, m.reg),
-                _ => Op::MovToDr(m.reg, gpr),
+                0x20 => Op::MovFromCr(gpr, cr()?),
+                0x22 => Op::MovToCr(cr()?, gpr),
+                0x21 => Op::MovFromDr(gpr, dr?),
+                _ => Op::MovToDr(dr?, gpr),
             }
         }
         0x05 => Op::Syscall,
@@ -514,6 +681,8 @@ fn two_byte(c: &mut Cursor<'_>, p: &Prefixes) -> Result<Op, DecodeError> {
 }
 
 pub mod data;
+#[cfg(test)]
+mod differential;
 mod display;
 #[cfg(test)]
 mod tests;

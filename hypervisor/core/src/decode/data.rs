@@ -116,7 +116,8 @@ pub enum StoreOp {
         rep: bool,
         /// 32-bit addresses (0x67): esi, edi and ecx.
         addr32: bool,
-        /// An FS or GS override of the source.
+        /// A segment override of the source (FS and GS add their base;
+        /// SS makes it a stack reference).
         src_segment: Option<Segment>,
     },
     /// An SSE store: `bytes` bytes of register `xmm` from byte `from`.
@@ -223,9 +224,9 @@ pub(super) fn decode(b: u8, c: &mut Cursor<'_>, p: &Prefixes) -> Result<Option<S
                 StoreOp::Movs { size, rep, addr32, src_segment: p.segment }
             }
         }
-        0x0f => match c.bytes.get(c.at) {
-            Some(&second) if is_two_byte_store(second) => {
-                c.at += 1;
+        0x0f => match c.peek() {
+            Some(second) if is_two_byte_store(second) => {
+                c.next()?;
                 two_byte(second, c, p)?
             }
             _ => return Ok(None),
@@ -283,19 +284,6 @@ fn sse(b: u8, c: &mut Cursor<'_>, p: &Prefixes) -> Result<StoreOp, DecodeError> 
     let dst = mem_only(&m)?;
     let (bytes, from, aligned) = shape;
     Ok(StoreOp::SseStore { dst, xmm: m.reg, bytes, from, aligned })
-}
-
-impl Prefixes {
-    /// The operand size of a non-byte instruction.
-    fn word_size(&self) -> Size {
-        if self.rex_w {
-            8
-        } else if self.opsize16 {
-            2
-        } else {
-            4
-        }
-    }
 }
 
 /// Refuses the prefixes a plain store does not take.

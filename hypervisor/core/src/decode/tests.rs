@@ -22,16 +22,17 @@ fn system_table_and_tlb_instructions() {
     assert_eq!(d(&[0x0f, 0x01, 0xf8]), (Op::Swapgs, 3));
     assert_eq!(d(&[0x0f, 0x01, 0x00]), (Op::Sgdt(mem(Some(0), 0)), 3), "sgdt [rax]");
     assert_eq!(d(&[0x0f, 0x01, 0x08]), (Op::Sidt(mem(Some(0), 0)), 3), "sidt [rax]");
-    assert_eq!(d(&[0x0f, 0x01, 0xe0]), (Op::Smsw(Operand::Reg(Reg(0))), 3), "smsw eax");
+    assert_eq!(d(&[0x0f, 0x01, 0xe0]), (Op::Smsw(Operand::Reg(Reg(0)), 4), 3), "smsw eax");
     assert_eq!(decode(&[0x0f, 0x01, 0xd0]), Err(DecodeError::Unsupported), "xgetbv-like forms are not ours");
 }
 
 #[test]
 fn control_registers_msrs_and_flags() {
-    assert_eq!(d(&[0x0f, 0x22, 0xd8]), (Op::MovToCr(3, Reg(0)), 3), "mov cr3, rax");
-    assert_eq!(d(&[0x0f, 0x20, 0xd0]), (Op::MovFromCr(Reg(0), 2), 3), "mov rax, cr2");
-    assert_eq!(d(&[0x44, 0x0f, 0x22, 0xc0]), (Op::MovToCr(8, Reg(0)), 4), "mov cr8, rax");
-    assert_eq!(d(&[0x41, 0x0f, 0x22, 0xe1]), (Op::MovToCr(4, Reg(9)), 4), "mov cr4, r9");
+    use ControlRegister::*;
+    assert_eq!(d(&[0x0f, 0x22, 0xd8]), (Op::MovToCr(Cr3, Reg(0)), 3), "mov cr3, rax");
+    assert_eq!(d(&[0x0f, 0x20, 0xd0]), (Op::MovFromCr(Reg(0), Cr2), 3), "mov rax, cr2");
+    assert_eq!(d(&[0x44, 0x0f, 0x22, 0xc0]), (Op::MovToCr(Cr8, Reg(0)), 4), "mov cr8, rax");
+    assert_eq!(d(&[0x41, 0x0f, 0x22, 0xe1]), (Op::MovToCr(Cr4, Reg(9)), 4), "mov cr4, r9");
     assert_eq!(d(&[0x0f, 0x30]), (Op::Wrmsr, 2));
     assert_eq!(d(&[0x0f, 0x32]), (Op::Rdmsr, 2));
     assert_eq!(d(&[0x0f, 0xa2]), (Op::Cpuid, 2));
@@ -47,21 +48,51 @@ fn control_registers_msrs_and_flags() {
 }
 
 #[test]
+fn control_and_debug_registers_that_do_not_exist_are_invalid_opcodes() {
+    assert_eq!(decode(&[0x0f, 0x20, 0xe8]), Err(DecodeError::Invalid), "mov rax, cr5");
+    assert_eq!(decode(&[0x0f, 0x22, 0xc8]), Err(DecodeError::Invalid), "mov cr1, rax");
+    assert_eq!(decode(&[0x44, 0x0f, 0x20, 0xc8]), Err(DecodeError::Invalid), "mov rax, cr9 (REX.R)");
+    assert_eq!(decode(&[0x44, 0x0f, 0x23, 0xc0]), Err(DecodeError::Invalid), "mov dr8, rax (REX.R)");
+    assert_eq!(d(&[0x0f, 0x21, 0xf8]), (Op::MovFromDr(Reg(0), 7), 3), "mov rax, dr7");
+}
+
+/// 0x66 makes the operand 16 bits, REX.W 64, and REX.W wins over 0x66
+/// (SDM vol. 1, 3.6.1): the register forms of smsw, sldt, str, lar, lsl
+/// and mov from a segment register write that many bits, pushf/popf move
+/// that many, and port I/O, which stops at 32, gets 32.
+#[test]
+fn operand_size_prefixes_set_the_width_and_rex_w_wins() {
+    let eax = Operand::Reg(Reg(0));
+    assert_eq!(d(&[0x66, 0x0f, 0x01, 0xe0]), (Op::Smsw(eax, 2), 4), "smsw ax");
+    assert_eq!(d(&[0x48, 0x0f, 0x01, 0xe0]), (Op::Smsw(eax, 8), 4), "smsw rax");
+    assert_eq!(d(&[0x66, 0x0f, 0x00, 0xc0]), (Op::Sldt(eax, 2), 4), "sldt ax");
+    assert_eq!(d(&[0x66, 0x48, 0x0f, 0x00, 0xc8]), (Op::Str(eax, 8), 5), "str rax: REX.W wins");
+    assert_eq!(d(&[0x66, 0x0f, 0x02, 0xc1]), (Op::Lar(Reg(0), Operand::Reg(Reg(1)), 2), 4), "lar ax, cx");
+    assert_eq!(d(&[0x48, 0x0f, 0x03, 0xc1]), (Op::Lsl(Reg(0), Operand::Reg(Reg(1)), 8), 4), "lsl rax, rcx");
+    assert_eq!(d(&[0x66, 0x8c, 0xc8]), (Op::MovFromSreg(eax, 1, 2), 3), "mov ax, cs");
+    assert_eq!(d(&[0x66, 0x48, 0x9c]), (Op::Pushf(8), 3), "pushfq: REX.W wins");
+    assert_eq!(d(&[0x66, 0x48, 0x9d]), (Op::Popf(8), 3), "popfq: REX.W wins");
+    assert_eq!(d(&[0x66, 0x48, 0xed]), (Op::In(4, PortOperand::Dx), 3), "in eax, dx: REX.W wins");
+    assert_eq!(d(&[0x66, 0x48, 0xe7, 0x80]), (Op::Out(4, PortOperand::Imm(0x80)), 4), "out 0x80, eax");
+    assert_eq!(d(&[0x48, 0xed]), (Op::In(4, PortOperand::Dx), 2), "in eax, dx: no 64-bit port I/O");
+}
+
+#[test]
 fn port_io_and_segments() {
     assert_eq!(d(&[0xec]), (Op::In(1, PortOperand::Dx), 1), "in al, dx");
     assert_eq!(d(&[0xee]), (Op::Out(1, PortOperand::Dx), 1), "out dx, al");
     assert_eq!(d(&[0xe6, 0x80]), (Op::Out(1, PortOperand::Imm(0x80)), 2), "out 0x80, al");
     assert_eq!(d(&[0x66, 0xed]), (Op::In(2, PortOperand::Dx), 2), "in ax, dx");
     assert_eq!(d(&[0xe5, 0x40]), (Op::In(4, PortOperand::Imm(0x40)), 2), "in eax, 0x40");
-    assert_eq!(d(&[0x8c, 0xc8]), (Op::MovFromSreg(Operand::Reg(Reg(0)), 1), 2), "mov eax, cs");
-    assert_eq!(d(&[0x8c, 0xd0]), (Op::MovFromSreg(Operand::Reg(Reg(0)), 2), 2), "mov eax, ss");
-    assert_eq!(d(&[0x0f, 0x00, 0xc0]), (Op::Sldt(Operand::Reg(Reg(0))), 3));
-    assert_eq!(d(&[0x0f, 0x00, 0xc8]), (Op::Str(Operand::Reg(Reg(0))), 3));
+    assert_eq!(d(&[0x8c, 0xc8]), (Op::MovFromSreg(Operand::Reg(Reg(0)), 1, 4), 2), "mov eax, cs");
+    assert_eq!(d(&[0x8c, 0xd0]), (Op::MovFromSreg(Operand::Reg(Reg(0)), 2, 4), 2), "mov eax, ss");
+    assert_eq!(d(&[0x0f, 0x00, 0xc0]), (Op::Sldt(Operand::Reg(Reg(0)), 4), 3));
+    assert_eq!(d(&[0x0f, 0x00, 0xc8]), (Op::Str(Operand::Reg(Reg(0)), 4), 3));
     assert_eq!(d(&[0x0f, 0x00, 0xd8]), (Op::Ltr(Operand::Reg(Reg(0))), 3));
     assert_eq!(d(&[0x0f, 0x00, 0xe0]), (Op::Verr(Operand::Reg(Reg(0))), 3));
     assert_eq!(d(&[0x0f, 0x00, 0xe8]), (Op::Verw(Operand::Reg(Reg(0))), 3));
-    assert_eq!(d(&[0x0f, 0x02, 0xc1]), (Op::Lar(Reg(0), Operand::Reg(Reg(1))), 3), "lar eax, ecx");
-    assert_eq!(d(&[0x0f, 0x03, 0xc1]), (Op::Lsl(Reg(0), Operand::Reg(Reg(1))), 3), "lsl eax, ecx");
+    assert_eq!(d(&[0x0f, 0x02, 0xc1]), (Op::Lar(Reg(0), Operand::Reg(Reg(1)), 4), 3), "lar eax, ecx");
+    assert_eq!(d(&[0x0f, 0x03, 0xc1]), (Op::Lsl(Reg(0), Operand::Reg(Reg(1)), 4), 3), "lsl eax, ecx");
     assert_eq!(d(&[0xcd, 0x80]), (Op::Int(0x80), 2));
 }
 
@@ -92,6 +123,13 @@ fn refusals() {
     assert_eq!(d(&[0x0f, 0x01, 0xf0]), (Op::Lmsw(Operand::Reg(Reg(0))), 3), "lmsw ax");
     assert_eq!(decode(&[0x8e, 0xc8]), Err(DecodeError::Unsupported), "mov cs, ax does not exist");
     assert_eq!(decode(&[0x66; 16]), Err(DecodeError::Unsupported), "longer than 15 bytes");
+    // 13 prefixes leave room for 0F 01 but not for its third byte.
+    let swapgs_at_16 = [[0x66; 13].as_slice(), &[0x0f, 0x01, 0xf8]].concat();
+    assert_eq!(decode(&swapgs_at_16), Err(DecodeError::Unsupported), "swapgs ending at byte 16");
+    let rdtscp_at_16 = [[0x2e; 13].as_slice(), &[0x0f, 0x01, 0xf9]].concat();
+    assert_eq!(decode(&rdtscp_at_16), Err(DecodeError::Unsupported), "rdtscp ending at byte 16");
+    let movups_at_16 = [[0x3e; 13].as_slice(), &[0x0f, 0x11, 0x07]].concat();
+    assert_eq!(decode(&movups_at_16), Err(DecodeError::Unsupported), "movups ending at byte 16");
 }
 
 #[test]
@@ -235,4 +273,55 @@ fn the_store_table_lists_every_form_once() {
     assert_eq!(mnemonics.len(), SUPPORTED_STORES.len());
     let all: std::collections::HashSet<_> = SUPPORTED.iter().chain(SUPPORTED_STORES).map(|(m, _)| *m).collect();
     assert_eq!(all.len(), SUPPORTED.len() + SUPPORTED_STORES.len(), "no mnemonic in both tables");
+}
+
+#[test]
+fn only_the_instructions_that_can_trap_for_privilege_are_sensitive() {
+    let ordinary: [&[u8]; 10] = [
+        &[0x48, 0x8b, 0x07],             // mov rax, [rdi]
+        &[0x0f, 0x28, 0x07],             // movaps xmm0, [rdi]
+        &[0x66, 0x0f, 0x6f, 0x07],       // movdqa xmm0, [rdi]
+        &[0xc5, 0xf8, 0x28, 0x07],       // vmovaps xmm0, [rdi]
+        &[0xf3, 0x48, 0x0f, 0xae, 0xd7], // wrfsbase rdi (#UD without CR4.FSGSBASE, never #GP)
+        &[0x0f, 0xc7, 0xf0],             // rdrand eax
+        &[0x48, 0x0f, 0xc7, 0x0f],       // cmpxchg16b [rdi]
+        &[0xff, 0x10],                   // call [rax]
+        &[0x65, 0x48, 0x8b, 0x04, 0x25, 0, 0, 0, 0], // mov rax, gs:[0]
+        &[0x0f, 0x0b],                   // ud2
+    ];
+    for bytes in ordinary {
+        assert!(!may_trap_for_privilege(bytes), "{bytes:02x?}");
+    }
+    let sensitive: [&[u8]; 10] = [
+        &[0x0f, 0x01, 0xd1],             // xsetbv
+        &[0x0f, 0xc7, 0x2f],             // xsaves [rdi]
+        &[0xff, 0x18],                   // call far [rax]
+        &[0x66, 0x0f, 0x38, 0x82, 0x07], // invpcid
+        &[0xec],                         // in al, dx
+        &[0x8e, 0xd8],                   // mov ds, eax
+        &[0x48, 0xcf],                   // iretq
+        &[0x0f, 0xb2, 0x07],             // lss
+        &[0x0f, 0x04],                   // no such instruction
+        &[0x66],                         // cut short
+    ];
+    for bytes in sensitive {
+        assert!(may_trap_for_privilege(bytes), "{bytes:02x?}");
+    }
+}
+
+/// In 64-bit mode ES, CS, SS and DS overrides add no base: one after an FS
+/// or GS override leaves it in force (as the CPU and iced-x86 take it),
+/// while among themselves the last one counts.
+#[test]
+fn a_null_segment_override_never_displaces_fs_or_gs() {
+    use crate::decode::{Segment, StoreOp};
+    let segment_of = |bytes: &[u8]| match decode(bytes).expect("a store").op {
+        Op::Store(StoreOp::Mov { dst, .. }) => dst.segment,
+        other => panic!("{other:?}"),
+    };
+    // mov [rcx], bl with prefixes.
+    assert_eq!(segment_of(&[0x64, 0x3e, 0x88, 0x19]), Some(Segment::Fs));
+    assert_eq!(segment_of(&[0x65, 0x2e, 0x88, 0x19]), Some(Segment::Gs));
+    assert_eq!(segment_of(&[0x3e, 0x36, 0x88, 0x19]), Some(Segment::Ss));
+    assert_eq!(segment_of(&[0x36, 0x65, 0x88, 0x19]), Some(Segment::Gs));
 }

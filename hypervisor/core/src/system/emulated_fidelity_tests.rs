@@ -254,3 +254,19 @@ mod real_flags {
         }
     }
 }
+
+/// `mov rax, cr5` names a control register that does not exist: at CPL 0
+/// a real CPU raises #UD, so the emulated kernel gets its own #UD through
+/// its IDT, pointing at the instruction, and runs on.
+#[test]
+fn a_control_register_that_does_not_exist_is_the_kernels_invalid_opcode() {
+    const UD_HANDLER: u64 = 0x20_0a00;
+    let (mut sys, mut mem, frame) = started(&[0x0f, 0x20, 0xe8], Expect::Exit(0));
+    set_gate(&mut sys, &mut mem, 6, UD_HANDLER);
+    let mut f = GuestRegs { vector: 13, error_code: 0, rip: KERNEL, ..frame };
+    let next = exit(&mut sys, &mut mem, &mut f, 0);
+    assert!(matches!(next, Next::Resume { .. } | Next::Switch { .. }), "{next:?}");
+    assert_eq!(f.rip, UD_HANDLER);
+    assert_eq!(words(&sys, &mem, f.rsp, 2), [KERNEL, 0x08], "no error code; at the mov");
+    assert!(sys.domains[0].ending.is_none(), "it runs on");
+}
