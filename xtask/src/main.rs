@@ -2,8 +2,8 @@
 //! benchmarking and comparing Parvus.
 //!
 //! Each subcommand lives in its own module ([`build`], [`run`],
-//! [`test`](mod@test), [`bench`](mod@bench), [`compare`], [`setup`]); what
-//! they share is split by job: [`repo`] (where things are), [`cargo_build`] (the nested bare-metal cargo builds, one per
+//! [`test`](mod@test), [`fuzz`], [`bench`](mod@bench), [`compare`],
+//! [`setup`]); what they share is split by job: [`repo`] (where things are), [`cargo_build`] (the nested bare-metal cargo builds, one per
 //! kind of crate), [`manifest`] (reading and checking a manifest file),
 //! [`bundle`] (writing the boot archive), [`native`] (booting a bare-metal
 //! kernel under the boot shim, without the hypervisor), [`qemu`] (finding,
@@ -18,6 +18,7 @@ mod build;
 mod bundle;
 mod cargo_build;
 mod compare;
+mod fuzz;
 mod manifest;
 mod native;
 mod qemu;
@@ -55,6 +56,10 @@ enum Command {
     Run(run::RunArgs),
     /// Run the host unit tests, then every QEMU scenario under scenarios/.
     Test(test::TestArgs),
+    /// Run the fuzzing scenario (scenarios/hypercall-fuzz) with other seeds
+    /// and sizes, judged as the test judges it; prints the command that
+    /// replays a failed seed.
+    Fuzz(fuzz::FuzzArgs),
     /// Count the instructions of a hypercall round trip under QEMU -icount;
     /// prints a table and writes target/bench.json.
     Bench(bench::BenchArgs),
@@ -73,6 +78,7 @@ fn main() -> ExitCode {
         Command::Build(args) => build::main(&args),
         Command::Run(args) => run::main(&args),
         Command::Test(args) => test::main(&args),
+        Command::Fuzz(args) => fuzz::main(&args),
         Command::Bench(args) => bench::main(&args),
         Command::Compare(args) => compare::main(&args),
         Command::Setup => setup::main(),

@@ -43,9 +43,11 @@ pub struct TestArgs {
 }
 
 /// The result of one entry of the summary.
-struct Outcome {
-    name: String,
-    passed: bool,
+pub struct Outcome {
+    /// The scenario's name (or "host unit tests").
+    pub name: String,
+    /// Whether it passed.
+    pub passed: bool,
 }
 
 /// A scenario with its QEMU boot, or the reason it could not be prepared.
@@ -125,8 +127,8 @@ pub fn main(args: &TestArgs) -> Result<ExitCode> {
 }
 
 /// Checks every manifest (and native kernel), builds once, packs each
-/// bundle, then boots the scenarios in parallel.
-fn run_scenarios(repo: &Repo, scenarios: Vec<Scenario>, jobs: usize) -> Result<Vec<Outcome>> {
+/// bundle, then boots the scenarios in parallel (also what `fuzz` runs).
+pub fn run_scenarios(repo: &Repo, scenarios: Vec<Scenario>, jobs: usize) -> Result<Vec<Outcome>> {
     // Manifests first: a bad one fails its scenario without building.
     let checked: Vec<(Scenario, Result<Checked, String>)> = scenarios
         .into_iter()
