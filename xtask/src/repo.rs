@@ -113,6 +113,20 @@ impl Repo {
     }
 }
 
+/// Why `path`, named by a manifest or a scenario as an ELF file, cannot
+/// be read as one (it does not exist, it is a directory...), for messages
+/// of the form `... nor a file (<why>)`; `None` when it is a file.
+pub fn not_a_file(repo: &Repo, path: &Path) -> Option<String> {
+    let shown = repo.show(path);
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => None,
+        Ok(meta) if meta.is_dir() => Some(format!("{shown} is a directory")),
+        Ok(_) => Some(format!("{shown} is not a regular file")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!("{shown} does not exist")),
+        Err(e) => Some(format!("{shown}: {e}")),
+    }
+}
+
 /// Makes a path given on the command line absolute (relative to the
 /// current directory), without touching the file system.
 pub fn absolute(path: &Path) -> PathBuf {

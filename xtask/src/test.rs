@@ -27,6 +27,7 @@ use crate::qemu::{self, run_captured, QemuConfig};
 use crate::repo::Repo;
 use crate::scenario::{discover, judge, Scenario};
 use parvus_core::decode::KERNELS_TO_SWEEP;
+use parvus_core::plural::count;
 
 /// Arguments of `test`.
 #[derive(Debug, Args)]
@@ -165,7 +166,7 @@ fn run_scenarios(repo: &Repo, scenarios: Vec<Scenario>, jobs: usize) -> Result<V
         })
         .collect();
 
-    println!("xtask: running {} scenario(s), {} at a time", jobs_list.len(), jobs.min(jobs_list.len()));
+    println!("xtask: running {}, {} at a time", count(jobs_list.len(), "scenario", "scenarios"), jobs.min(jobs_list.len()));
     let next = AtomicUsize::new(0);
     let outcomes = Mutex::new(Vec::new());
     std::thread::scope(|scope| {

@@ -33,6 +33,7 @@ use parvus_core::builder::{build, DomainPlan};
 use parvus_core::bundle::check_bundle;
 use parvus_core::domain::DomainId;
 use parvus_core::frame_table::FrameTable;
+use parvus_core::plural::count;
 use parvus_core::system::{Next, Platform, System};
 use parvus_core::time::{TimeBase, TscClock};
 use parvus_core::vcpu::GuestRegs;
@@ -62,9 +63,9 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
     let ram_end = boot.ram.iter().map(|r| r.end).max().unwrap_or(0);
     let protections = cpu::init();
     log::info!(
-        "memory: {} MiB in {} ranges; SMEP {}, SMAP {}, UMIP {}",
+        "memory: {} MiB in {}; SMEP {}, SMAP {}, UMIP {}",
         boot.ram.iter().map(|r| r.end - r.start).sum::<u64>() >> 20,
-        boot.ram.len(),
+        count(boot.ram.len(), "range", "ranges"),
         on_off(protections.smep),
         on_off(protections.smap),
         on_off(protections.umip)
@@ -89,7 +90,7 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
         Ok(c) => c,
         Err(e) => fail_boot(format_args!("bundle: {e}")),
     };
-    log::info!("boot bundle: {} KiB, {} domains", bundle_bytes.len() / 1024, checked.domains.len());
+    log::info!("boot bundle: {}, {} KiB", count(checked.domains.len(), "domain", "domains"), bundle_bytes.len() / 1024);
 
     let upper = paging::hypervisor_pml4_entries();
     let mut system = System::new(frames, upper);

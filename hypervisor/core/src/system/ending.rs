@@ -12,6 +12,7 @@ use crate::hypercall;
 use hypercall_abi::event::virq;
 use hypercall_abi::trap::VECTOR_SYSCALL;
 use crate::machine_memory::MachineMemory;
+use crate::plural::count;
 use crate::vcpu::GuestRegs;
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -112,7 +113,7 @@ impl System {
     /// The final report: one line per domain, then the verdict.
     pub fn summary(&self) -> Vec<String> {
         let mut lines = Vec::new();
-        lines.push(format!("summary of {} domains:", self.domains.len()));
+        lines.push(format!("summary of {}:", count(self.domains.len(), "domain", "domains")));
         for d in &self.domains {
             let ended = match &d.ending {
                 None => String::from("still running"),
