@@ -7,8 +7,9 @@
 //! kind of crate), [`manifest`] (reading and checking a manifest file),
 //! [`bundle`] (writing the boot archive), [`native`] (booting a bare-metal
 //! kernel under the boot shim, without the hypervisor), [`qemu`] (finding,
-//! installing and running QEMU) and [`scenario`] (what a QEMU test expects
-//! and how its log is judged).
+//! installing and running QEMU), [`scenario`] (what a QEMU test expects
+//! and how its log is judged) and [`verdict`] (how a `run` ended, from
+//! QEMU's status and the serial log).
 //!
 //! Every error is printed as one line, `error: <what> ...`, and makes the
 //! process exit non-zero.
@@ -26,6 +27,7 @@ mod run;
 mod scenario;
 mod setup;
 mod test;
+mod verdict;
 
 #[cfg(test)]
 #[path = "../tests/common/elf.rs"]

@@ -1,10 +1,11 @@
 //! `cargo xtask test [--filter NAME] [--no-host]`: the host unit tests, then
 //! every QEMU scenario (see [`crate::scenario`]), at most `--jobs` at a time.
 //!
-//! The bare-metal kernels are built before the host unit tests, which
-//! include the decoder's differential test: it compares every instruction
-//! of those kernels with a reference decoder, and finds their ELF files in
-//! the variable [`KERNELS_TO_SWEEP`].
+//! The hypervisor and every guest are built before the host unit tests,
+//! which use them: the decoder's differential test compares every
+//! instruction of the bare-metal kernels with a reference decoder (it finds
+//! their ELF files in the variable [`KERNELS_TO_SWEEP`]), and xtask's own
+//! tests of `cargo xtask run` boot them.
 //!
 //! Ends with the line `N passed, N failed` (the host unit tests count as one
 //! entry) and a non-zero exit status when anything failed. A failed scenario
@@ -86,18 +87,21 @@ fn check_scenario(repo: &Repo, scenario: &Scenario) -> Result<Checked> {
 pub fn main(args: &TestArgs) -> Result<ExitCode> {
     let repo = Repo::locate();
     let mut outcomes = Vec::new();
+    // Before the host tests too: xtask's tests of `run` boot QEMU, two at
+    // a time, and must not both try to install it.
+    qemu::ensure_installed()?;
 
     if !args.no_host {
-        println!("xtask: the bare-metal kernels, for the decoder's differential test");
+        println!("xtask: the hypervisor and every guest, for the host tests that boot or read them");
         let mut host_tests = cargo(&repo);
         host_tests.arg("test");
-        match build_bare_metal_kernels(&repo) {
+        match build_binaries(&repo).and_then(|_| build_bare_metal_kernels(&repo)) {
             Ok(kernels) => {
                 host_tests.env(KERNELS_TO_SWEEP, std::env::join_paths(kernels)?);
             }
             Err(e) => {
-                println!("xtask: building the bare-metal kernels FAILED: {e:#}");
-                outcomes.push(Outcome { name: "bare-metal kernels for the decoder test".into(), passed: false });
+                println!("xtask: building the hypervisor and the guests FAILED: {e:#}");
+                outcomes.push(Outcome { name: "the build the host tests use".into(), passed: false });
             }
         }
         println!("xtask: host unit tests (cargo test)");
@@ -136,7 +140,6 @@ fn run_scenarios(repo: &Repo, scenarios: Vec<Scenario>, jobs: usize) -> Result<V
             (s, checked)
         })
         .collect();
-    qemu::ensure_installed()?;
     let built = build_binaries(repo).map_err(|e| format!("{e:#}"));
     let jobs_list: Vec<Job> = checked
         .into_iter()

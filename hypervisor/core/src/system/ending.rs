@@ -18,6 +18,15 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
+/// The hypervisor's last line when every domain ended as its manifest
+/// expected. QEMU's exit status for it (1) is also what QEMU exits with
+/// when it cannot start at all, so `cargo xtask run` takes success from
+/// this line and the status together.
+pub const ALL_AS_EXPECTED: &str = "all domains ended as expected";
+
+/// The hypervisor's last line when some domain did not end as expected.
+pub const NOT_AS_EXPECTED: &str = "some domains did not end as expected";
+
 impl System {
     /// Stops the current domain with a report and runs the next.
     pub(super) fn crash<M: MachineMemory, C: ConsoleSink>(
