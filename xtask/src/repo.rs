@@ -102,6 +102,17 @@ impl Repo {
         self.root.join("target/compare")
     }
 
+    /// The book's folder (mdBook's `book.toml` and `src/`).
+    pub fn book_dir(&self) -> PathBuf {
+        self.root.join("docs")
+    }
+
+    /// Where the book is built (`build-dir` in `docs/book.toml`, so that
+    /// `mdbook build docs` writes to the same place).
+    pub fn book_output_dir(&self) -> PathBuf {
+        self.book_dir().join("book")
+    }
+
     /// The folder of demo-guest crates.
     pub fn demo_guests_dir(&self) -> PathBuf {
         self.root.join("demo-guests")

@@ -7,9 +7,10 @@
 //! The exit status passes the hypervisor's verdict through: 0 when every
 //! domain ended as expected, the hypervisor's exit code otherwise (1: some
 //! domain did not, 2: the hypervisor panicked or faulted),
-//! [`NO_HYPERVISOR_EXIT`] when QEMU ended without the hypervisor's exit (it
-//! failed to start, or a triple fault or reset exited it with 0, which is
-//! *not* success) and [`TIMED_OUT`] when `--timeout` stopped it. Success is
+//! [`NO_HYPERVISOR_EXIT`](crate::verdict::NO_HYPERVISOR_EXIT) when QEMU
+//! ended without the hypervisor's exit (it failed to start, or a triple
+//! fault or reset exited it with 0, which is *not* success) and
+//! [`TIMED_OUT`](crate::verdict::TIMED_OUT) when `--timeout` stopped it. Success is
 //! read from the hypervisor's verdict line and QEMU's status together (see
 //! [`crate::verdict`]). A native run passes the kernel's exit status
 //! through the same way (the shim exits 3 when it cannot boot the kernel).
@@ -28,9 +29,6 @@ use crate::qemu::{self, QemuConfig};
 use crate::repo::{from_cwd, Repo};
 use crate::verdict::{parse_timeout, Machine, Outcome, SerialLog, Timeout};
 use parvus_core::manifest::MemorySize;
-
-#[cfg(doc)]
-use crate::verdict::{NO_HYPERVISOR_EXIT, TIMED_OUT};
 
 /// How long a run may take when `--timeout` is not given (except under
 /// `--gdb`, which waits for a person): the demo ends in a few seconds, and

@@ -1,5 +1,6 @@
-//! `cargo xtask test [--filter NAME] [--no-host]`: the host unit tests, then
-//! every QEMU scenario (see [`crate::scenario`]), at most `--jobs` at a time.
+//! `cargo xtask test [--filter NAME] [--no-host]`: the host unit tests and
+//! the documentation, then every QEMU scenario (see [`crate::scenario`]),
+//! at most `--jobs` at a time.
 //!
 //! The hypervisor and every guest are built before the host unit tests,
 //! which use them: the decoder's differential test compares every
@@ -7,10 +8,14 @@
 //! their ELF files in the variable [`KERNELS_TO_SWEEP`]), and xtask's own
 //! tests of `cargo xtask run` boot them.
 //!
-//! Ends with the line `N passed, N failed` (the host unit tests count as one
-//! entry) and a non-zero exit status when anything failed. A failed scenario
-//! is reported with its name, every reason (the first missing line among
-//! them) and its whole serial log.
+//! Then come the API documentation and the book ([`crate::doc`]): a
+//! broken intra-doc link or a broken link in the book fails the run.
+//!
+//! Ends with the line `N passed, N failed` (the host unit tests count as
+//! one entry, and so do the API documentation and the book) and a non-zero
+//! exit status when anything failed. A failed scenario is reported with its
+//! name, every reason (the first missing line among them) and its whole
+//! serial log.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -21,8 +26,10 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Args;
 
+use crate::book;
 use crate::build::{build_binaries, check_manifest, pack};
 use crate::cargo_build::{build_bare_metal_kernels, cargo, demo_guests};
+use crate::doc;
 use crate::native;
 use crate::qemu::{self, run_captured, QemuConfig};
 use crate::repo::Repo;
@@ -36,7 +43,7 @@ pub struct TestArgs {
     /// Run only the scenarios whose name contains this.
     #[arg(long, value_name = "NAME")]
     pub filter: Option<String>,
-    /// Skip the host unit tests (`cargo test`).
+    /// Skip the host unit tests (`cargo test`) and the documentation.
     #[arg(long)]
     pub no_host: bool,
     /// Scenarios run at the same time.
@@ -110,6 +117,9 @@ pub fn main(args: &TestArgs) -> Result<ExitCode> {
         if !status.success() {
             println!("xtask: host unit tests FAILED ({status})");
         }
+        println!("xtask: the API documentation and the book, links checked (cargo xtask doc)");
+        outcomes.push(step("API documentation", doc::api(&repo)));
+        outcomes.push(step("the book", book::build(&repo).map(drop)));
     }
 
     let scenarios = discover(&repo, args.filter.as_deref())?;
@@ -127,6 +137,15 @@ pub fn main(args: &TestArgs) -> Result<ExitCode> {
     }
     println!("{} passed, {} failed", outcomes.len() - failed.len(), failed.len());
     Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The outcome of a step that is not a test binary or a scenario, with its
+/// error printed when it failed.
+fn step(name: &str, result: Result<()>) -> Outcome {
+    if let Err(e) = &result {
+        println!("xtask: {name} FAILED: {e:#}");
+    }
+    Outcome { name: name.to_string(), passed: result.is_ok() }
 }
 
 /// Checks every manifest (and native kernel), builds once, packs each
