@@ -180,7 +180,8 @@ pub fn check_links(src: &Path, out: &Path) -> Result<Vec<BrokenLink>> {
         if let Some(known) = ids.get(page) {
             return Ok(known.clone());
         }
-        let html = std::fs::read_to_string(out.join(page)).with_context(|| format!("cannot read {}", page.display()))?;
+        let html =
+            std::fs::read_to_string(out.join(page)).with_context(|| format!("cannot read {}", page.display()))?;
         let found: HashSet<String> = attribute_values(&html, "id").into_iter().map(str::to_string).collect();
         ids.insert(page.to_path_buf(), found.clone());
         Ok(found)
@@ -188,8 +189,9 @@ pub fn check_links(src: &Path, out: &Path) -> Result<Vec<BrokenLink>> {
     let mut broken = Vec::new();
     for chapter in chapters {
         let page = chapter.with_extension("html");
-        let html = std::fs::read_to_string(out.join(&page))
-            .map_err(|e| anyhow!("{}: mdBook wrote no page {} ({e}): is it in SUMMARY.md?", chapter.display(), page.display()))?;
+        let html = std::fs::read_to_string(out.join(&page)).map_err(|e| {
+            anyhow!("{}: mdBook wrote no page {} ({e}): is it in SUMMARY.md?", chapter.display(), page.display())
+        })?;
         let dir = page.parent().unwrap_or(Path::new("")).to_path_buf();
         let mut links = attribute_values(&html, "href");
         links.extend(attribute_values(&html, "src"));
@@ -211,8 +213,9 @@ pub fn check_links(src: &Path, out: &Path) -> Result<Vec<BrokenLink>> {
                 }
                 Some(target) => match anchor {
                     Some(anchor) if target.extension().is_some_and(|e| e == "html") && !anchor.is_empty() => {
-                        (!ids_of(&target)?.contains(anchor))
-                            .then(|| format!("the link to {link} leads nowhere: {} has no anchor #{anchor}", target.display()))
+                        (!ids_of(&target)?.contains(anchor)).then(|| {
+                            format!("the link to {link} leads nowhere: {} has no anchor #{anchor}", target.display())
+                        })
                     }
                     _ => None,
                 },
@@ -285,7 +288,10 @@ mod tests {
                 ),
                 expect("intro.md", "the link to #missing leads nowhere: intro.html has no anchor #missing"),
                 expect("intro.md", "the link to gone.png leads nowhere: the book has no gone.png"),
-                expect("part/deep.md", "the link to ../part/deep.html#x leads nowhere: part/deep.html has no anchor #x"),
+                expect(
+                    "part/deep.md",
+                    "the link to ../part/deep.html#x leads nowhere: part/deep.html has no anchor #x"
+                ),
             ]
         );
     }
@@ -305,7 +311,10 @@ mod tests {
         assert_eq!(version_in("mdbook v0.5.4\n"), Some("0.5.4"));
         assert!(compatible("0.5.4") && compatible("0.5.11"));
         assert!(!compatible("0.4.40") && !compatible("1.0.0"));
-        assert_eq!(install_args().join(" "), format!("install mdbook --version ={MDBOOK_VERSION} --locked --no-default-features --features search"));
+        assert_eq!(
+            install_args().join(" "),
+            format!("install mdbook --version ={MDBOOK_VERSION} --locked --no-default-features --features search")
+        );
     }
 
     #[test]
@@ -314,6 +323,10 @@ mod tests {
         let text = std::fs::read_to_string(repo.book_dir().join("book.toml")).unwrap();
         let book: toml::Table = toml::from_str(&text).unwrap();
         let build_dir = book["build"]["build-dir"].as_str().unwrap();
-        assert_eq!(repo.book_dir().join(build_dir), repo.book_output_dir(), "mdbook build docs and cargo xtask doc agree");
+        assert_eq!(
+            repo.book_dir().join(build_dir),
+            repo.book_output_dir(),
+            "mdbook build docs and cargo xtask doc agree"
+        );
     }
 }

@@ -173,7 +173,8 @@ mod tests {
             #[command(flatten)]
             run: RunArgs,
         }
-        let timeout = |args: &[&str]| Cli::parse_from(std::iter::once("run").chain(args.iter().copied())).run.effective_timeout();
+        let timeout =
+            |args: &[&str]| Cli::parse_from(std::iter::once("run").chain(args.iter().copied())).run.effective_timeout();
         assert_eq!(timeout(&[]), Some(DEFAULT_TIMEOUT));
         assert_eq!(timeout(&["--gdb"]), None);
         assert_eq!(timeout(&["--timeout", "5s"]), Some(Duration::from_secs(5)));

@@ -188,7 +188,11 @@ fn run_scenarios(repo: &Repo, scenarios: Vec<Scenario>, jobs: usize) -> Result<V
         })
         .collect();
 
-    println!("xtask: running {}, {} at a time", count(jobs_list.len(), "scenario", "scenarios"), jobs.min(jobs_list.len()));
+    println!(
+        "xtask: running {}, {} at a time",
+        count(jobs_list.len(), "scenario", "scenarios"),
+        jobs.min(jobs_list.len())
+    );
     let next = AtomicUsize::new(0);
     let outcomes = Mutex::new(Vec::new());
     std::thread::scope(|scope| {

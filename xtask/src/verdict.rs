@@ -194,14 +194,16 @@ fn one_line(text: &str) -> String {
 /// A duration as `--timeout` takes it.
 pub fn show_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let s = ms / 1000;
-    match s {
-        _ if s % 3600 == 0 => format!("{}h", s / 3600),
-        _ if s % 60 == 0 => format!("{}m", s / 60),
-        _ => format!("{s}s"),
+    if s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
     }
 }
 
@@ -264,8 +266,13 @@ mod tests {
 
     #[test]
     fn a_domain_runs_from_its_build_line_to_its_end_line() {
-        assert_eq!(log(LOG).still_running(), ["domain 1 (spinner)"], "a guest's line that looks like the hypervisor's is not");
-        let time_limit = format!("{LOG}parvus: domain 1 (spinner) stopped at its CPU time limit; the other domains run on\n");
+        assert_eq!(
+            log(LOG).still_running(),
+            ["domain 1 (spinner)"],
+            "a guest's line that looks like the hypervisor's is not"
+        );
+        let time_limit =
+            format!("{LOG}parvus: domain 1 (spinner) stopped at its CPU time limit; the other domains run on\n");
         assert!(log(&time_limit).still_running().is_empty());
         assert!(log("").still_running().is_empty());
     }
@@ -274,7 +281,10 @@ mod tests {
     fn success_needs_the_verdict_line_and_status_1() {
         let all = log(&format!("{LOG}parvus: {ALL_AS_EXPECTED}\n"));
         assert_eq!(Outcome::of(Machine::Hypervisor, &ended(Some(1), ""), &all, None), Outcome::Exited(0));
-        assert_eq!(Outcome::of(Machine::Hypervisor, &ended(Some(1), ""), &all, None).message(Machine::Hypervisor), None);
+        assert_eq!(
+            Outcome::of(Machine::Hypervisor, &ended(Some(1), ""), &all, None).message(Machine::Hypervisor),
+            None
+        );
         // The verdict printed by a guest is not the hypervisor's.
         let forged = log(&format!("{LOG}[hello] parvus: {ALL_AS_EXPECTED}\n"));
         assert_eq!(Outcome::of(Machine::Hypervisor, &ended(Some(1), ""), &forged, None), Outcome::NoVerdict);
@@ -292,7 +302,10 @@ mod tests {
             assert_eq!(outcome.message(machine), Some(format!("QEMU failed to start: {}", stderr.trim_end())));
         }
         let silent = Outcome::of(Machine::Hypervisor, &ended(Some(1), ""), &log(""), None);
-        assert_eq!(silent.message(Machine::Hypervisor).unwrap(), "QEMU failed to start (it exited 1 and printed no reason)");
+        assert_eq!(
+            silent.message(Machine::Hypervisor).unwrap(),
+            "QEMU failed to start (it exited 1 and printed no reason)"
+        );
         let two = Outcome::of(Machine::Hypervisor, &ended(Some(1), "a\n\n b \n"), &log(""), None);
         assert_eq!(two, Outcome::QemuDidNotStart { reason: "a; b".into() });
     }
@@ -325,12 +338,19 @@ mod tests {
             "timed out after 1m and stopped QEMU (change the timeout with --timeout, e.g. --timeout 5m or \
              --timeout none); still running: domain 1 (spinner)"
         );
-        let booting = Outcome::of(Machine::Hypervisor, &run, &log("parvus: starting\n"), Some(Duration::from_millis(1500)));
+        let booting =
+            Outcome::of(Machine::Hypervisor, &run, &log("parvus: starting\n"), Some(Duration::from_millis(1500)));
         assert!(booting.message(Machine::Hypervisor).unwrap().starts_with("timed out after 1500ms "));
-        assert!(booting.message(Machine::Hypervisor).unwrap().ends_with("; the hypervisor had not built any domain yet"));
+        assert!(booting
+            .message(Machine::Hypervisor)
+            .unwrap()
+            .ends_with("; the hypervisor had not built any domain yet"));
         let ended = format!("{LOG}parvus: domain 1 (spinner) exited with status 0\n");
         let hung = Outcome::of(Machine::Hypervisor, &run, &log(&ended), Some(Duration::from_secs(1)));
-        assert!(hung.message(Machine::Hypervisor).unwrap().ends_with("; every domain had ended, but the hypervisor had not given its verdict"));
+        assert!(hung
+            .message(Machine::Hypervisor)
+            .unwrap()
+            .ends_with("; every domain had ended, but the hypervisor had not given its verdict"));
     }
 
     #[test]

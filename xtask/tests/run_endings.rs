@@ -34,7 +34,10 @@ fn after_qemu_line(output: &Output) -> Vec<String> {
 fn qemu_that_does_not_start_is_a_failure_with_its_reason() {
     let output = run(&["--", "-bogus-option"]);
     assert_eq!(output.status.code(), Some(125), "{output:?}");
-    assert_eq!(after_qemu_line(&output), ["xtask: QEMU failed to start: qemu-system-x86_64: -bogus-option: invalid option"]);
+    assert_eq!(
+        after_qemu_line(&output),
+        ["xtask: QEMU failed to start: qemu-system-x86_64: -bogus-option: invalid option"]
+    );
     assert!(output.stdout.is_empty(), "{}", String::from_utf8_lossy(&output.stdout));
 }
 
