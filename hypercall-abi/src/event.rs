@@ -136,7 +136,10 @@ pub mod virq {
     pub const COUNT: u64 = 3;
 }
 
-/// Commands of `event_channel_op(cmd, a, b)`.
+/// Commands of `event_channel_op(cmd, a, b)`. The three that allocate a
+/// port answer `OutOfMemory` when the caller's hypervisor-memory allowance
+/// (or the hypervisor's heap) cannot hold a longer port table, and
+/// `PortInUse` once all [`NR_PORTS`] ports are taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u64)]
 pub enum EventChannelCmd {

@@ -30,7 +30,10 @@ use hypercall_abi::mm::{
     uvm_flags, MemoryOpCmd, MmuUpdate, MmuextCmd, MmuextOp, MulticallEntry, BATCH_MAX, MULTICALL_MAX,
 };
 use hypercall_abi::start_info::START_INFO_MAGIC;
-use hypercall_abi::trap::{frame_flags, TrapFrame, TrapInfo, RED_ZONE, TRAP_VECTORS, VECTOR_EVENT, VECTOR_SYSCALL};
+use hypercall_abi::trap::{
+    debug_cause, frame_flags, TrapFrame, TrapInfo, HANDLER_RFLAGS, RED_ZONE, TRAP_VECTORS, VECTOR_DEBUG, VECTOR_EVENT,
+    VECTOR_SYSCALL,
+};
 use hypercall_abi::{ConsoleRing, DomainInfo, Hypercall, HypercallError, SharedInfo, StartInfo, ABI_VERSION};
 
 /// The chapter, as it will be published.
@@ -332,6 +335,9 @@ fn quoted_constants_match() {
     assert_doc_says(&format!("`RED_ZONE` ({RED_ZONE})"));
     assert_doc_says(&format!("`VECTOR_SYSCALL` (`{VECTOR_SYSCALL:#x}`)"));
     assert_doc_says(&format!("`FROM_USER` ({})", frame_flags::FROM_USER));
+    assert_doc_says(&format!("`VECTOR_DEBUG` ({VECTOR_DEBUG})"));
+    assert_doc_says(&format!("`HANDLER_RFLAGS`\n  (`{HANDLER_RFLAGS:#x}`"));
+    assert_doc_says(&format!("`SINGLE_STEP` (`{:#x}`", debug_cause::SINGLE_STEP));
     assert_doc_says(&format!("`NOTE_TYPE_ABI_VERSION` = {NOTE_TYPE_ABI_VERSION}"));
     assert_doc_says(&format!("`NOTE_OWNER` = `\"{NOTE_OWNER}\"`"));
     assert_doc_says(&format!("`VECTOR_EVENT` (`{VECTOR_EVENT:#x}`)"));

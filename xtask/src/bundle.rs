@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use parvus_core::bundle::{check_bundle, image_path, MANIFEST_PATH};
-use parvus_core::manifest::{Manifest, HYPERVISOR_RESERVE};
+use parvus_core::manifest::Manifest;
 
 /// One file of the bundle.
 struct Entry {
@@ -40,22 +40,24 @@ pub fn write(manifest: &Manifest, source: &str, images: &[PathBuf], out: &Path) 
     std::fs::write(out, &bytes).with_context(|| format!("cannot write {}", out.display()))
 }
 
-/// Checks that the domains, the hypervisor's reserve and the bundle itself
-/// (QEMU loads it into the machine's RAM) fit in the machine's memory. The
-/// manifest check cannot do this: it does not know the bundle's size.
+/// Checks that the domains, the hypervisor's share (its reserve and its
+/// heap) and the bundle itself (QEMU loads it into the machine's RAM) fit
+/// in the machine's memory. The manifest check cannot do this: it does not
+/// know the bundle's size.
 pub fn check_fits(manifest: &Manifest, bundle_len: u64) -> Result<(), String> {
     let machine = manifest.machine.memory.bytes();
     let domains = manifest.total_domain_memory();
-    let needed = domains.saturating_add(HYPERVISOR_RESERVE).saturating_add(bundle_len);
+    let hypervisor = manifest.hypervisor_share();
+    let needed = domains.saturating_add(hypervisor).saturating_add(bundle_len);
     if needed <= machine {
         return Ok(());
     }
     let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0));
     Err(format!(
-        "[machine], field `memory`: the domains ({}), the hypervisor's reserve ({}) and the boot bundle ({}) \
+        "[machine], field `memory`: the domains ({}), the hypervisor's share ({}) and the boot bundle ({}) \
          need {}, more than the machine's {}",
         mib(domains),
-        mib(HYPERVISOR_RESERVE),
+        mib(hypervisor),
         mib(bundle_len),
         mib(needed),
         mib(machine)
@@ -122,13 +124,15 @@ mod tests {
     #[test]
     fn the_bundle_must_fit_beside_the_domains() {
         let manifest =
-            Manifest::parse("[machine]\nmemory = \"20M\"\n[[domain]]\nname = \"a\"\nimage = \"x\"\nmemory = \"3M\"\n")
+            Manifest::parse("[machine]\nmemory = \"22M\"\n[[domain]]\nname = \"a\"\nimage = \"x\"\nmemory = \"3M\"\n")
                 .unwrap();
+        // The hypervisor's share: its 16 MiB reserve and 1.2 MiB of heap, rounded up.
+        assert_eq!(manifest.hypervisor_share(), 18 << 20);
         assert_eq!(check_fits(&manifest, 1 << 20), Ok(()));
         assert_eq!(
             check_fits(&manifest, (1 << 20) + 1).unwrap_err(),
-            "[machine], field `memory`: the domains (3.0 MiB), the hypervisor's reserve (16.0 MiB) and the boot \
-             bundle (1.0 MiB) need 20.0 MiB, more than the machine's 20.0 MiB"
+            "[machine], field `memory`: the domains (3.0 MiB), the hypervisor's share (18.0 MiB) and the boot \
+             bundle (1.0 MiB) need 22.0 MiB, more than the machine's 22.0 MiB"
         );
     }
 

@@ -19,9 +19,16 @@
 //! A run passes only if every expected line appears in order, no alarm line
 //! (`parvus: PANIC`, `parvus: FATAL`, ` crashed:`; in a native run also
 //! `boot-shim: error:`, `panic:` and `unhandled exception:`) appears unless
-//! `expected.txt` or `allow` names it, and QEMU exits by itself with the
-//! expected status before the timeout. A triple fault makes QEMU exit 0,
-//! which therefore fails.
+//! `expected.txt` or `allow` names it, the machine is conserved, and QEMU
+//! exits by itself with the expected status before the timeout. A triple
+//! fault makes QEMU exit 0, which therefore fails.
+//!
+//! *Conserved*: the hypervisor prints its final summary only once every
+//! domain has ended, and then a [`CONSERVATION`] line with the free frames
+//! and the heap in use before the first domain was built and at the end.
+//! They must be equal: every frame a domain had is free again, and every
+//! heap byte it made the hypervisor hold is freed (one leaked allocation
+//! fails the run). A summary without that line fails too.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -35,6 +42,12 @@ use crate::repo::Repo;
 
 /// Serial lines that mean something went wrong, unless a scenario expects them.
 pub const ALARMS: [&str; 3] = ["parvus: PANIC", "parvus: FATAL", " crashed:"];
+
+/// The line that follows the hypervisor's final summary.
+pub const CONSERVATION: &str = "parvus: conservation: ";
+
+/// The line that starts the hypervisor's final summary.
+const SUMMARY: &str = "parvus: summary of ";
 
 /// More alarms for native runs: the boot shim could not start the kernel,
 /// the kernel panicked (bare-rt's panic handler), or it took an exception
@@ -218,6 +231,14 @@ pub enum Failure {
         /// The line.
         text: String,
     },
+    /// The final summary shows frames or heap not given back (or lacks
+    /// the conservation line).
+    NotConserved {
+        /// 1-based serial line number (of the summary, if the line is missing).
+        serial_line: usize,
+        /// The line, or what is missing.
+        text: String,
+    },
     /// QEMU exited with another status.
     ExitStatus {
         /// The expected status.
@@ -242,6 +263,9 @@ impl fmt::Display for Failure {
             }
             Failure::Alarm { marker, serial_line, text } => {
                 write!(f, "serial line {serial_line} has {marker:?}, which the scenario does not expect: {text}")
+            }
+            Failure::NotConserved { serial_line, text } => {
+                write!(f, "serial line {serial_line}: the machine is not back at its boot level: {text}")
             }
             Failure::ExitStatus { expected, got, native } => {
                 let describe = if *native { describe_native_status } else { describe_status };
@@ -300,10 +324,34 @@ pub fn judge(
         }
     }
 
+    if let Some(failure) = conservation(&lines) {
+        failures.push(failure);
+    }
+
     if !timed_out && status != Some(spec.qemu_exit) {
         failures.push(Failure::ExitStatus { expected: spec.qemu_exit, got: status, native: spec.native.is_some() });
     }
     failures
+}
+
+/// Checks the conservation line after the final summary, if the run
+/// printed one: `None` if the frames and the heap are back at their boot
+/// level.
+fn conservation(lines: &[&str]) -> Option<Failure> {
+    let summary = lines.iter().position(|l| l.contains(SUMMARY))?;
+    let Some(at) = lines[summary..].iter().position(|l| l.contains(CONSERVATION)).map(|i| summary + i) else {
+        let text = "the summary has no conservation line".to_string();
+        return Some(Failure::NotConserved { serial_line: summary + 1, text });
+    };
+    let line = lines[at];
+    let numbers: Vec<u64> = line[line.find(CONSERVATION)? + CONSERVATION.len()..]
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    match numbers[..] {
+        [frames_boot, frames_end, heap_boot, heap_end] if frames_boot == frames_end && heap_boot == heap_end => None,
+        _ => Some(Failure::NotConserved { serial_line: at + 1, text: line.to_string() }),
+    }
 }
 
 #[cfg(test)]
@@ -392,6 +440,34 @@ mod tests {
             judge(&[], &ScenarioSpec::default(), fatal, Some(1), false)[..],
             [Failure::Alarm { marker: "parvus: FATAL", .. }]
         ));
+    }
+
+    const CONSERVED: &str = "parvus: summary of 1 domain:\n\
+        parvus:   0   hello          exited 0   expected exit 0     ok\n\
+        parvus: conservation: free frames 29158 at boot, 29158 at the end; heap in use 799632 bytes at boot, 799632 at the end\n\
+        parvus: all domains ended as expected\n";
+
+    #[test]
+    fn a_summary_must_show_every_frame_and_heap_byte_back() {
+        let spec = ScenarioSpec::default();
+        assert_eq!(judge(&[], &spec, CONSERVED, Some(1), false), []);
+        let leaked_byte = CONSERVED.replace("799632 at the end", "799648 at the end");
+        assert_eq!(
+            judge(&[], &spec, &leaked_byte, Some(1), false),
+            [Failure::NotConserved { serial_line: 3, text: leaked_byte.lines().nth(2).unwrap().to_string() }]
+        );
+        let kept_frame = CONSERVED.replace("29158 at the end", "29157 at the end");
+        let failures = judge(&[], &spec, &kept_frame, Some(1), false);
+        assert!(matches!(&failures[..], [Failure::NotConserved { serial_line: 3, .. }]), "{failures:?}");
+        assert!(failures[0].to_string().starts_with("serial line 3: the machine is not back at its boot level: parvus: conservation:"));
+        let missing: String = CONSERVED.lines().filter(|l| !l.contains(CONSERVATION)).map(|l| format!("{l}\n")).collect();
+        assert_eq!(
+            judge(&[], &spec, &missing, Some(1), false),
+            [Failure::NotConserved { serial_line: 1, text: "the summary has no conservation line".into() }]
+        );
+        // A run that never reaches the summary (a boot refused, a native
+        // kernel) has nothing to conserve.
+        assert_eq!(judge(&[], &spec, "parvus: bundle: not a tar archive\n", Some(1), false), []);
     }
 
     #[test]

@@ -62,7 +62,7 @@ fn memory_larger_than_the_machine() {
     assert_eq!(
         error_line("build", &fixture("too-much-memory.toml")),
         "error: xtask/tests/fixtures/too-much-memory.toml: domain \"big\", field `memory`: 62M brings the \
-         domains' total to 64M, more than the 48M the machine's 64M leaves after the hypervisor's 16M \
+         domains' total to 64M, more than the 46M the machine's 64M leaves after the hypervisor's 18M \
          (raise [machine] memory)"
     );
 }

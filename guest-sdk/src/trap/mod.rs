@@ -20,7 +20,9 @@
 
 mod entry;
 
-use hypercall_abi::trap::{frame_flags, TrapFrame, TrapInfo, TRAP_VECTORS, VECTOR_SYSCALL};
+use hypercall_abi::trap::{
+    debug_cause, frame_flags, TrapFrame, TrapInfo, RFLAGS_TF, TRAP_VECTORS, VECTOR_DEBUG, VECTOR_SYSCALL,
+};
 use hypercall_abi::HypercallError;
 use spin::Mutex;
 
@@ -47,6 +49,8 @@ pub mod page_fault {
 pub mod vector {
     /// Divide error (#DE).
     pub const DIVIDE_ERROR: u64 = 0;
+    /// Debug exception (#DB): single steps (see [`Trap::is_single_step`](super::Trap::is_single_step)).
+    pub const DEBUG: u64 = super::VECTOR_DEBUG;
     /// Breakpoint (#BP, `int3`).
     pub const BREAKPOINT: u64 = 3;
     /// Invalid opcode (#UD).
@@ -183,6 +187,20 @@ impl Trap<'_> {
     /// Whether it is a user system call (else an exception).
     pub fn is_syscall(&self) -> bool {
         self.frame.vector == VECTOR_SYSCALL
+    }
+
+    /// Whether it is a single-step trap: the instruction before
+    /// `frame.rip` ran with TF set (see [`hypercall_abi::trap`] for the
+    /// rules). Returning with the frame's TF still set steps the next one.
+    pub fn is_single_step(&self) -> bool {
+        self.frame.vector == VECTOR_DEBUG && self.frame.error_code & debug_cause::SINGLE_STEP != 0
+    }
+
+    /// Whether the trapped code ran with TF set (single-stepping); for a
+    /// system call, whether the user's `syscall` did (the kernel reports
+    /// that step itself if it wants to: see [`hypercall_abi::trap`]).
+    pub fn stepping(&self) -> bool {
+        self.frame.rflags & RFLAGS_TF != 0
     }
 
     /// A system call's number (`rax`) and arguments (`rdi`, `rsi`, `rdx`).

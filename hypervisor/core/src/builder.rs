@@ -11,7 +11,9 @@
 
 use crate::bundle::CheckedDomain;
 use crate::console::LineBuffer;
-use crate::domain::{Domain, DomainId, DomainStats};
+use crate::domain::{Domain, DomainId, DomainName, DomainStats};
+use crate::emulated::machine::VirtualMachine;
+use crate::heap_account::{allowance, vec_bytes, HeapAccount};
 use crate::frame_table::{FrameError, FrameTable, Mfn, Owner, PageType};
 use crate::page_type::PageTables;
 use crate::initial_layout::{initial_layout, InitialLayout, LayoutError, Region};
@@ -19,7 +21,7 @@ use crate::machine_memory::MachineMemory;
 use crate::manifest::{Expect, Mode};
 use crate::paging::{flags, table_index, ENTRIES};
 use crate::vcpu::Vcpu;
-use alloc::string::String;
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use hypercall_abi::layout::{GUEST_VIRT_BASE, GUEST_VIRT_LIMIT};
 use hypercall_abi::start_info::{CMDLINE_MAX, NAME_MAX, START_INFO_MAGIC};
@@ -75,6 +77,14 @@ pub struct DomainPlan<'a> {
 }
 
 impl<'a> DomainPlan<'a> {
+    /// The hypervisor heap the domain may hold: [`allowance`] for its
+    /// largest memory and its mode (as
+    /// [`DomainSpec::heap_allowance`](crate::manifest::DomainSpec::heap_allowance)
+    /// says for its manifest entry).
+    pub fn heap_allowance(&self) -> usize {
+        allowance(self.max_memory.max(self.memory) / PAGE_SIZE, self.mode == Mode::Emulated)
+    }
+
     /// The plan for a domain of a checked bundle, given its id.
     pub fn from_checked(id: DomainId, checked: &'a CheckedDomain<'a>) -> Self {
         DomainPlan {
@@ -124,6 +134,9 @@ pub enum BuildError {
     TooLong(&'static str),
     /// The tables built do not pass the validator (a builder bug).
     Validation(hypercall_abi::HypercallError),
+    /// The hypervisor's heap cannot hold the domain's frame list (the
+    /// kernel sizes the heap for it: a kernel bug).
+    Heap,
 }
 
 impl core::fmt::Display for BuildError {
@@ -137,6 +150,7 @@ impl core::fmt::Display for BuildError {
             BuildError::Frames(e) => write!(f, "{e}"),
             BuildError::TooLong(what) => write!(f, "{what} is too long for the start-info page"),
             BuildError::Validation(e) => write!(f, "its initial page tables fail validation: {e}"),
+            BuildError::Heap => f.write_str("the hypervisor's heap cannot hold its frame list"),
         }
     }
 }
@@ -169,11 +183,14 @@ pub fn build_emulated_domain(
     let loaded = crate::emulated::loader::load(plan, frames, mem)?;
     let mut vcpu = Vcpu::new(plan.entry, 0, 0, 0);
     vcpu.regs = crate::system::emulated_initial_regs(loaded.regs);
+    let max_pages = loaded.frames.len() as u64;
+    let vm = Box::new(VirtualMachine::new(loaded.cpu));
+    let (frame_list, heap) = accounted(plan, loaded.frames, max_pages, Some(&vm))?;
     Ok(Domain {
         id: plan.id,
-        name: String::from(plan.name),
+        name: name(plan)?,
         expect: plan.expect,
-        max_pages: loaded.frames.len() as u64,
+        max_pages,
         weight: plan.weight,
         time_limit_ns: plan.time_limit_ns,
         umip: plan.umip,
@@ -181,12 +198,37 @@ pub fn build_emulated_domain(
         shared_info: 0,
         events: EventChannels::default(),
         vcpu,
-        frames: loaded.frames,
+        frames: frame_list,
         console: LineBuffer::default(),
         ending: None,
         stats: DomainStats::default(),
-        vm: Some(alloc::boxed::Box::new(crate::emulated::machine::VirtualMachine::new(loaded.cpu))),
+        vm: Some(vm),
+        emulated: None,
+        heap,
     })
+}
+
+/// The name of the domain of `plan`, held in place.
+fn name(plan: &DomainPlan<'_>) -> Result<DomainName, BuildError> {
+    DomainName::try_from(plan.name).map_err(|()| BuildError::TooLong("name"))
+}
+
+/// The frame list `frames` given room for `max_pages` frames (so that
+/// growing it needs no memory), and the heap account of the domain of
+/// `plan`, charged with that list and its virtual machine `vm`, if it has
+/// one.
+fn accounted(
+    plan: &DomainPlan<'_>,
+    mut frames: Vec<Mfn>,
+    max_pages: u64,
+    vm: Option<&VirtualMachine>,
+) -> Result<(Vec<Mfn>, HeapAccount), BuildError> {
+    let room = (max_pages as usize).saturating_sub(frames.len());
+    frames.try_reserve_exact(room).map_err(|_| BuildError::Heap)?;
+    let mut heap = HeapAccount::new(plan.heap_allowance());
+    let vm_bytes = vm.map_or(0, |vm| core::mem::size_of::<VirtualMachine>() + vm.shadow_charged);
+    heap.charge(vec_bytes(&frames) + vm_bytes).map_err(|_| BuildError::Heap)?;
+    Ok((frames, heap))
 }
 
 /// Builds a paravirtualized domain and takes its frames from `frames`.
@@ -306,23 +348,27 @@ pub fn build_domain(
     shared.wall_clock.sec = plan.time.wall_clock_sec;
     mem.write(pfns[layout.shared_info as usize] * PAGE_SIZE, shared.as_bytes());
 
+    let max_pages = plan.max_memory.max(plan.memory) / PAGE_SIZE;
+    let (frame_list, heap) = accounted(plan, pfns, max_pages, None)?;
     Ok(Domain {
         id: plan.id,
-        name: String::from(plan.name),
+        name: name(plan)?,
         expect: plan.expect,
-        max_pages: plan.max_memory.max(plan.memory) / PAGE_SIZE,
+        max_pages,
         weight: plan.weight,
         time_limit_ns: plan.time_limit_ns,
         umip: plan.umip,
-        console_ring: pfns[layout.console_ring as usize] * PAGE_SIZE,
-        shared_info: pfns[layout.shared_info as usize] * PAGE_SIZE,
+        console_ring: ring_mfn * PAGE_SIZE,
+        shared_info: shared_mfn * PAGE_SIZE,
         events: EventChannels::default(),
         vcpu: Vcpu::new(plan.entry, si.stack_top, layout.virt(layout.start_info), root_mfn * PAGE_SIZE),
-        frames: pfns,
+        frames: frame_list,
         console: LineBuffer::default(),
         ending: None,
         stats: DomainStats::default(),
         vm: None,
+        emulated: None,
+        heap,
     })
 }
 

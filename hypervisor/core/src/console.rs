@@ -7,7 +7,6 @@
 
 use crate::machine_memory::MachineMemory;
 use alloc::string::String;
-use alloc::vec::Vec;
 use hypercall_abi::console::{CONSOLE_OUT_SIZE, OUT_CONS_OFFSET, OUT_OFFSET, OUT_PROD_OFFSET};
 
 /// Where finished lines go (the serial port in the kernel, a `String` in tests).
@@ -29,10 +28,11 @@ impl ConsoleSink for String {
 /// Longest line printed in one piece; longer ones are split.
 pub const MAX_LINE: usize = 200;
 
-/// Bytes of a line not yet ended.
+/// Bytes of a line not yet ended: a fixed buffer inside the domain, so
+/// that a guest's output costs the hypervisor no heap.
 #[derive(Clone, Debug, Default)]
 pub struct LineBuffer {
-    pending: Vec<u8>,
+    pending: heapless::Vec<u8, MAX_LINE>,
 }
 
 impl LineBuffer {
@@ -43,8 +43,9 @@ impl LineBuffer {
                 b'\n' => self.flush(name, sink),
                 b'\r' => {}
                 _ => {
-                    self.pending.push(b);
-                    if self.pending.len() >= MAX_LINE {
+                    // Never full here: a full buffer is printed at once.
+                    let _ = self.pending.push(b);
+                    if self.pending.is_full() {
                         self.flush(name, sink);
                     }
                 }
@@ -52,15 +53,23 @@ impl LineBuffer {
         }
     }
 
-    /// Prints what is pending as a line, if anything is.
+    /// Prints what is pending as a line, if anything is: invalid UTF-8
+    /// shown as U+FFFD (as `String::from_utf8_lossy` would) and control
+    /// characters other than tab as `?`.
     pub fn flush(&mut self, name: &str, sink: &mut impl ConsoleSink) {
         if self.pending.is_empty() {
             return;
         }
-        let text: String = String::from_utf8_lossy(&self.pending)
-            .chars()
-            .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
-            .collect();
+        // Each byte becomes at most 3 (a U+FFFD per invalid byte).
+        let mut text = heapless::String::<{ 3 * MAX_LINE }>::new();
+        for chunk in self.pending.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                let _ = text.push(if c.is_control() && c != '\t' { '?' } else { c });
+            }
+            if !chunk.invalid().is_empty() {
+                let _ = text.push(char::REPLACEMENT_CHARACTER);
+            }
+        }
         sink.line(name, &text);
         self.pending.clear();
     }
@@ -107,6 +116,14 @@ mod tests {
         lb.push(b"o\r\n\x07x", "d", &mut out);
         lb.flush("d", &mut out);
         assert_eq!(out, "[d] one\n[d] two\n[d] ?x\n");
+        out.clear();
+        lb.push(b"\xff\xfe caf\xc3\xa9 \xe2\x82", "d", &mut out);
+        lb.flush("d", &mut out);
+        assert_eq!(out, "[d] \u{fffd}\u{fffd} caf\u{e9} \u{fffd}\n", "as String::from_utf8_lossy shows it");
+        out.clear();
+        let invalid = [0xffu8; MAX_LINE];
+        lb.push(&invalid, "d", &mut out);
+        assert_eq!(out.chars().filter(|c| *c == char::REPLACEMENT_CHARACTER).count(), MAX_LINE, "the longest text fits");
         out.clear();
         lb.push(&[b'a'; MAX_LINE + 1], "d", &mut out);
         assert_eq!(out.lines().count(), 1);

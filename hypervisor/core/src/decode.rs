@@ -37,7 +37,8 @@ pub struct Mem {
     pub disp: i64,
     /// Relative to the address of the next instruction.
     pub rip_relative: bool,
-    /// An FS or GS segment override (the only ones that matter in 64-bit mode).
+    /// A segment override prefix: the last FS or GS one, else the last
+    /// of the others (which add no base in 64-bit mode).
     pub segment: Option<Segment>,
 }
 
@@ -57,11 +58,31 @@ impl Mem {
         }
         a
     }
+
+    /// Whether the reference goes through SS: its base is rsp or rbp and
+    /// no override names another segment, or an `ss:` override names SS
+    /// (Intel SDM vol. 1, 3.7.4). A non-canonical address there is #SS(0),
+    /// elsewhere #GP(0).
+    pub fn through_stack(&self) -> bool {
+        match self.segment {
+            Some(segment) => segment == Segment::Ss,
+            None => matches!(self.base, Some(Reg(4 | 5))),
+        }
+    }
 }
 
-/// A segment override that changes the address in 64-bit mode.
+/// A segment override prefix. In 64-bit mode only FS and GS add a base;
+/// SS makes the reference a stack one ([`Mem::through_stack`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Segment {
+    /// 0x26.
+    Es,
+    /// 0x2e.
+    Cs,
+    /// 0x36.
+    Ss,
+    /// 0x3e.
+    Ds,
     /// 0x64.
     Fs,
     /// 0x65.
@@ -446,7 +467,14 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     loop {
         match b {
             0x66 => p.opsize16 = true,
-            0x2e | 0x36 | 0x3e | 0x26 => {} // ignored in 64-bit mode
+            // In 64-bit mode ES, CS, SS and DS add no base, so one of them
+            // never displaces an FS or GS override met before it; it is kept
+            // otherwise, for `Mem::through_stack`.
+            0x26 | 0x2e | 0x36 | 0x3e if matches!(p.segment, Some(Segment::Fs | Segment::Gs)) => {}
+            0x26 => p.segment = Some(Segment::Es),
+            0x2e => p.segment = Some(Segment::Cs),
+            0x36 => p.segment = Some(Segment::Ss),
+            0x3e => p.segment = Some(Segment::Ds),
             0x64 => p.segment = Some(Segment::Fs),
             0x65 => p.segment = Some(Segment::Gs),
             0x67 => p.addr32 = true,
@@ -514,6 +542,66 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         _ => return Err(DecodeError::Unsupported),
     };
     Ok(Decoded { op, len: c.at })
+}
+
+/// Whether the instruction at the start of `bytes` is one whose execution
+/// in ring 3 can fault where ring 0 would not: a system instruction, I/O,
+/// `cli`/`sti`, a segment-register load, a far transfer, an interrupt or
+/// its return (Intel SDM vol. 3, 5.9, and each instruction's exceptions).
+/// It is judged from the prefixes and the opcode alone, conservatively: an
+/// opcode not known to be an ordinary one (the one-byte map, the two-byte
+/// map's data and vector instructions, VEX and EVEX) counts.
+///
+/// The emulator asks it about the instructions [`decode`] does not know: a
+/// #GP raised by any other (a load from a non-canonical address, an SSE
+/// operand that breaks its alignment rule) is the guest's own, raised in
+/// ring 0 just the same.
+pub fn may_trap_for_privilege(bytes: &[u8]) -> bool {
+    let legacy_prefix = |b: &u8| matches!(b, 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3);
+    let mut rest = bytes;
+    while rest.first().is_some_and(legacy_prefix) {
+        rest = &rest[1..];
+    }
+    if rest.first().is_some_and(|b| (0x40..=0x4f).contains(b)) {
+        rest = &rest[1..]; // REX
+    }
+    let Some((&opcode, rest)) = rest.split_first() else { return true };
+    let modrm = rest.first().copied();
+    match opcode {
+        0x0f => two_byte_may_trap(rest),
+        // VEX and EVEX in 64-bit mode: vector instructions only.
+        0xc4 | 0xc5 | 0x62 => false,
+        // `call far` and `jmp far` through memory (FF /3, FF /5).
+        0xff => modrm.is_none_or(|m| matches!((m >> 3) & 7, 3 | 5)),
+        // Segment pushes and pops, BCD and the other opcodes invalid in
+        // 64-bit mode (#UD anyway); string I/O; `mov sreg`; far call, far
+        // return, `int3`, `int`, `into`, `iret`; I/O; `int1`, `hlt`, `cli`,
+        // `sti`.
+        0x06 | 0x07 | 0x0e | 0x16 | 0x17 | 0x1e | 0x1f | 0x27 | 0x2f | 0x37 | 0x3f | 0x60 | 0x61 | 0x82 | 0xd4..=0xd6
+        | 0x6c..=0x6f | 0x8e | 0x9a | 0xca..=0xcf | 0xe4..=0xe7 | 0xea | 0xec..=0xef | 0xf1 | 0xf4 | 0xfa | 0xfb => true,
+        _ => false,
+    }
+}
+
+/// [`may_trap_for_privilege`] after 0x0f.
+fn two_byte_may_trap(bytes: &[u8]) -> bool {
+    let Some((&opcode, rest)) = bytes.split_first() else { return true };
+    let modrm = rest.first().copied();
+    match opcode {
+        // The system groups, `lar`, `lsl`, `syscall`, `clts`, `sysret`,
+        // `invd`, `wbinvd`, `mov` to and from control and debug registers,
+        // `wrmsr`, `rdtsc`, `rdmsr`, `rdpmc`, `sysenter`, `sysexit`,
+        // `getsec`, `vmread`, `vmwrite`, `pop fs`, `cpuid`, `pop gs`, `rsm`,
+        // `lss`, `lfs`, `lgs`, and the opcodes no CPU defines.
+        0x00..=0x0a | 0x0c | 0x20..=0x27 | 0x30..=0x37 | 0x39 | 0x3b..=0x3f | 0x78..=0x7b | 0xa1 | 0xa2 | 0xa6 | 0xa7
+        | 0xa9 | 0xaa | 0xb2 | 0xb4 | 0xb5 => true,
+        // `invept`, `invvpid`, `invpcid`, and ENQCMDS and its neighbours.
+        0x38 => rest.first().is_none_or(|b| matches!(b, 0x80..=0x82 | 0xf8..=0xff)),
+        // Group 9 in memory, but `cmpxchg8b`/`cmpxchg16b`: `xrstors`,
+        // `xsaves`, the VMX pointer instructions.
+        0xc7 => modrm.is_none_or(|m| m >> 6 != 3 && (m >> 3) & 7 != 1),
+        _ => false,
+    }
 }
 
 fn two_byte(c: &mut Cursor<'_>, p: &Prefixes) -> Result<Op, DecodeError> {

@@ -1,13 +1,19 @@
 //! A domain: one guest, its memory, its vCPU and how it ended.
 
 use crate::console::LineBuffer;
-use crate::event_channel::EventChannels;
+use crate::emulated::exits::ExitCounters;
+use crate::emulated::machine::VirtualMachine;
+use crate::emulated::shadow::ShadowStats;
+use crate::event_channel::{EventChannels, Port};
 use crate::frame_table::Mfn;
+use crate::heap_account::{vec_bytes, HeapAccount};
 use crate::manifest::Expect;
 use crate::vcpu::Vcpu;
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
-use hypercall_abi::DomainState;
+use hypercall_abi::start_info::NAME_MAX;
+use hypercall_abi::{DomainState, HypercallError};
 
 /// A domain's id: its position in the manifest, from 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -19,13 +25,34 @@ impl core::fmt::Display for DomainId {
     }
 }
 
-/// How a domain ended, once it has.
+/// A domain's name: at most [`NAME_MAX`] bytes (the manifest's rule),
+/// held in place.
+pub type DomainName = heapless::String<NAME_MAX>;
+
+/// What an ended domain's summary says it crashed for ("#PF at 0x4000b2",
+/// "blocked forever"), held in place and cut to fit.
+pub type CrashWhat = heapless::String<48>;
+
+/// [`CrashWhat`] from any text, cut at a character boundary if too long.
+pub fn crash_what(text: &str) -> CrashWhat {
+    let mut what = CrashWhat::new();
+    for c in text.chars() {
+        if what.push(c).is_err() {
+            break;
+        }
+    }
+    what
+}
+
+/// How a domain ended, once it has. An ended domain keeps only fixed-size
+/// records (this, its name, its counters), so that everything it made the
+/// hypervisor allocate is freed when it ends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ending {
     /// It called `exit(status)`.
     Exited(u64),
     /// The hypervisor stopped it after a fault; the text names the fault.
-    Crashed(String),
+    Crashed(CrashWhat),
     /// The hypervisor stopped it when it had used its CPU time limit.
     TimeLimit,
 }
@@ -55,11 +82,13 @@ pub struct Domain {
     /// Its id.
     pub id: DomainId,
     /// Its name from the manifest.
-    pub name: String,
+    pub name: DomainName,
     /// What the manifest expects of its end.
     pub expect: Expect,
     /// Its memory: machine frame of each pfn (frames added by ballooning
-    /// come last; frames given back are removed).
+    /// come last; frames given back are removed). Its capacity is
+    /// `max_pages` from the start (charged to `heap`), so growing needs
+    /// no memory.
     pub frames: Vec<Mfn>,
     /// Most frames it may own (`max_memory` in the manifest).
     pub max_pages: u64,
@@ -83,9 +112,23 @@ pub struct Domain {
     pub ending: Option<Ending>,
     /// Counters.
     pub stats: DomainStats,
-    /// The virtual machine of an emulated domain (`mode = "emulated"`);
-    /// `None` for a paravirtualized one.
-    pub vm: Option<alloc::boxed::Box<crate::emulated::machine::VirtualMachine>>,
+    /// The virtual machine of an emulated domain (`mode = "emulated"`)
+    /// while it runs; `None` for a paravirtualized one, and once it ended.
+    pub vm: Option<Box<VirtualMachine>>,
+    /// What an emulated domain's summary shows, kept when its machine is
+    /// freed at its end.
+    pub emulated: Option<EmulatedRecord>,
+    /// The hypervisor heap held for it, against its allowance.
+    pub heap: HeapAccount,
+}
+
+/// What the summary of an emulated domain shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EmulatedRecord {
+    /// Its exits by cause.
+    pub exits: ExitCounters,
+    /// Its shadow counters.
+    pub shadow: ShadowStats,
 }
 
 impl Domain {
@@ -136,6 +179,20 @@ impl Domain {
     /// Whether it runs an unmodified kernel under trap-and-emulate.
     pub fn is_emulated(&self) -> bool {
         self.vm.is_some()
+    }
+
+    /// Allocates a port in state `state`, a longer port table charged to
+    /// its allowance (see [`EventChannels::alloc`]).
+    pub fn alloc_port(&mut self, state: Port) -> Result<u32, HypercallError> {
+        self.events.alloc(state, &mut self.heap)
+    }
+
+    /// The hypervisor heap it holds, recomputed from its structures: its
+    /// frame list, its port table, and its virtual machine with the shadow
+    /// bookkeeping (their bound). `heap.charged()` always equals this.
+    pub fn heap_held(&self) -> usize {
+        let vm = self.vm.as_ref().map_or(0, |vm| core::mem::size_of::<VirtualMachine>() + vm.shadow.heap_bytes());
+        vec_bytes(&self.frames) + self.events.table_bytes() + vm
     }
 
     /// The FS and GS bases the real CPU must hold while it runs (a

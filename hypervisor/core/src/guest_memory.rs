@@ -114,6 +114,13 @@ impl<M: MachineMemory> GuestView<'_, M> {
         Ok(())
     }
 
+    /// Checks that the whole range may be accessed as `access` says,
+    /// touching nothing (for a call that must know before it acts, and
+    /// then copies the range piece by piece).
+    pub fn check(&mut self, slice: GuestSlice, access: Access) -> Result<(), HypercallError> {
+        self.for_each_piece(slice, access, |_, _, _, _| {})
+    }
+
     /// Copies the guest range into `out` (whose length must equal the range's).
     pub fn read(&mut self, slice: GuestSlice, out: &mut [u8]) -> Result<(), HypercallError> {
         assert_eq!(out.len() as u64, slice.len, "caller sizes the buffer from the slice");

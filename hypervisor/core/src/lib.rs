@@ -26,6 +26,7 @@ pub mod event_channel;
 pub mod fault;
 pub mod frame_table;
 pub mod guest_memory;
+pub mod heap_account;
 pub mod hypercall;
 pub mod image;
 pub mod initial_layout;

@@ -9,7 +9,7 @@
 //!
 //! ```toml
 //! [machine]              # optional
-//! memory = "128M"        # QEMU -m; domains + HYPERVISOR_RESERVE must fit
+//! memory = "128M"        # QEMU -m, at most 15G; domains + the hypervisor's share must fit
 //! [[domain]]
 //! name = "hello"         # unique, [a-z0-9_-]+, at most 32 bytes
 //! image = "hello"        # demo-guest crate name or path (xtask); bundle path (hypervisor)
@@ -28,6 +28,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::heap_account::{allowance, heap_size};
 use hypercall_abi::start_info::{CMDLINE_MAX, NAME_MAX};
 use hypercall_abi::PAGE_SIZE;
 use serde::{Deserialize, Serialize};
@@ -42,12 +43,29 @@ pub use values::{Expect, MemorySize, MemorySizeError, TimeSpan};
 /// Machine memory when the manifest has no `[machine]` table.
 pub const DEFAULT_MACHINE_MEMORY: MemorySize = MemorySize(128 * MIB);
 
-/// Memory the hypervisor keeps for itself (its image, heap, page tables,
-/// the boot bundle and the firmware's holes) and never gives to domains.
-/// A manifest whose domains need more than machine memory minus this is
-/// refused before anything boots, rather than failing half-way through
-/// building domains.
+/// Memory the hypervisor keeps for itself besides its heap (its image,
+/// page tables, the boot bundle and the firmware's holes) and never gives
+/// to domains. With the heap it makes the hypervisor's share
+/// ([`Manifest::hypervisor_share`]): a manifest whose domains need more
+/// than machine memory minus that share is refused before anything boots,
+/// rather than failing half-way through building domains.
 pub const HYPERVISOR_RESERVE: u64 = 16 * MIB;
+
+/// The most machine memory the hypervisor can use: its physical map
+/// covers 16 GiB of machine addresses (`PHYSMAP_LIMIT` in the kernel), and
+/// QEMU puts RAM beyond 3 GiB above a 1 GiB hole, at 4 GiB.
+pub const MAX_MACHINE_MEMORY: MemorySize = MemorySize(15 * GIB);
+
+/// Below 4 GiB, QEMU's microvm maps at most this much RAM; the rest starts at 4 GiB.
+const RAM_BELOW_HOLE: u64 = 3 * GIB;
+
+/// Frames the hypervisor's frame table describes on a machine with
+/// `memory` of RAM: every address up to the end of RAM, the 1 GiB hole
+/// below 4 GiB included once RAM reaches past it.
+pub fn machine_frames(memory: MemorySize) -> u64 {
+    let end = if memory.bytes() > RAM_BELOW_HOLE { memory.bytes() + GIB } else { memory.bytes() };
+    end / PAGE_SIZE
+}
 
 /// Machine memory must be a whole number of these, because QEMU's `-m`
 /// rounds anything else.
@@ -146,6 +164,11 @@ impl DomainSpec {
     /// `max_memory`, or `memory` when it is not given.
     pub fn max_memory_bytes(&self) -> u64 {
         self.max_memory.unwrap_or(self.memory).bytes()
+    }
+
+    /// The hypervisor heap this domain may hold ([`allowance`]).
+    pub fn heap_allowance(&self) -> usize {
+        allowance(self.max_memory_bytes() / PAGE_SIZE, self.mode == Mode::Emulated)
     }
 }
 
@@ -286,8 +309,13 @@ pub enum ManifestError {
         /// The size written.
         size: MemorySize,
     },
-    /// The domains together need more than the machine has after
-    /// [`HYPERVISOR_RESERVE`]; names the domain that crosses the limit.
+    /// `[machine] memory` is more than [`MAX_MACHINE_MEMORY`].
+    MachineMemoryTooLarge {
+        /// The size written.
+        size: MemorySize,
+    },
+    /// The domains together need more than the machine has after the
+    /// hypervisor's share; names the domain that crosses the limit.
     TooMuchMemory {
         /// The first domain with which the total no longer fits.
         domain: DomainRef,
@@ -297,6 +325,8 @@ pub enum ManifestError {
         total: u64,
         /// The machine's memory.
         machine: MemorySize,
+        /// The hypervisor's share ([`Manifest::hypervisor_share`]).
+        hypervisor: u64,
     },
 }
 
@@ -377,13 +407,18 @@ impl ManifestError {
             ManifestError::MachineMemoryNotMiB { size } => {
                 write!(f, "[machine], field `memory`: {size} is not a whole number of MiB (QEMU -m would round it)")
             }
-            ManifestError::TooMuchMemory { domain, size, total, machine } => write!(
+            ManifestError::MachineMemoryTooLarge { size } => write!(
+                f,
+                "[machine], field `memory`: {size} is more than the {MAX_MACHINE_MEMORY} the hypervisor can use \
+                 (its physical map covers 16 GiB of addresses, and RAM beyond 3 GiB starts at 4 GiB)"
+            ),
+            ManifestError::TooMuchMemory { domain, size, total, machine, hypervisor } => write!(
                 f,
                 "{domain}, field `memory`: {size} brings the domains' total to {}, more than the {} \
                  the machine's {machine} leaves after the hypervisor's {} (raise [machine] memory)",
                 MemorySize(*total),
-                MemorySize(machine.bytes().saturating_sub(HYPERVISOR_RESERVE)),
-                MemorySize(HYPERVISOR_RESERVE)
+                MemorySize(machine.bytes().saturating_sub(*hypervisor)),
+                MemorySize(*hypervisor)
             ),
         }
     }
@@ -479,7 +514,11 @@ impl Manifest {
         if !machine.bytes().is_multiple_of(MACHINE_MEMORY_GRANULE) {
             return Err(ManifestError::MachineMemoryNotMiB { size: machine });
         }
-        let available = machine.bytes().saturating_sub(HYPERVISOR_RESERVE);
+        if machine > MAX_MACHINE_MEMORY {
+            return Err(ManifestError::MachineMemoryTooLarge { size: machine });
+        }
+        let hypervisor = self.hypervisor_share();
+        let available = machine.bytes().saturating_sub(hypervisor);
         let mut total: u64 = 0;
         for (index, d) in self.domains.iter().enumerate() {
             total = total.saturating_add(d.memory.bytes());
@@ -489,6 +528,7 @@ impl Manifest {
                     size: d.memory,
                     total,
                     machine,
+                    hypervisor,
                 });
             }
         }
@@ -503,6 +543,18 @@ impl Manifest {
     /// Total memory of all domains, in bytes.
     pub fn total_domain_memory(&self) -> u64 {
         self.domains.iter().map(|d| d.memory.bytes()).fold(0, u64::saturating_add)
+    }
+
+    /// The heap the hypervisor carves for this machine and these domains
+    /// (see [`heap_size`]).
+    pub fn heap_bytes(&self) -> u64 {
+        heap_size(machine_frames(self.machine.memory), self.domains.iter().map(DomainSpec::heap_allowance)) as u64
+    }
+
+    /// What the hypervisor keeps of the machine's memory: the
+    /// [`HYPERVISOR_RESERVE`] and its heap, rounded up to a MiB.
+    pub fn hypervisor_share(&self) -> u64 {
+        HYPERVISOR_RESERVE + self.heap_bytes().div_ceil(MIB) * MIB
     }
 }
 

@@ -39,6 +39,15 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
+    /// Heap bytes of one domain's entry.
+    pub const ENTRY_BYTES: usize = core::mem::size_of::<Entry>();
+
+    /// A scheduler with room for `n` domains (so adding them allocates
+    /// nothing).
+    pub fn with_capacity(n: usize) -> Self {
+        Scheduler { entries: Vec::with_capacity(n) }
+    }
+
     /// Adds domain `id` (ids are added in order) with a weight, runnable.
     pub fn add(&mut self, id: DomainId, weight: u32) {
         assert_eq!(usize::from(id.0), self.entries.len(), "domains are added in id order");

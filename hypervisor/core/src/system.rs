@@ -8,7 +8,7 @@
 //! next domain's state), or stop because every domain has ended.
 
 use crate::console::{drain_ring, ConsoleSink};
-use crate::domain::{Domain, DomainId, Ending};
+use crate::domain::{crash_what, Domain, DomainId, Ending};
 use crate::fault;
 use crate::frame_table::FrameTable;
 use crate::hypercall::{self, Context, Outcome, TlbFlush};
@@ -20,10 +20,9 @@ use crate::scheduler::{Scheduler, SLICE_NS};
 use crate::time::TimeBase;
 use crate::trap_bounce::BounceError;
 use hypercall_abi::event::{UPCALL_MASK_OFFSET, UPCALL_PENDING_OFFSET};
-use hypercall_abi::trap::VECTOR_EVENT;
+use hypercall_abi::trap::{debug_cause, VECTOR_DEBUG, VECTOR_EVENT};
 use crate::vcpu::GuestRegs;
 use alloc::format;
-use alloc::string::String;
 use alloc::vec::Vec;
 use hypercall_abi::{encode_result, Hypercall};
 
@@ -128,24 +127,44 @@ pub struct System {
 
 impl System {
     /// A system with these frames, the hypervisor's upper-half PML4
-    /// entries, and no domain yet.
-    pub fn new(frames: FrameTable, hypervisor_half: [u64; ENTRIES / 2]) -> Self {
+    /// entries, and no domain yet, with room for `nr_domains` domains: the
+    /// domain table and the scheduler are allocated now, once, so that
+    /// what the heap holds after this call is the level it returns to when
+    /// every domain has ended (see `system::ending`).
+    pub fn new(frames: FrameTable, hypervisor_half: [u64; ENTRIES / 2], nr_domains: usize) -> Self {
         System {
             frames,
-            domains: Vec::new(),
+            domains: Vec::with_capacity(nr_domains),
             hypervisor_half,
             time: TimeBase::default(),
-            scheduler: Scheduler::default(),
+            scheduler: Scheduler::with_capacity(nr_domains),
             timer_dirty: true,
             current: None,
             dispatched_at: 0,
         }
     }
 
-    /// Adds a built domain (its id must be the next index) and makes it runnable.
+    /// Adds a built domain (its id must be the next index) and makes it
+    /// runnable. (Past the `nr_domains` given to [`System::new`], the
+    /// table would have to grow.)
     pub fn add_domain(&mut self, domain: Domain) {
         self.scheduler.add(domain.id, domain.weight);
         self.domains.push(domain);
+    }
+
+    /// The heap bytes charged to each domain, by id.
+    pub fn heap_charged(&self) -> impl Iterator<Item = (DomainId, usize)> + '_ {
+        self.domains.iter().map(|d| (d.id, d.heap.charged()))
+    }
+
+    /// Checks every domain's heap account against what its structures
+    /// hold ([`Domain::heap_held`]): the first domain whose charge differs,
+    /// with (charged, held), if any. Holds after every entry.
+    pub fn check_heap_accounts(&self) -> Result<(), (DomainId, usize, usize)> {
+        match self.domains.iter().find(|d| d.heap.charged() != d.heap_held()) {
+            Some(d) => Err((d.id, d.heap.charged(), d.heap_held())),
+            None => Ok(()),
+        }
     }
 
     /// The running domain.
@@ -267,6 +286,50 @@ impl System {
         frame: &mut GuestRegs,
     ) -> Next {
         self.on_hypercall(p, frame)
+    }
+
+    /// Handles a `syscall` made with TF set: FMASK leaves TF set, so the
+    /// CPU traps on the kernel door's first instruction, and the kernel's
+    /// entry code comes here instead of [`Self::on_hypercall`] (a
+    /// `syscall` made with TF clear pays nothing for this).
+    ///
+    /// The hypercall is one instruction of the guest's: it is carried out
+    /// as usual, and then the guest kernel's #DB handler gets the step,
+    /// with `rip` after the `syscall` (or wherever the hypercall left the
+    /// guest: `iret`'s frame, or the point it resumes from after `yield`).
+    /// The trap is owed ([`Vcpu::single_step_owed`](crate::vcpu::Vcpu))
+    /// with `upcall_due` set, so that the paths back to the domain deliver
+    /// it where they deliver upcalls, and before one: at once if it keeps
+    /// the CPU, when it is dispatched again if it gave the CPU up.
+    #[cold]
+    #[inline(never)]
+    pub fn on_stepped_hypercall<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        frame: &mut GuestRegs,
+    ) -> Next {
+        let Some(caller) = self.current else { no_current_domain() };
+        let d = &mut self.domains[usize::from(caller.0)];
+        if !d.vcpu.kernel_mode || d.vm.is_some() {
+            // Not a hypercall (a door the kernel did not switch): the
+            // single-step rules of that door apply, see `on_hypercall`.
+            return self.on_hypercall(p, frame);
+        }
+        d.vcpu.single_step_owed = true;
+        d.events.upcall_due = true;
+        match self.on_hypercall(p, frame) {
+            Next::ResumeOnFloorPath => {
+                // `bench_floor` itself was stepped: the #DB is an exception,
+                // which ends the floor measurement at once.
+                self.domain(caller).vcpu.bench_floor = false;
+                if let Some(stopped) = self.deliver_owed_single_step(p, caller, frame) {
+                    return stopped;
+                }
+                let d = &self.domains[usize::from(caller.0)];
+                Next::Switch { root: d.vcpu.current_root(), door: d.door() }
+            }
+            next => next,
+        }
     }
 
     /// The hypercall outcomes that change more than `rax` and the registers.
@@ -407,8 +470,9 @@ impl System {
         }
     }
 
-    /// The rare part of [`Self::resume_current`]: an upcall may be due.
-    /// Returns what to do instead of resuming if the domain had to be stopped.
+    /// The rare part of [`Self::resume_current`]: an upcall (or a
+    /// single-step trap) may be due. Returns what to do instead of resuming
+    /// if the domain had to be stopped.
     #[cold]
     #[inline(never)]
     fn upcall_before_resume<M: MachineMemory, C: ConsoleSink>(
@@ -417,8 +481,41 @@ impl System {
         id: DomainId,
         frame: &mut GuestRegs,
     ) -> Option<Next> {
+        if let Some(stopped) = self.deliver_owed_single_step(p, id, frame) {
+            return Some(stopped);
+        }
         let e = self.deliver_upcall(p, id, frame).err()?;
         Some(self.crash(p, frame, &format!("an event upcall was due, but {e}"), 0))
+    }
+
+    /// Delivers the single-step trap domain `id` (whose registers are in
+    /// `frame`) is owed for a hypercall it made with TF set, if it is: on
+    /// the way back to it, before an event upcall (a trap on the previous
+    /// instruction comes before an interrupt, Intel SDM vol. 3, 6.9).
+    /// Returns what to do instead of going on if the domain had to be
+    /// stopped.
+    #[cold]
+    #[inline(never)]
+    fn deliver_owed_single_step<M: MachineMemory, C: ConsoleSink>(
+        &mut self,
+        p: &mut Platform<'_, M, C>,
+        id: DomainId,
+        frame: &mut GuestRegs,
+    ) -> Option<Next> {
+        let d = &mut self.domains[usize::from(id.0)];
+        if !core::mem::take(&mut d.vcpu.single_step_owed) {
+            return None;
+        }
+        match bounce(p.mem, &self.frames, d, frame, VECTOR_DEBUG, debug_cause::SINGLE_STEP, 0) {
+            Ok(()) => {
+                d.stats.bounces += 1;
+                None
+            }
+            Err(e) => {
+                frame.vector = VECTOR_DEBUG; // reported as the exception it is
+                Some(self.crash(p, frame, &format!("a single-step trap was due after its hypercall, but {e}"), 0))
+            }
+        }
     }
 
     /// Delivers an event upcall to domain `id` (whose registers are in
@@ -557,17 +654,18 @@ impl System {
             }
             // Everyone left waits for an event nobody can send. (Their ends
             // are not announced to each other: that would wake the next.)
-            let stuck: Vec<DomainId> = self.domains.iter().filter(|d| d.is_alive()).map(|d| d.id).collect();
-            for id in stuck {
-                log::error!("{} waits for an event that nothing can send any more", self.domains[usize::from(id.0)].label());
-                self.end_quietly(p, id, Ending::Crashed(String::from("blocked forever")));
+            for i in 0..self.domains.len() {
+                if self.domains[i].is_alive() {
+                    log::error!("{} waits for an event that nothing can send any more", self.domains[i].label());
+                    self.end_quietly(p, d_id(i), Ending::Crashed(crash_what("blocked forever")));
+                }
             }
             return Next::Finished { all_as_expected: self.domains.iter().all(Domain::ended_as_expected) };
         };
         let d = &mut self.domains[usize::from(next.0)];
         d.stats.dispatches += 1;
         *frame = d.vcpu.regs;
-        let upcall_due = d.events.upcall_due;
+        let (upcall_due, single_step_owed) = (d.events.upcall_due, d.vcpu.single_step_owed);
         self.current = Some(next);
         if let Some(vm) = d.vm.as_deref_mut() {
             // The PIT ticks it missed while preempted (they did not arm the
@@ -580,6 +678,12 @@ impl System {
             };
         }
         if upcall_due {
+            // (A single-step trap is owed only with `upcall_due` set.)
+            if single_step_owed {
+                if let Some(stopped) = self.deliver_owed_single_step(p, next, frame) {
+                    return stopped;
+                }
+            }
             if let Err(e) = self.deliver_upcall(p, next, frame) {
                 return self.crash(p, frame, &format!("an event upcall was due, but {e}"), 0);
             }
@@ -616,3 +720,7 @@ mod event_tests;
 mod emulated_tests;
 #[cfg(test)]
 mod emulated_regression_tests;
+#[cfg(test)]
+mod emulated_fault_tests;
+#[cfg(test)]
+mod single_step_tests;

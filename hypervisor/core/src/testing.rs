@@ -20,7 +20,7 @@ pub fn system_with(n: u16, expect: Expect) -> (System, TestMemory) {
     let mut frames = FrameTable::new(TEST_FRAMES);
     frames.add_free(256, TEST_FRAMES);
     let upper = [0; ENTRIES / 2];
-    let mut system = System::new(frames, upper);
+    let mut system = System::new(frames, upper, usize::from(n));
     let code = [0x90u8, 0xc3];
     let data = b"hello, world";
     for i in 0..n {

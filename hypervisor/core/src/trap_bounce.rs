@@ -13,7 +13,7 @@ use crate::paging::Access;
 use crate::vcpu::Vcpu;
 use hypercall_abi::PAGE_SIZE;
 use crate::machine_memory::MachineMemory;
-use crate::vcpu::GuestRegs;
+use crate::vcpu::{GuestRegs, HANDLER_RFLAGS};
 use hypercall_abi::trap::{frame_flags, TrapFrame, RED_ZONE, VECTOR_EVENT, VECTOR_SYSCALL};
 use hypercall_abi::HypercallError;
 use zerocopy::{FromZeros, IntoBytes};
@@ -75,6 +75,9 @@ pub fn bounce(
         rflags: regs.rflags,
         rsp: regs.rsp,
     };
+    // The handler runs on known flags, above all without TF (the frame
+    // keeps the interrupted ones, and `iret` restores them).
+    regs.rflags = HANDLER_RFLAGS;
     write_trap_frame(mem, frames, domain.id, vcpu, sp, &frame).map_err(BounceError::BadKernelStack)?;
     vcpu.kernel_mode = true;
     regs.rsp = sp;

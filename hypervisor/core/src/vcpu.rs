@@ -11,6 +11,8 @@ pub const GUEST_INITIAL_RFLAGS: u64 = 0x202;
 /// RFLAGS bits a guest may hold: CF PF AF ZF SF TF IF DF OF, AC, ID.
 /// (IOPL, NT, RF, VM, VIF, VIP are never given to a guest.)
 pub const GUEST_RFLAGS_MASK: u64 = 0x24_0fd5;
+/// RFLAGS.TF and the flags a trap handler starts with (see `hypercall_abi::trap`).
+pub use hypercall_abi::trap::{HANDLER_RFLAGS, RFLAGS_TF};
 
 /// The general-purpose registers and the interrupt frame of a guest, in the
 /// order the entry code pushes them (lowest address first).
@@ -192,6 +194,10 @@ pub struct Vcpu {
     pub kernel_sp: u64,
     /// Measuring the bare `syscall` floor until the next exception.
     pub bench_floor: bool,
+    /// A hypercall made with TF set owes the guest kernel a single-step
+    /// trap, delivered before the vCPU resumes (and before an event
+    /// upcall): see `System::on_stepped_hypercall`.
+    pub single_step_owed: bool,
     /// The last kernel-stack pages a trap frame went to: (page-aligned
     /// guest-virtual address, machine address, top-level table); an
     /// all-zero entry is empty (page 0 is never a guest page). Saves page
@@ -215,6 +221,7 @@ impl Vcpu {
             event_callback: 0,
             kernel_sp: 0,
             bench_floor: false,
+            single_step_owed: false,
             stack_pages: [(0, 0, 0); 2],
         }
     }

@@ -5,11 +5,12 @@
 //! policy (what a hypercall may do, who owns a frame, which domain runs next)
 //! is in `parvus-core`, which is tested on the host.
 //!
-//! Boot, in the order [`kmain`] does it: serial console and heap; read
-//! QEMU's start-info block; CPU protections (WP, NX, SMEP, SMAP, UMIP);
-//! final page tables; per-CPU data, GDT/TSS, IDT and the `syscall` MSRs;
-//! the frame table; check the boot bundle and build every domain; run the
-//! first one.
+//! Boot, in the order [`kmain`] does it: serial console; read QEMU's
+//! start-info block; CPU protections (WP, NX, SMEP, SMAP, UMIP); final
+//! page tables; the heap, carved from RAM for the frame table; per-CPU
+//! data, GDT/TSS, IDT and the `syscall` MSRs; the frame table; check the
+//! boot bundle and grow the heap by what its domains may hold; build every
+//! domain; run the first one.
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -25,7 +26,9 @@ mod heap;
 mod logger;
 mod trap;
 
+use arch::x86_64::boot_info::{self, BootInfo};
 use arch::x86_64::power::{exit_qemu, ExitCode};
+use core::ops::Range;
 use arch::x86_64::{cpu, entry, gdt, idt, lapic, paging, percpu, pic, rtc, serial::Serial};
 use hypercall_abi::PAGE_SIZE;
 use arch::x86_64::machine_memory::{self, PhysMap};
@@ -33,6 +36,7 @@ use parvus_core::builder::{build, DomainPlan};
 use parvus_core::bundle::check_bundle;
 use parvus_core::domain::DomainId;
 use parvus_core::frame_table::FrameTable;
+use parvus_core::heap_account::{heap_size, DOMAIN_RECORD_BYTES};
 use parvus_core::plural::count;
 use parvus_core::system::{Next, Platform, System};
 use parvus_core::time::{TimeBase, TscClock};
@@ -48,12 +52,11 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
     pic::disable();
     Serial::init();
     logger::init();
-    heap::init();
     log::info!("Parvus {} (ABI {}) starting", env!("CARGO_PKG_VERSION"), hypercall_abi::ABI_VERSION);
 
     // SAFETY: the address is the one QEMU passed in ebx, and the boot
     // identity map is still active (paging::init has not run yet).
-    let boot = match unsafe { arch::x86_64::boot_info::read(hvm_start_info) } {
+    let boot = match unsafe { boot_info::read(hvm_start_info) } {
         Ok(b) => b,
         Err(e) => fail_boot(format_args!("{e}")),
     };
@@ -71,6 +74,16 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
         on_off(protections.umip)
     );
     paging::init(ram_end);
+    // Nothing allocates before this: the heap's place depends on the
+    // memory map, and its first part holds the frame table.
+    let ram_end = ram_end.min(paging::PHYSMAP_LIMIT);
+    let nr_frames = ram_end / PAGE_SIZE;
+    let taken: heapless::Vec<_, { 2 * boot_info::MAX_RANGES }> = boot.reserved.iter().chain(&boot.modules).cloned().collect();
+    let floor = LOW_MEMORY_RESERVED.max(paging::image_phys_range().end);
+    let heap_range = match heap::init(&boot.ram, &taken, floor, heap_size(nr_frames, [])) {
+        Ok(range) => range,
+        Err(e) => fail_boot(format_args!("{e}")),
+    };
     let stack_top = percpu::init_bsp();
     gdt::init(stack_top, entry::syscall_entry as *const () as u64);
     idt::init();
@@ -79,7 +92,7 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
     trap::timer_rate::set(apic_hz, tsc_hz);
     log::info!("timer: TSC {} MHz, APIC timer {} MHz (measured against the PIT)", tsc_hz / 1_000_000, apic_hz / 1_000_000);
 
-    let frames = frame_table(&boot, ram_end.min(paging::PHYSMAP_LIMIT));
+    let mut frames = frame_table(&boot, ram_end, heap_range);
     let Some(bundle_range) = boot.modules.first().cloned() else {
         fail_boot(format_args!("no boot bundle: pass the bundle with -initrd (cargo xtask run does)"));
     };
@@ -91,12 +104,27 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
         Err(e) => fail_boot(format_args!("bundle: {e}")),
     };
     log::info!("boot bundle: {}, {} KiB", count(checked.domains.len(), "domain", "domains"), bundle_bytes.len() / 1024);
+    let allowances = checked.domains.iter().map(|d| d.spec.heap_allowance());
+    let heap_bytes = heap_size(nr_frames, allowances.clone());
+    if let Err(e) = heap::grow(&mut frames, heap_bytes) {
+        fail_boot(format_args!("{e}"));
+    }
+    log::info!(
+        "heap: {} KiB ({} KiB for the frame table, {} KiB for what the {} may hold)",
+        heap::size() / 1024,
+        nr_frames as usize * FrameTable::BYTES_PER_FRAME / 1024,
+        allowances.map(|a| a + DOMAIN_RECORD_BYTES).sum::<usize>() / 1024,
+        count(checked.domains.len(), "domain", "domains")
+    );
 
     let upper = paging::hypervisor_pml4_entries();
-    let mut system = System::new(frames, upper);
+    let mut system = System::new(frames, upper, checked.domains.len());
     let wall_clock_sec = rtc::unix_time().unwrap_or(0);
     system.time = TimeBase { clock: TscClock::new(tsc_hz), boot_tsc: cpu::rdtsc(), wall_clock_sec };
     log::info!("wall clock at boot: {} s since 1970", wall_clock_sec);
+    // What must be free again when every domain has ended (the domain
+    // table is allocated already: see `System::new`).
+    let boot_level = trap::Level { free_frames: system.frames.free_count(), heap_used: heap::used() };
     for (i, d) in checked.domains.iter().enumerate() {
         let id = DomainId(i as u16);
         let mut plan = DomainPlan::from_checked(id, d);
@@ -118,6 +146,7 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
         }
     }
     log::info!("{} frames free after building the domains", system.frames.free_count());
+    trap::BOOT_LEVEL.call_once(|| boot_level);
 
     let mut regs = GuestRegs::default();
     let mut platform = Platform { mem: &mut PhysMap, console: &mut trap::SerialConsole, tsc: cpu::rdtsc() };
@@ -138,15 +167,15 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
 }
 
 /// Every RAM frame is free but low memory, the hypervisor image, QEMU's
-/// start-info data and the boot bundle.
-fn frame_table(boot: &arch::x86_64::boot_info::BootInfo, ram_end: u64) -> FrameTable {
+/// start-info data, the boot bundle and the heap.
+fn frame_table(boot: &BootInfo, ram_end: u64, heap: Range<u64>) -> FrameTable {
     let mut frames = FrameTable::new(ram_end / PAGE_SIZE);
     for r in &boot.ram {
         frames.add_free(r.start.div_ceil(PAGE_SIZE), r.end / PAGE_SIZE);
     }
     let image = paging::image_phys_range();
     frames.reserve(0, LOW_MEMORY_RESERVED.max(image.end).div_ceil(PAGE_SIZE));
-    for r in boot.reserved.iter().chain(&boot.modules) {
+    for r in boot.reserved.iter().chain(&boot.modules).chain([&heap]) {
         frames.reserve(r.start / PAGE_SIZE, r.end.div_ceil(PAGE_SIZE));
     }
     frames

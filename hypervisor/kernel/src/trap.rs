@@ -19,6 +19,21 @@ use parvus_core::vcpu::GuestRegs;
 /// The machine's one [`System`] (see [`Exclusive`] for why it needs no lock).
 pub static SYSTEM: Exclusive<Option<System>> = Exclusive::new(None);
 
+/// What is free and what the heap holds: measured once before the first
+/// domain is built ([`BOOT_LEVEL`]) and again when the last has ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Level {
+    /// Frames in the free pool.
+    pub free_frames: u64,
+    /// Heap bytes allocated.
+    pub heap_used: usize,
+}
+
+/// The level before any domain was built: with every domain ended, the
+/// machine must be back at it exactly (every frame free again, every heap
+/// block a domain caused freed); the final summary prints both.
+pub static BOOT_LEVEL: spin::Once<Level> = spin::Once::new();
+
 /// Guest console lines go to the serial port, whole lines under the console lock.
 pub struct SerialConsole;
 
@@ -36,6 +51,17 @@ pub extern "C" fn hypercall(frame: &mut GuestRegs) {
         let system = system.as_mut().expect("guests run only after the system is built");
         let mut platform = Platform { mem: &mut PhysMap, console: &mut SerialConsole, tsc: cpu::rdtsc() };
         let next = system.on_hypercall(&mut platform, frame);
+        apply(next, system, frame);
+    })
+}
+
+/// Called by `syscall_stepped_entry`: a hypercall made with TF set, which
+/// owes the guest a single-step trap after it.
+pub extern "C" fn stepped_hypercall(frame: &mut GuestRegs) {
+    SYSTEM.with(|system| {
+        let system = system.as_mut().expect("guests run only after the system is built");
+        let mut platform = Platform { mem: &mut PhysMap, console: &mut SerialConsole, tsc: cpu::rdtsc() };
+        let next = system.on_stepped_hypercall(&mut platform, frame);
         apply(next, system, frame);
     })
 }
@@ -259,7 +285,16 @@ pub fn finish(system: &System, all_as_expected: bool) -> ! {
     for line in system.summary() {
         log::info!("{line}");
     }
-    log::info!("hypervisor heap in use: {} KiB", crate::heap::used() / 1024);
+    let end = Level { free_frames: system.frames.free_count(), heap_used: crate::heap::used() };
+    if let Some(boot) = BOOT_LEVEL.get() {
+        log::info!(
+            "conservation: free frames {} at boot, {} at the end; heap in use {} bytes at boot, {} at the end",
+            boot.free_frames,
+            end.free_frames,
+            boot.heap_used,
+            end.heap_used
+        );
+    }
     if all_as_expected {
         log::info!("{ALL_AS_EXPECTED}");
         exit_qemu(ExitCode::AllAsExpected)

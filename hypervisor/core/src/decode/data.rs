@@ -116,7 +116,8 @@ pub enum StoreOp {
         rep: bool,
         /// 32-bit addresses (0x67): esi, edi and ecx.
         addr32: bool,
-        /// An FS or GS override of the source.
+        /// A segment override of the source (FS and GS add their base;
+        /// SS makes it a stack reference).
         src_segment: Option<Segment>,
     },
     /// An SSE store: `bytes` bytes of register `xmm` from byte `from`.

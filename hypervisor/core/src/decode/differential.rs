@@ -89,8 +89,14 @@ fn formatter() -> IntelFormatter {
 ///   other operand sizes), ours `retf`, and `lretq` as GNU as does for the
 ///   64-bit one (the size was compared with [`Name`]).
 fn shown_alike(op: Op, name: &Name, ours: &str, theirs: &str) -> bool {
-    let ours =
+    // Ours names every segment override (an `ss:` one decides between #SS
+    // and #GP); iced's Intel syntax shows only FS and GS, the two that
+    // add a base in 64-bit mode.
+    let mut ours =
         ours.replace("byte ptr ", "").replace("qword ptr ", "").replace("dword ptr ", "").replace("word ptr ", "");
+    for null_override in ["es:[", "cs:[", "ss:[", "ds:["] {
+        ours = ours.replace(null_override, "[");
+    }
     let mut theirs: Vec<&str> = theirs.split(' ').collect();
     match op {
         Op::StringIo => return true,

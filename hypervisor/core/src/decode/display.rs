@@ -56,10 +56,15 @@ fn r_m16(o: Operand) -> SizedOperand {
 
 impl fmt::Display for Mem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.segment {
-            Some(Segment::Fs) => f.write_str("fs:")?,
-            Some(Segment::Gs) => f.write_str("gs:")?,
-            None => {}
+        if let Some(segment) = self.segment {
+            f.write_str(match segment {
+                Segment::Es => "es:",
+                Segment::Cs => "cs:",
+                Segment::Ss => "ss:",
+                Segment::Ds => "ds:",
+                Segment::Fs => "fs:",
+                Segment::Gs => "gs:",
+            })?;
         }
         f.write_str("[")?;
         let mut first = true;

@@ -274,3 +274,54 @@ fn the_store_table_lists_every_form_once() {
     let all: std::collections::HashSet<_> = SUPPORTED.iter().chain(SUPPORTED_STORES).map(|(m, _)| *m).collect();
     assert_eq!(all.len(), SUPPORTED.len() + SUPPORTED_STORES.len(), "no mnemonic in both tables");
 }
+
+#[test]
+fn only_the_instructions_that_can_trap_for_privilege_are_sensitive() {
+    let ordinary: [&[u8]; 10] = [
+        &[0x48, 0x8b, 0x07],             // mov rax, [rdi]
+        &[0x0f, 0x28, 0x07],             // movaps xmm0, [rdi]
+        &[0x66, 0x0f, 0x6f, 0x07],       // movdqa xmm0, [rdi]
+        &[0xc5, 0xf8, 0x28, 0x07],       // vmovaps xmm0, [rdi]
+        &[0xf3, 0x48, 0x0f, 0xae, 0xd7], // wrfsbase rdi (#UD without CR4.FSGSBASE, never #GP)
+        &[0x0f, 0xc7, 0xf0],             // rdrand eax
+        &[0x48, 0x0f, 0xc7, 0x0f],       // cmpxchg16b [rdi]
+        &[0xff, 0x10],                   // call [rax]
+        &[0x65, 0x48, 0x8b, 0x04, 0x25, 0, 0, 0, 0], // mov rax, gs:[0]
+        &[0x0f, 0x0b],                   // ud2
+    ];
+    for bytes in ordinary {
+        assert!(!may_trap_for_privilege(bytes), "{bytes:02x?}");
+    }
+    let sensitive: [&[u8]; 10] = [
+        &[0x0f, 0x01, 0xd1],             // xsetbv
+        &[0x0f, 0xc7, 0x2f],             // xsaves [rdi]
+        &[0xff, 0x18],                   // call far [rax]
+        &[0x66, 0x0f, 0x38, 0x82, 0x07], // invpcid
+        &[0xec],                         // in al, dx
+        &[0x8e, 0xd8],                   // mov ds, eax
+        &[0x48, 0xcf],                   // iretq
+        &[0x0f, 0xb2, 0x07],             // lss
+        &[0x0f, 0x04],                   // no such instruction
+        &[0x66],                         // cut short
+    ];
+    for bytes in sensitive {
+        assert!(may_trap_for_privilege(bytes), "{bytes:02x?}");
+    }
+}
+
+/// In 64-bit mode ES, CS, SS and DS overrides add no base: one after an FS
+/// or GS override leaves it in force (as the CPU and iced-x86 take it),
+/// while among themselves the last one counts.
+#[test]
+fn a_null_segment_override_never_displaces_fs_or_gs() {
+    use crate::decode::{Segment, StoreOp};
+    let segment_of = |bytes: &[u8]| match decode(bytes).expect("a store").op {
+        Op::Store(StoreOp::Mov { dst, .. }) => dst.segment,
+        other => panic!("{other:?}"),
+    };
+    // mov [rcx], bl with prefixes.
+    assert_eq!(segment_of(&[0x64, 0x3e, 0x88, 0x19]), Some(Segment::Fs));
+    assert_eq!(segment_of(&[0x65, 0x2e, 0x88, 0x19]), Some(Segment::Gs));
+    assert_eq!(segment_of(&[0x3e, 0x36, 0x88, 0x19]), Some(Segment::Ss));
+    assert_eq!(segment_of(&[0x36, 0x65, 0x88, 0x19]), Some(Segment::Gs));
+}

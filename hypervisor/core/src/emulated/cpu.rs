@@ -145,6 +145,11 @@ pub struct VirtualCpu {
 }
 
 impl VirtualCpu {
+    /// The FS and GS bases its memory operands add.
+    pub fn segment_bases(&self) -> super::address::SegmentBases {
+        super::address::SegmentBases { fs: self.fs_base, gs: self.gs_base }
+    }
+
     /// The CPU as the bare-metal boot contract leaves it
     /// (`hypercall_abi::bare_metal`): long mode, paging on the loader's
     /// tables at `cr3`, CPL 0, interrupts off, the loader's GDT.

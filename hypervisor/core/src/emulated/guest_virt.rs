@@ -28,6 +28,14 @@ pub enum VirtFault {
     },
     /// The tables or the page lead outside the domain's RAM.
     NotRam(NotRam),
+    /// `va` is not canonical: no page walk can name it (its table indices
+    /// would name another address). The emulator checks every operand
+    /// before it gets here ([`super::address`]), so this is a last line,
+    /// and the guest's #GP(0).
+    NonCanonical {
+        /// The address.
+        va: u64,
+    },
 }
 
 impl From<WalkFault> for VirtFault {
@@ -84,6 +92,9 @@ impl<'a, M: MachineMemory> GuestVirt<'a, M> {
 
     /// Translates `va` for an access (`write`, `fetch`) at the guest's privilege.
     pub fn translate(&self, va: u64, write: bool, fetch: bool) -> Result<Gpa, VirtFault> {
+        if !super::cpu::canonical(va) {
+            return Err(VirtFault::NonCanonical { va });
+        }
         let access = Access { write, user: self.user, fetch };
         walk(&*self.mem, &self.phys, self.cr3, va, access, self.nxe).map(|t| t.gpa).map_err(|f| match f.into() {
             VirtFault::PageFault { error_code, .. } => VirtFault::PageFault { va, error_code },
@@ -231,6 +242,18 @@ pub(crate) mod tests {
         assert_eq!(v.write(0x5000, &[1]), Err(VirtFault::PageFault { va: 0x5000, error_code: 0b111 }));
         v.user = false;
         assert_eq!(v.read_u64(0x40_0000), Err(VirtFault::PageFault { va: 0x40_0000, error_code: 0 }));
+        assert!(v.written.ranges.is_empty());
+    }
+
+    #[test]
+    fn a_non_canonical_address_is_never_walked() {
+        let (mut mem, map) = identity_guest(32, false);
+        let mut v = GuestVirt::new(&mut mem, GuestPhys::new(&map), 0x1000, true, false);
+        // Bit 47 alone: the walk's indices would be those of 0x5000 but for
+        // the top-level slot; every other bit of 63..48 as well.
+        let va = 0x0000_8000_0000_5000;
+        assert_eq!(v.write(va, &[1]), Err(VirtFault::NonCanonical { va }));
+        assert_eq!(v.read_u64(0xff00_0000_0000_5000), Err(VirtFault::NonCanonical { va: 0xff00_0000_0000_5000 }));
         assert!(v.written.ranges.is_empty());
     }
 

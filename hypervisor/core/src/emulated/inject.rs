@@ -96,6 +96,9 @@ impl core::fmt::Display for InjectError {
                 "the IDT, TSS or kernel stack is not accessible (#PF at {va:#x}, error code {error_code:#x})"
             ),
             InjectError::Memory(VirtFault::NotRam(n)) => write!(f, "the IDT, TSS or kernel stack is not in RAM ({n})"),
+            InjectError::Memory(VirtFault::NonCanonical { va }) => {
+                write!(f, "the IDT, TSS or kernel stack is at a non-canonical address ({va:#x})")
+            }
             InjectError::NoTss(v) => write!(f, "vector {v:#x} needs a stack from the TSS, but no TSS is loaded"),
             InjectError::BadStack(v) => write!(f, "the stack for vector {v:#x} is not canonical"),
             InjectError::TssLimit(v) => write!(f, "the TSS slot of the stack for vector {v:#x} is beyond the TSS limit"),
@@ -127,6 +130,7 @@ impl InjectError {
             InjectError::NoTss(_) | InjectError::TssLimit(_) => (10, u64::from(tr & !3) + ext, None),
             InjectError::BadStack(_) => (12, ext, None),
             InjectError::Memory(VirtFault::PageFault { va, error_code }) => (PF, error_code, Some(va)),
+            InjectError::Memory(VirtFault::NonCanonical { .. }) => (13, ext, None),
             InjectError::Memory(VirtFault::NotRam(_)) => return None,
         };
         Some(Raised { vector, error_code, cr2 })

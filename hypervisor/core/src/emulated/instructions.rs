@@ -16,11 +16,12 @@
 //! instruction ([`EmulationError::Unsupported`]); nothing here can fault in
 //! the hypervisor.
 
+use super::address::{self, OperandFault};
 use super::cpu::{canonical, cr, msr, TableRegister, VirtualCpu};
 use super::devices::{Devices, PortWrite};
 use super::guest_virt::{GuestVirt, VirtFault};
 use super::inject::{deliver, EventKind, InjectError};
-use crate::decode::{ControlRegister, Decoded, Mem, Op, Operand, PortOperand, Segment, Size};
+use crate::decode::{ControlRegister, Decoded, Mem, Op, Operand, PortOperand, Size};
 use crate::hypercall::TlbFlush;
 use crate::machine_memory::MachineMemory;
 use crate::vcpu::{GuestRegs, GUEST_RFLAGS_MASK};
@@ -36,6 +37,12 @@ const IF: u64 = 1 << 9;
 const GP: u8 = 13;
 /// Invalid opcode.
 const UD: u8 = 6;
+/// Segment not present.
+const NP: u8 = 11;
+/// The system-descriptor type of an available 64-bit TSS.
+const AVAILABLE_TSS: u8 = 0x09;
+/// The system-descriptor type of an LDT.
+const LDT: u8 = 0x02;
 
 /// What the hypervisor must do after an emulated instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,12 +112,71 @@ fn refused_write(refused: Refused) -> Result<Outcome, EmulationError> {
     }
 }
 
-/// A fault while reaching an operand becomes the guest's page fault.
+/// A fault while reaching memory becomes the guest's page fault (or its
+/// #GP(0) for a non-canonical address that [`address`] did not see first:
+/// a descriptor or TSS the guest placed across the canonical boundary).
 fn memory_fault(f: VirtFault) -> Result<Outcome, EmulationError> {
     match f {
         VirtFault::PageFault { va, error_code } => Ok(Outcome::PageFault { va, error_code }),
+        VirtFault::NonCanonical { .. } => Ok(Outcome::Fault { vector: GP, error_code: Some(0) }),
         VirtFault::NotRam(n) => Err(EmulationError::NotRam(n)),
     }
+}
+
+/// Why a memory operand could not be read or written.
+#[derive(Clone, Copy, Debug)]
+enum OperandError {
+    /// Its address is not one the CPU would access (#GP(0) or #SS(0)).
+    Address(OperandFault),
+    /// Reaching it through the guest's page tables failed.
+    Memory(VirtFault),
+}
+
+impl From<OperandFault> for OperandError {
+    fn from(f: OperandFault) -> Self {
+        OperandError::Address(f)
+    }
+}
+
+impl From<VirtFault> for OperandError {
+    fn from(f: VirtFault) -> Self {
+        OperandError::Memory(f)
+    }
+}
+
+/// An operand the guest cannot reach becomes the fault the CPU raises
+/// there (or a stop, for memory outside its RAM).
+fn operand_fault(e: OperandError) -> Result<Outcome, EmulationError> {
+    match e {
+        OperandError::Address(f) => Ok(Outcome::Fault { vector: f.vector(), error_code: Some(0) }),
+        OperandError::Memory(f) => memory_fault(f),
+    }
+}
+
+/// Reads memory operand `m` (`buf.len()` bytes) at the guest's privilege.
+fn read_operand<M: MachineMemory>(
+    m: &Mem,
+    buf: &mut [u8],
+    cpu: &VirtualCpu,
+    regs: &GuestRegs,
+    mem: &GuestVirt<'_, M>,
+    next_rip: u64,
+) -> Result<(), OperandError> {
+    let va = address::operand(m, buf.len() as u64, regs, next_rip, cpu.segment_bases())?;
+    Ok(mem.read(va, buf, false)?)
+}
+
+/// Writes `data` to memory operand `m` at the guest's privilege.
+fn write_operand<M: MachineMemory>(
+    m: &Mem,
+    data: &[u8],
+    cpu: &VirtualCpu,
+    regs: &GuestRegs,
+    mem: &mut GuestVirt<'_, M>,
+    next_rip: u64,
+) -> Result<(), OperandError> {
+    let va = address::operand(m, data.len() as u64, regs, next_rip, cpu.segment_bases())?;
+    Ok(mem.write(va, data)?)
 }
 
 /// Emulates `insn` for the guest at virtual time `now_ns`.
@@ -133,8 +199,8 @@ pub fn emulate<M: MachineMemory>(
     let outcome = match insn.op {
         Op::Lgdt(m) | Op::Lidt(m) => {
             let mut raw = [0u8; 10];
-            if let Err(f) = mem.read(address(&m, cpu, regs, next_rip), &mut raw, false) {
-                return memory_fault(f);
+            if let Err(e) = read_operand(&m, &mut raw, cpu, regs, mem, next_rip) {
+                return operand_fault(e);
             }
             let table = TableRegister {
                 limit: u16::from_le_bytes([raw[0], raw[1]]),
@@ -162,8 +228,8 @@ pub fn emulate<M: MachineMemory>(
             let mut raw = [0u8; 10];
             raw[..2].copy_from_slice(&table.limit.to_le_bytes());
             raw[2..].copy_from_slice(&table.base.to_le_bytes());
-            if let Err(f) = mem.write(address(&m, cpu, regs, next_rip), &raw) {
-                return memory_fault(f);
+            if let Err(e) = write_operand(&m, &raw, cpu, regs, mem, next_rip) {
+                return operand_fault(e);
             }
             Outcome::Next
         }
@@ -173,25 +239,30 @@ pub fn emulate<M: MachineMemory>(
         Op::Lmsw(src) => {
             let value = match load16(src, cpu, regs, mem, next_rip) {
                 Ok(v) => v,
-                Err(f) => return memory_fault(f),
+                Err(e) => return operand_fault(e),
             };
             // LMSW sets MP, EM, TS and PE; it can set PE but never clear it.
             cpu.cr0 = (cpu.cr0 & !0xe) | (value & 0xf) | (cpu.cr0 & 1);
             Outcome::Next
         }
-        Op::Lldt(src) => {
-            match load16(src, cpu, regs, mem, next_rip) {
-                Ok(0) => cpu.ldtr = 0,
-                Ok(_) => return Err(EmulationError::Unsupported("only the null LDT is supported")),
-                Err(f) => return memory_fault(f),
-            }
-            Outcome::Next
-        }
+        Op::Lldt(src) => match load16(src, cpu, regs, mem, next_rip) {
+            Ok(selector) => return load_ldt_register(selector as u16, cpu, regs, mem, next_rip),
+            Err(e) => return operand_fault(e),
+        },
         Op::Ltr(src) => match load16(src, cpu, regs, mem, next_rip) {
             Ok(selector) => return load_task_register(selector as u16, cpu, regs, mem, next_rip),
-            Err(f) => return memory_fault(f),
+            Err(e) => return operand_fault(e),
         },
-        Op::Invlpg(m) => Outcome::Flush(TlbFlush::Page(address(&m, cpu, regs, next_rip))),
+        Op::Invlpg(m) => {
+            // It touches no memory: a non-canonical address makes it a no-op
+            // (SDM vol. 2, INVLPG), not a fault.
+            let va = m.address(|r| regs.gpr(r.0), next_rip).wrapping_add(cpu.segment_bases().base(m.segment));
+            if canonical(va) {
+                Outcome::Flush(TlbFlush::Page(va))
+            } else {
+                Outcome::Next
+            }
+        }
         Op::Swapgs => {
             core::mem::swap(&mut cpu.gs_base, &mut cpu.kernel_gs_base);
             Outcome::SegmentBases
@@ -344,7 +415,7 @@ pub fn emulate<M: MachineMemory>(
         Op::MovToSreg(sreg, src) => {
             let selector = match load16(src, cpu, regs, mem, next_rip) {
                 Ok(v) => v as u16,
-                Err(f) => return memory_fault(f),
+                Err(e) => return operand_fault(e),
             };
             // Long mode ignores the bases and limits of DS, ES and SS; only
             // the selector values are the guest's to see again.
@@ -369,6 +440,29 @@ pub fn emulate<M: MachineMemory>(
     };
     regs.rip = next_rip;
     Ok(outcome)
+}
+
+/// Whether `op` faults in ring 3 exactly where it faults in ring 0: it
+/// never traps for privilege (a data store, `lar`, `lsl`, `verr`, `verw`,
+/// `mov` from a segment register, `pushf`, `popf`, `cpuid`, `syscall`), so
+/// a #GP it raises is the guest's own (a non-canonical address, a
+/// misaligned `movaps`) and goes to the guest kernel as raised. The others
+/// trap because the guest runs in ring 3 (or under the hypervisor's CR4:
+/// `rdtsc`, `rdtscp`, `rdpmc`) and are the emulator's to carry out.
+pub fn never_traps_for_privilege(op: Op) -> bool {
+    matches!(
+        op,
+        Op::Store(_)
+            | Op::Lar(..)
+            | Op::Lsl(..)
+            | Op::Verr(_)
+            | Op::Verw(_)
+            | Op::MovFromSreg(..)
+            | Op::Pushf(_)
+            | Op::Popf(_)
+            | Op::Cpuid
+            | Op::Syscall
+    )
 }
 
 /// Whether `op` may run at all in the guest's user mode (virtual CPL 3), as
@@ -442,17 +536,6 @@ fn io_bitmap_allows<M: MachineMemory>(cpu: &VirtualCpu, mem: &mut GuestVirt<'_, 
     result
 }
 
-/// The linear address of a memory operand: the effective address plus the
-/// FS or GS base when the instruction names one.
-fn address(m: &Mem, cpu: &VirtualCpu, regs: &GuestRegs, next_rip: u64) -> u64 {
-    let base = match m.segment {
-        Some(Segment::Fs) => cpu.fs_base,
-        Some(Segment::Gs) => cpu.gs_base,
-        None => 0,
-    };
-    m.address(|r| regs.gpr(r.0), next_rip).wrapping_add(base)
-}
-
 fn port_number(port: PortOperand, regs: &GuestRegs) -> u16 {
     match port {
         PortOperand::Imm(p) => u16::from(p),
@@ -484,8 +567,8 @@ fn store16<M: MachineMemory>(
             regs.set_gpr(r.0, written)
         }
         Operand::Mem(m) => {
-            if let Err(f) = mem.write(address(&m, cpu, regs, next_rip), &(value as u16).to_le_bytes()) {
-                return memory_fault(f);
+            if let Err(e) = write_operand(&m, &(value as u16).to_le_bytes(), cpu, regs, mem, next_rip) {
+                return operand_fault(e);
             }
         }
     }
@@ -499,15 +582,46 @@ fn load16<M: MachineMemory>(
     regs: &GuestRegs,
     mem: &GuestVirt<'_, M>,
     next_rip: u64,
-) -> Result<u64, VirtFault> {
+) -> Result<u64, OperandError> {
     match src {
         Operand::Reg(r) => Ok(regs.gpr(r.0) & 0xffff),
         Operand::Mem(m) => {
             let mut b = [0u8; 2];
-            mem.read(address(&m, cpu, regs, next_rip), &mut b, false)?;
+            read_operand(&m, &mut b, cpu, regs, mem, next_rip)?;
             Ok(u64::from(u16::from_le_bytes(b)))
         }
     }
+}
+
+/// The 16-byte system descriptor (a TSS or an LDT, `kind` its type) that
+/// `selector` names in the guest's GDT, for `ltr` and `lldt`, checked as
+/// the CPU checks it (SDM vol. 2, LTR and LLDT, 64-bit mode exceptions):
+/// #GP(selector) for a selector into the LDT, beyond the GDT limit, or
+/// naming a descriptor of another type (or whose upper half's type field is
+/// not zero); #NP(selector) for one not present. The error is the outcome:
+/// the guest's fault (or a stop).
+fn system_descriptor<M: MachineMemory>(
+    selector: u16,
+    kind: u8,
+    cpu: &VirtualCpu,
+    mem: &GuestVirt<'_, M>,
+) -> Result<[u8; 16], Result<Outcome, EmulationError>> {
+    let named = |vector| Err(Ok(Outcome::Fault { vector, error_code: Some(u64::from(selector & !3)) }));
+    let index = u64::from(selector & !7);
+    if selector & 4 != 0 || index + 15 > u64::from(cpu.gdtr.limit) {
+        return named(GP);
+    }
+    let mut d = [0u8; 16];
+    if let Err(f) = mem.read(cpu.gdtr.base.wrapping_add(index), &mut d, false) {
+        return Err(memory_fault(f));
+    }
+    if d[5] & 0x1f != kind || d[13] & 0x1f != 0 {
+        return named(GP); // a code or data segment, another system type, or a bad upper half
+    }
+    if d[5] & 0x80 == 0 {
+        return named(NP);
+    }
+    Ok(d)
 }
 
 /// `ltr`: the selector must name an available 64-bit TSS in the guest's
@@ -520,19 +634,13 @@ fn load_task_register<M: MachineMemory>(
     mem: &mut GuestVirt<'_, M>,
     next_rip: u64,
 ) -> Result<Outcome, EmulationError> {
-    let gp = Ok(Outcome::Fault { vector: GP, error_code: Some(u64::from(selector & !3)) });
-    let index = u64::from(selector & !7);
-    if selector & 4 != 0 || index == 0 || index + 15 > u64::from(cpu.gdtr.limit) {
-        return gp;
+    if selector & !3 == 0 {
+        return Ok(Outcome::Fault { vector: GP, error_code: Some(0) }); // null
     }
-    let at = cpu.gdtr.base.wrapping_add(index);
-    let mut d = [0u8; 16];
-    if let Err(f) = mem.read(at, &mut d, false) {
-        return memory_fault(f);
-    }
-    if d[5] & 0x80 == 0 || d[5] & 0x1f != 0x09 {
-        return gp; // not present, or not an available 64-bit TSS
-    }
+    let d = match system_descriptor(selector, AVAILABLE_TSS, cpu, mem) {
+        Ok(d) => d,
+        Err(outcome) => return outcome,
+    };
     cpu.tss_base = u64::from(u16::from_le_bytes([d[2], d[3]]))
         | (u64::from(d[4]) << 16)
         | (u64::from(d[7]) << 24)
@@ -540,11 +648,39 @@ fn load_task_register<M: MachineMemory>(
     let limit = u32::from(u16::from_le_bytes([d[0], d[1]])) | (u32::from(d[6] & 0x0f) << 16);
     cpu.tss_limit = if d[6] & 0x80 != 0 { (limit << 12) | 0xfff } else { limit };
     cpu.tr = selector;
+    let at = cpu.gdtr.base.wrapping_add(u64::from(selector & !7));
     if let Err(f) = mem.write(at.wrapping_add(5), &[d[5] | 0x02]) {
         return memory_fault(f);
     }
     regs.rip = next_rip;
     Ok(Outcome::Next)
+}
+
+/// `lldt`: a null selector loads the null LDT; any other must name an LDT
+/// descriptor in the guest's GDT (else the fault the CPU raises), and a
+/// real LDT is more than the emulator does.
+fn load_ldt_register<M: MachineMemory>(
+    selector: u16,
+    cpu: &mut VirtualCpu,
+    regs: &mut GuestRegs,
+    mem: &mut GuestVirt<'_, M>,
+    next_rip: u64,
+) -> Result<Outcome, EmulationError> {
+    if selector & !3 != 0 {
+        if let Err(outcome) = system_descriptor(selector, LDT, cpu, mem) {
+            return outcome;
+        }
+        return Err(EmulationError::Unsupported("only the null LDT is supported"));
+    }
+    cpu.ldtr = 0;
+    regs.rip = next_rip;
+    Ok(Outcome::Next)
+}
+
+/// Pops `buf.len()` bytes from the stack at `rsp`, as the kernel.
+fn read_stack<M: MachineMemory>(rsp: u64, buf: &mut [u8], mem: &GuestVirt<'_, M>) -> Result<(), OperandError> {
+    let va = address::stack(rsp, buf.len() as u64)?;
+    Ok(mem.read(va, buf, false)?)
 }
 
 /// `sysretq` (Intel SDM vol. 2, SYSRET): back to user mode at `rcx` with
@@ -575,8 +711,8 @@ fn iret<M: MachineMemory>(
     mem: &mut GuestVirt<'_, M>,
 ) -> Result<Outcome, EmulationError> {
     let mut raw = [0u8; 40];
-    if let Err(f) = mem.read(regs.rsp, &mut raw, false) {
-        return memory_fault(f);
+    if let Err(e) = read_stack(regs.rsp, &mut raw, mem) {
+        return operand_fault(e);
     }
     let word = |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
     let (rip, cs, rflags, rsp, ss) = (word(0), word(1) as u16, word(2), word(3), word(4) as u16);
@@ -608,8 +744,8 @@ fn far_return<M: MachineMemory>(
     mem: &mut GuestVirt<'_, M>,
 ) -> Result<Outcome, EmulationError> {
     let mut raw = [0u8; 16];
-    if let Err(f) = mem.read(regs.rsp, &mut raw, false) {
-        return memory_fault(f);
+    if let Err(e) = read_stack(regs.rsp, &mut raw, mem) {
+        return operand_fault(e);
     }
     let rip = u64::from_le_bytes(raw[..8].try_into().expect("8 bytes"));
     let cs = u64::from_le_bytes(raw[8..].try_into().expect("8 bytes")) as u16;

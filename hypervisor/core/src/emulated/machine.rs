@@ -29,6 +29,10 @@ pub struct VirtualMachine {
     /// next instruction has run (the CPU's interrupt shadow; `sti; hlt`
     /// relies on it to sleep without losing a wake-up).
     pub interrupt_shadow: Option<StiShadow>,
+    /// What the domain's heap account holds for the shadows' bookkeeping:
+    /// their [`Shadow::heap_bytes`] when they were last settled (at the
+    /// end of every exit, see `System::settle_shadow_charge`).
+    pub shadow_charged: usize,
 }
 
 /// The CPU's interrupt shadow after an emulated `sti`, which the hypervisor
@@ -49,10 +53,12 @@ pub struct StiShadow {
 impl VirtualMachine {
     /// A machine with this CPU, powered-on devices and no shadows yet.
     pub fn new(cpu: VirtualCpu) -> Self {
+        let shadow = Shadow::new(SHADOW_BUDGET_FRAMES);
         VirtualMachine {
             cpu,
             devices: Devices::default(),
-            shadow: Shadow::new(SHADOW_BUDGET_FRAMES),
+            shadow_charged: shadow.heap_bytes(),
+            shadow,
             exits: ExitCounters::default(),
             root: None,
             halted: false,

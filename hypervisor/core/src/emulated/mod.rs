@@ -10,6 +10,8 @@
 //! that map its virtual addresses to machine frames.
 //!
 //! The pieces, one file each:
+//! - [`address`]: where an instruction's memory operands are, and the
+//!   #GP(0) or #SS(0) of a non-canonical one;
 //! - [`machine`]: the virtual machine of one emulated domain;
 //! - [`cpu`]: its virtual CPU (privilege level, IF, control registers, MSRs);
 //! - [`loader`]: what the hypervisor puts in its memory before it starts;
@@ -25,6 +27,7 @@
 //!
 //! The system's side (which exit goes where) is `crate::system::emulated`.
 
+pub mod address;
 pub mod cpu;
 pub mod devices;
 pub mod exits;

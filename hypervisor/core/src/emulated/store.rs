@@ -35,7 +35,8 @@ mod strings;
 #[cfg(test)]
 mod tests;
 
-use crate::decode::{DataReg, Decoded, Mem, Op, Segment, Size, Source, StoreOp};
+use super::address::{self, OperandFault, SegmentBases};
+use crate::decode::{DataReg, Decoded, Op, Size, Source, StoreOp};
 use crate::vcpu::{FpuState, GuestRegs};
 
 /// The most bytes one call moves for a `rep` string instruction before it
@@ -61,25 +62,6 @@ pub trait GuestMemoryAccess {
     fn write(&mut self, va: u64, data: &[u8]) -> Result<(), Self::Error>;
 }
 
-/// The FS and GS bases, the only segment bases that count in 64-bit mode.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SegmentBases {
-    /// FS base.
-    pub fs: u64,
-    /// GS base.
-    pub gs: u64,
-}
-
-impl SegmentBases {
-    fn base(&self, segment: Option<Segment>) -> u64 {
-        match segment {
-            None => 0,
-            Some(Segment::Fs) => self.fs,
-            Some(Segment::Gs) => self.gs,
-        }
-    }
-}
-
 /// Why a store was not (fully) carried out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreError<E> {
@@ -89,9 +71,11 @@ pub enum StoreError<E> {
     /// failed access was written; RIP is unchanged; a string instruction's
     /// registers show the elements already done.
     Memory(E),
-    /// The CPU would raise #GP(0): an aligned SSE store (`movaps`,
-    /// `movdqa`) to an address that is not 16-byte aligned.
-    GeneralProtection,
+    /// The CPU would raise this before touching the operand: its address
+    /// is not canonical (#GP(0), or #SS(0) through SS), or an aligned SSE
+    /// store (`movaps`, `movdqa`) names an address that is not 16-byte
+    /// aligned (#GP(0)). As for `Memory`, nothing of it was written.
+    Operand(OperandFault),
 }
 
 /// Carries out the store `insn` (decoded from the bytes at `regs.rip`) for
@@ -108,27 +92,29 @@ pub fn emulate_store<M: GuestMemoryAccess>(
 ) -> Result<(), StoreError<M::Error>> {
     let Op::Store(op) = insn.op else { return Err(StoreError::NotAStore) };
     let next_rip = regs.rip.wrapping_add(insn.len as u64);
-    let address = |regs: &GuestRegs, m: Mem| m.address(|r| regs.gpr(r.0), next_rip).wrapping_add(seg.base(m.segment));
+    let address = |regs: &GuestRegs, m, len: Size| {
+        address::operand(&m, u64::from(len), regs, next_rip, seg).map_err(StoreError::Operand)
+    };
     match op {
         StoreOp::Mov { dst, src, size } => {
             let value = source(regs, src, size);
-            write_value(mem, address(regs, dst), value, size)?;
+            write_value(mem, address(regs, dst, size)?, value, size)?;
         }
         StoreOp::Alu { op, dst, src, size, .. } => {
-            let at = address(regs, dst);
+            let at = address(regs, dst, size)?;
             let old = read_value(mem, at, size)?;
             let (result, flags) = alu::compute(op, old, source(regs, src, size), size);
             write_value(mem, at, result, size)?;
             regs.rflags = alu::merge(regs.rflags, flags);
         }
         StoreOp::Xchg { dst, reg, size } => {
-            let at = address(regs, dst);
+            let at = address(regs, dst, size)?;
             let old = read_value(mem, at, size)?;
             write_value(mem, at, reg_value(regs, reg, size), size)?;
             set_reg(regs, reg, size, old);
         }
         StoreOp::Cmpxchg { dst, reg, size, .. } => {
-            let at = address(regs, dst);
+            let at = address(regs, dst, size)?;
             let old = read_value(mem, at, size)?;
             let accumulator = DataReg::Gpr(crate::decode::Reg(0));
             let expected = reg_value(regs, accumulator, size);
@@ -144,9 +130,9 @@ pub fn emulate_store<M: GuestMemoryAccess>(
             regs.rflags = alu::merge(regs.rflags, flags);
         }
         StoreOp::SseStore { dst, xmm, bytes, from, aligned } => {
-            let at = address(regs, dst);
+            let at = address(regs, dst, bytes)?;
             if aligned && at % 16 != 0 {
-                return Err(StoreError::GeneralProtection);
+                return Err(StoreError::Operand(OperandFault::GeneralProtection));
             }
             let start = FXSAVE_XMM0 + 16 * usize::from(xmm) + usize::from(from);
             mem.write(at, &fpu.0[start..start + usize::from(bytes)]).map_err(StoreError::Memory)?;

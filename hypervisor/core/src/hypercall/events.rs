@@ -4,7 +4,7 @@
 use super::{Context, Outcome};
 use crate::console::ConsoleSink;
 use crate::domain::DomainId;
-use crate::event_channel::{self, Port, Wait};
+use crate::event_channel::{self, PollPorts, Port, Wait};
 use crate::guest_memory::GuestSlice;
 use crate::machine_memory::MachineMemory;
 use hypercall_abi::event::{virq, EventChannelCmd, SchedCmd, POLL_MAX, UPCALL_MASK_OFFSET, UPCALL_PENDING_OFFSET};
@@ -35,7 +35,7 @@ pub fn event_channel_op<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, 
     match EventChannelCmd::from_raw(cmd).ok_or(HypercallError::BadArgument)? {
         EventChannelCmd::AllocUnbound => {
             let remote = live_domain(ctx, a)?;
-            ctx.caller().events.alloc(Port::Unbound { remote }).map(u64::from)
+            ctx.caller().alloc_port(Port::Unbound { remote }).map(u64::from)
         }
         EventChannelCmd::BindInterdomain => {
             let remote = live_domain(ctx, a)?;
@@ -45,7 +45,7 @@ pub fn event_channel_op<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, 
                 Port::Unbound { .. } => return Err(HypercallError::PermissionDenied),
                 _ => return Err(HypercallError::WrongPortState),
             }
-            let local = ctx.caller().events.alloc(Port::Interdomain { remote, remote_port })?;
+            let local = ctx.caller().alloc_port(Port::Interdomain { remote, remote_port })?;
             ctx.domains[usize::from(remote.0)].events.set(remote_port, Port::Interdomain { remote: caller, remote_port: local });
             Ok(u64::from(local))
         }
@@ -56,7 +56,7 @@ pub fn event_channel_op<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, 
             if ctx.caller().events.virq_port(a).is_some() {
                 return Err(HypercallError::PortInUse);
             }
-            ctx.caller().events.alloc(Port::Virq(a)).map(u64::from)
+            ctx.caller().alloc_port(Port::Virq(a)).map(u64::from)
         }
         EventChannelCmd::Send => match ctx.caller().events.get(a)? {
             Port::Interdomain { remote, remote_port } => {
@@ -134,7 +134,7 @@ fn poll<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, at: u64, 
     let mut bytes = [0u8; (POLL_MAX * 4) as usize];
     let bytes = &mut bytes[..(count * 4) as usize];
     ctx.view().read(GuestSlice::new(at, count * 4), bytes)?;
-    let ports: alloc::vec::Vec<u32> = bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
+    let ports: PollPorts = bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
     let now = ctx.now_ns();
     let d = &mut ctx.domains[usize::from(ctx.caller.0)];
     for &port in &ports {

@@ -168,7 +168,13 @@ pub fn mmuext_op<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, 
     finish_batch(ctx, count, done, outcome)
 }
 
-/// `memory_op(cmd, frames, count)`.
+/// Frames `memory_op` handles per copy of its array through the stack.
+const MEMORY_OP_CHUNK: u64 = 64;
+
+/// `memory_op(cmd, frames, count)`. The array is checked whole first, then
+/// copied through the stack in chunks: a call needs no hypervisor heap,
+/// and the caller's frame list has room for `max_pages` frames from the
+/// start.
 pub fn memory_op<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, cmd: u64, frames: u64, count: u64) -> Result<u64, HypercallError> {
     let cmd = MemoryOpCmd::from_raw(cmd).ok_or(HypercallError::BadArgument)?;
     if count > BATCH_MAX {
@@ -183,25 +189,37 @@ pub fn memory_op<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, 
             if d.frames.len() as u64 + count > d.max_pages {
                 return Err(HypercallError::OverLimit);
             }
-            // Check the output array before taking anything.
-            ctx.view().write(list, &alloc::vec![0u8; list.len as usize])?;
-            let owner = Owner::Domain(ctx.caller);
-            let new = ctx.frames.alloc_many(owner, count).map_err(|_| HypercallError::OutOfMemory)?;
-            let mut bytes = alloc::vec::Vec::with_capacity(list.len as usize);
-            for &mfn in &new {
-                ctx.mem.zero_frame(mfn);
-                bytes.extend_from_slice(&mfn.to_le_bytes());
+            // Check the output array and the free frames before taking anything.
+            ctx.view().check(list, Access::Write)?;
+            if ctx.frames.free_count() < count {
+                return Err(HypercallError::OutOfMemory);
             }
-            ctx.view().write(list, &bytes).expect("the array was checked writable above");
-            ctx.caller().frames.extend(new);
+            let owner = Owner::Domain(ctx.caller);
+            for first in (0..count).step_by(MEMORY_OP_CHUNK as usize) {
+                let n = MEMORY_OP_CHUNK.min(count - first);
+                let mut bytes = [0u8; MEMORY_OP_CHUNK as usize * 8];
+                for chunk in bytes.chunks_exact_mut(8).take(n as usize) {
+                    let mfn = ctx.frames.alloc(owner).expect("counted free above");
+                    ctx.mem.zero_frame(mfn);
+                    chunk.copy_from_slice(&mfn.to_le_bytes());
+                    ctx.caller().frames.push(mfn);
+                }
+                let piece = GuestSlice::new(frames + first * 8, n * 8);
+                ctx.view().write(piece, &bytes[..n as usize * 8]).expect("the array was checked writable above");
+            }
             Ok(count)
         }
         MemoryOpCmd::DecreaseReservation => {
-            let mut bytes = alloc::vec![0u8; list.len as usize];
-            ctx.view().read(list, &mut bytes)?;
-            for chunk in bytes.chunks_exact(8) {
-                let mfn = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-                give_back(ctx, mfn)?;
+            ctx.view().check(list, Access::Read)?;
+            for first in (0..count).step_by(MEMORY_OP_CHUNK as usize) {
+                let n = MEMORY_OP_CHUNK.min(count - first);
+                let mut bytes = [0u8; MEMORY_OP_CHUNK as usize * 8];
+                let piece = GuestSlice::new(frames + first * 8, n * 8);
+                ctx.view().read(piece, &mut bytes[..n as usize * 8]).expect("the array was checked readable above");
+                for chunk in bytes[..n as usize * 8].chunks_exact(8) {
+                    let mfn = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+                    give_back(ctx, mfn)?;
+                }
             }
             Ok(count)
         }

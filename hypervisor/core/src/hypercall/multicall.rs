@@ -97,6 +97,9 @@ fn perform<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, entry:
 }
 
 /// Writes an entry's result through a fresh, checked translation.
+/// Inlined: every entry that may remap (the page-table calls) ends here,
+/// and the call would cost more than the write.
+#[inline(always)]
 fn write_result<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, at: u64, result: Result<u64, HypercallError>) -> Result<(), HypercallError> {
     ctx.view().write(GuestSlice::new(at + RESULT, 8), &encode_result(result).to_le_bytes())
 }

@@ -384,3 +384,41 @@ fn a_fault_on_the_floor_path_puts_the_real_door_back() {
     assert!(matches!(next, Next::Switch { door: Door::Kernel, .. }), "{next:?}");
     assert!(!g.sys.domains[0].vcpu.bench_floor);
 }
+
+/// `memory_op` copies its array through the stack in chunks: a request
+/// larger than one chunk gets every frame, in order, and gives them back
+/// the same way; a machine without free frames answers `OutOfMemory`
+/// with nothing taken; an array that cannot be read whole gives nothing back.
+#[test]
+fn ballooning_in_chunks_and_out_of_frames() {
+    let mut g = Guest::new();
+    let out = g.si.free_start;
+    let have = g.sys.domains[0].frames.len();
+    let n = 200u64;
+    assert_eq!(g.call(Hypercall::MemoryOp, &[MemoryOpCmd::IncreaseReservation as u64, out, n]).1, Ok(n));
+    let mut bytes = vec![0u8; n as usize * 8];
+    g.view().read(GuestSlice::new(out, n * 8), &mut bytes).unwrap();
+    let got: Vec<u64> = bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(got, g.sys.domains[0].frames[have..], "the array lists the new frames in the frame list's order");
+    assert_eq!(g.sys.check_heap_accounts(), Ok(()), "growing the list took no memory");
+
+    // An array of frames it may give back, longer than a chunk, whose end
+    // runs past its mapped memory: refused before anything goes.
+    let first_chunk: [u64; 64] = got[..64].try_into().unwrap();
+    let tail = g.si.free_end - 8 * 64;
+    g.poke(tail, &first_chunk);
+    assert_eq!(g.call(Hypercall::MemoryOp, &[MemoryOpCmd::DecreaseReservation as u64, tail, 70]).1, Err(HypercallError::BadAddress));
+    assert_eq!(g.sys.domains[0].frames.len(), have + n as usize, "nothing given back");
+    assert_eq!(g.call(Hypercall::MemoryOp, &[MemoryOpCmd::DecreaseReservation as u64, out, n]).1, Ok(n));
+    assert_eq!(g.sys.domains[0].frames.len(), have);
+
+    // No free frame left on the machine.
+    let free = g.sys.frames.free_count();
+    let taken = g.sys.frames.alloc_many(crate::frame_table::Owner::Hypervisor, free - 3).unwrap();
+    assert_eq!(g.call(Hypercall::MemoryOp, &[MemoryOpCmd::IncreaseReservation as u64, out, 4]).1, Err(HypercallError::OutOfMemory));
+    assert_eq!((g.sys.domains[0].frames.len(), g.sys.frames.free_count()), (have, 3), "nothing taken");
+    assert_eq!(g.call(Hypercall::MemoryOp, &[MemoryOpCmd::IncreaseReservation as u64, out, 3]).1, Ok(3));
+    for mfn in taken {
+        g.sys.frames.free(mfn, crate::frame_table::Owner::Hypervisor).unwrap();
+    }
+}

@@ -235,19 +235,39 @@ fn machine_memory_must_be_mib() {
 
 #[test]
 fn too_much_memory_names_the_domain_that_crosses() {
+    // The hypervisor's share on 34M with these three domains: 16M, and
+    // 1.4 MiB of heap (1 MiB, 8,960 frames at 24 bytes, three records and
+    // allowances) rounded up to 2M.
     let text =
-        format!("[machine]\nmemory = \"32M\"\n{}{}{}", domain("a", "8M"), domain("b", "8M"), domain("c", "1M"));
+        format!("[machine]\nmemory = \"34M\"\n{}{}{}", domain("a", "8M"), domain("b", "8M"), domain("c", "1M"));
+    assert_eq!(Manifest::from_toml(&text).unwrap().hypervisor_share(), 18 * MIB);
     assert_eq!(
         err(&text),
         "domain \"c\", field `memory`: 1M brings the domains' total to 17M, more than the 16M \
-         the machine's 32M leaves after the hypervisor's 16M (raise [machine] memory)"
+         the machine's 34M leaves after the hypervisor's 18M (raise [machine] memory)"
     );
     // Exactly full is fine.
-    let text = format!("[machine]\nmemory = \"32M\"\n{}{}", domain("a", "8M"), domain("b", "8M"));
+    let text = format!("[machine]\nmemory = \"34M\"\n{}{}", domain("a", "8M"), domain("b", "8M"));
     assert!(Manifest::parse(&text).is_ok());
     assert!(
         err(&domain("big", "1G")).starts_with("domain \"big\", field `memory`: 1G brings the domains' total to 1G")
     );
+}
+
+#[test]
+fn the_machine_is_at_most_what_the_hypervisor_can_map() {
+    let text = |size: &str| format!("[machine]\nmemory = \"{size}\"\n{}", domain("a", "1M"));
+    assert!(Manifest::parse(&text("15G")).is_ok());
+    assert_eq!(
+        err(&text("16G")),
+        "[machine], field `memory`: 16G is more than the 15G the hypervisor can use \
+         (its physical map covers 16 GiB of addresses, and RAM beyond 3 GiB starts at 4 GiB)"
+    );
+    // Its heap follows the machine: 24 bytes for each frame of addresses
+    // up to the end of RAM (past 3 GiB, the 1 GiB hole below 4 GiB too).
+    let heap = |size: &str| Manifest::from_toml(&text(size)).unwrap().heap_bytes();
+    assert_eq!(heap("2G") - heap("1G"), 256 * 1024 * 24);
+    assert_eq!(heap("4G") - heap("3G"), 2 * 256 * 1024 * 24);
 }
 
 #[test]

@@ -27,10 +27,10 @@ use crate::emulated::guest_phys::GuestPhys;
 use crate::emulated::guest_virt::{GuestVirt, VirtFault, Written};
 use crate::emulated::guest_walk::Access;
 use crate::emulated::inject::{deliver, EventKind};
-use crate::emulated::instructions::{emulate, user_mode_may_try, Outcome};
+use crate::emulated::instructions::{emulate, never_traps_for_privilege, user_mode_may_try, Outcome};
 use crate::emulated::machine::{StiShadow, VirtualMachine};
 use crate::emulated::shadow::{FaultOutcome, ShadowEnv};
-use crate::emulated::store::{emulate_store, SegmentBases, StoreError};
+use crate::emulated::store::{emulate_store, StoreError};
 use crate::emulated::{REAL_CS, REAL_SS};
 use crate::hypercall::TlbFlush;
 use crate::machine_memory::MachineMemory;
@@ -40,6 +40,8 @@ use alloc::string::String;
 
 /// The interrupt flag.
 const IF: u64 = 1 << 9;
+/// General protection fault.
+const GP: u8 = 13;
 /// Vectors whose exceptions push an error code.
 const WITH_ERROR_CODE: [u64; 8] = [8, 10, 11, 12, 13, 14, 17, 21];
 
@@ -175,7 +177,7 @@ impl System {
         let id = self.current.expect("running");
         let crate::domain::Domain { vm, vcpu, frames, .. } = &mut self.domains[usize::from(id.0)];
         let vm = vm.as_deref_mut().expect("an emulated domain");
-        let seg = SegmentBases { fs: vm.cpu.fs_base, gs: vm.cpu.gs_base };
+        let seg = vm.cpu.segment_bases();
         let mut mem = GuestVirt::new(&mut *p.mem, GuestPhys::new(frames), vm.cpu.cr3, vm.cpu.nxe(), vm.cpu.user_mode());
         let result = emulate_store(&insn, frame, &vcpu.fpu, seg, &mut mem);
         let written = mem.written; // moved out, not taken: no empty list to build
@@ -188,9 +190,15 @@ impl System {
                 vm.cpu.cr2 = va;
                 self.emulated_inject(p, frame, 14, EventKind::Exception { error_code: Some(error_code) })
             }
-            Err(StoreError::GeneralProtection) => {
+            Err(StoreError::Operand(fault)) => {
                 vm.exits.exceptions += 1;
-                self.emulated_inject(p, frame, 13, EventKind::Exception { error_code: Some(0) })
+                self.emulated_inject(p, frame, fault.vector(), EventKind::Exception { error_code: Some(0) })
+            }
+            Err(StoreError::Memory(VirtFault::NonCanonical { .. })) => {
+                // (The operand was checked first: only a string store's
+                // later element can get here, and that is checked too.)
+                vm.exits.exceptions += 1;
+                self.emulated_inject(p, frame, GP, EventKind::Exception { error_code: Some(0) })
             }
             Err(StoreError::Memory(VirtFault::NotRam(e))) => {
                 self.crash(p, frame, &format!("its store to a page table leads outside its RAM: {e}"), 0)
@@ -207,7 +215,10 @@ impl System {
     }
 
     /// A #GP or #NP: the guest ran a privileged instruction (or an `iretq`
-    /// to a selector the hypervisor keeps not present).
+    /// to a selector the hypervisor keeps not present), or the fault is
+    /// its own: an instruction that does not trap for privilege faults in
+    /// ring 3 exactly where it faults in ring 0 (a non-canonical address,
+    /// a misaligned `movaps`), and the CPU's #GP is delivered as raised.
     fn emulated_instruction<M: MachineMemory, C: ConsoleSink>(
         &mut self,
         p: &mut Platform<'_, M, C>,
@@ -221,10 +232,12 @@ impl System {
         let now_ns = self.time.now_ns(p.tsc);
         let d = &mut self.domains[usize::from(id.0)];
         let vm = d.vm.as_deref_mut().expect("an emulated domain");
-        if vm.cpu.user_mode() && !user_mode_may_try(insn.op) {
-            // A user process tried something no user process may do (the
-            // emulator decides the few that may, by the virtual CPU's
-            // rules): the fault is its kernel's, as the CPU raised it.
+        let own = frame.vector == u64::from(GP) && never_traps_for_privilege(insn.op);
+        if own || (vm.cpu.user_mode() && !user_mode_may_try(insn.op)) {
+            // The guest's own #GP, or a user process tried something no
+            // user process may do (the emulator decides the few that may,
+            // by the virtual CPU's rules): the fault is its kernel's, as
+            // the CPU raised it.
             vm.exits.exceptions += 1;
             let (vector, error_code) = (frame.vector as u8, Some(frame.error_code));
             return self.emulated_inject(p, frame, vector, EventKind::Exception { error_code });
@@ -311,15 +324,24 @@ impl System {
                 vm.exits.guest_page_faults += 1;
                 return Err(self.emulated_inject(p, frame, 14, EventKind::Exception { error_code: Some(error_code) }));
             }
+            Err(VirtFault::NonCanonical { .. }) => {
+                // Its last bytes cross the end of the lower half.
+                self.vm_parts().1.exits.exceptions += 1;
+                return Err(self.emulated_inject(p, frame, GP, EventKind::Exception { error_code: Some(0) }));
+            }
             Err(VirtFault::NotRam(e)) => {
                 return Err(self.crash(p, frame, &format!("its instruction pointer leads outside its RAM: {e}"), 0))
             }
         };
         let bytes = Fetched { buf, len: n };
+        let user = self.domains[usize::from(id.0)].vm.as_deref().is_some_and(|vm| vm.cpu.user_mode());
         match decode::decode(&bytes) {
             Ok(insn) => Ok((bytes, insn)),
-            Err(_) if self.domains[usize::from(id.0)].vm.as_deref().is_some_and(|vm| vm.cpu.user_mode()) => {
-                // A user process's own fault: its kernel decides.
+            Err(_) if user || (frame.vector == u64::from(GP) && !decode::may_trap_for_privilege(&bytes)) => {
+                // A user process's own fault: its kernel decides. Or an
+                // instruction that cannot trap for privilege (a load from a
+                // non-canonical address, say) raised the #GP it raises in
+                // ring 0 too: the kernel's own.
                 let vector = frame.vector as u8;
                 let error_code = Some(frame.error_code);
                 self.vm_parts().1.exits.exceptions += 1;
@@ -425,6 +447,8 @@ impl System {
             return self.crash(p, frame, &why, 0);
         }
         vm.halted = true;
+        // (Only a refund: a `hlt` exit adds no shadow.)
+        let _ = self.settle_shadow_charge(id);
         self.drain_console(p, id);
         self.leave_cpu(id, p.tsc, 0);
         self.scheduler.set_runnable(id, false);
@@ -507,19 +531,42 @@ impl System {
         }
         let d = &mut self.domains[usize::from(id.0)];
         let vm = d.vm.as_deref_mut().expect("an emulated domain");
-        if !space_changed && vm.root.is_some() {
-            return Next::Resume { tlb };
+        let next = if !space_changed && vm.root.is_some() {
+            Next::Resume { tlb }
+        } else {
+            let root = self.with_shadow(p.mem, id, |vm, env| {
+                let (cr3, mode) = (vm.cpu.cr3, vm.mode());
+                let result = vm.shadow.root(env, cr3, mode);
+                vm.root = result.as_ref().ok().copied();
+                result.map_err(|e| (cr3, e))
+            });
+            match root {
+                Ok(root) => Next::Switch { root, door: Door::Emulated },
+                Err((cr3, e)) => return self.crash(p, frame, &format!("no shadow page table for its CR3 {cr3:#x}: {e}"), 0),
+            }
+        };
+        // Every exit that returns to the guest comes here, after whatever
+        // the exit did to its shadows: their bookkeeping is charged now.
+        if self.settle_shadow_charge(id).is_err() {
+            let allowance = self.domains[usize::from(id.0)].heap.allowance();
+            let why = format!("its shadow page tables need more hypervisor memory than its allowance of {allowance} bytes");
+            return self.crash(p, frame, &why, 0);
         }
-        let root = self.with_shadow(p.mem, id, |vm, env| {
-            let (cr3, mode) = (vm.cpu.cr3, vm.mode());
-            let result = vm.shadow.root(env, cr3, mode);
-            vm.root = result.as_ref().ok().copied();
-            result.map_err(|e| (cr3, e))
-        });
-        match root {
-            Ok(root) => Next::Switch { root, door: Door::Emulated },
-            Err((cr3, e)) => self.crash(p, frame, &format!("no shadow page table for its CR3 {cr3:#x}: {e}"), 0),
-        }
+        next
+    }
+
+    /// Charges (or refunds) emulated domain `id` for what its shadows'
+    /// bookkeeping holds now ([`Shadow::heap_bytes`](crate::emulated::shadow::Shadow::heap_bytes)); `OutOfMemory`,
+    /// with nothing charged, if that does not fit its allowance. (It
+    /// always does while the shadows keep to their budgets, which the
+    /// allowance covers: this is the check that proves it.)
+    pub(super) fn settle_shadow_charge(&mut self, id: DomainId) -> Result<(), hypercall_abi::HypercallError> {
+        let d = &mut self.domains[usize::from(id.0)];
+        let Some(vm) = d.vm.as_deref_mut() else { return Ok(()) };
+        let now = vm.shadow.heap_bytes();
+        d.heap.change(vm.shadow_charged, now)?;
+        vm.shadow_charged = now;
+        Ok(())
     }
 
     /// Raises the virtual PIT's IRQ 0 in every emulated domain whose tick

@@ -19,7 +19,7 @@ pub(super) fn emulated_system(code: &[u8], expect: Expect) -> (System, TestMemor
     let mut mem = TestMemory::new(FRAMES);
     let mut frames = FrameTable::new(FRAMES);
     frames.add_free(256, FRAMES);
-    let mut system = System::new(frames, [0; ENTRIES / 2]);
+    let mut system = System::new(frames, [0; ENTRIES / 2], 1);
     system.time = TimeBase { clock: TscClock::new(TSC_HZ), boot_tsc: 0, wall_clock_sec: 0 };
     let plan = DomainPlan {
         id: DomainId(0),
@@ -97,8 +97,8 @@ fn port_output_reaches_the_console_and_the_debug_exit_ends_the_domain() {
     frame = GuestRegs { rax: 7, ..gp_at(&frame, KERNEL + 3) };
     assert_eq!(sys.on_guest_exception(&mut p, &mut frame, 0), Next::Finished { all_as_expected: true });
     assert_eq!(out, "[k] hi\n");
-    let vm = sys.domains[0].vm.as_ref().unwrap();
-    assert_eq!(vm.exits.io, 4);
+    assert!(sys.domains[0].vm.is_none(), "its virtual machine was freed");
+    assert_eq!(sys.domains[0].emulated.unwrap().exits.io, 4, "its counters kept");
     assert_eq!(sys.frames.count_owned(crate::frame_table::Owner::Hypervisor), 0, "its shadows were freed");
     assert!(sys.summary()[2].contains("exits=4 (instructions=0 io=4"), "{:?}", sys.summary());
 }
@@ -246,5 +246,53 @@ mod hostile {
                 prop_assert_eq!(sys.frames.count_owned(crate::frame_table::Owner::Hypervisor), 0);
             }
         }
+    }
+}
+
+/// An emulated domain's shadow bookkeeping is charged to it at the end of
+/// every exit; if it would pass its allowance, the domain is stopped with
+/// a report, and everything it held is given back. (Its allowance covers
+/// its shadows at their budgets, so only a smaller one shows this.)
+#[test]
+fn shadows_past_the_allowance_stop_the_domain_alone() {
+    for room in [true, false] {
+        let (mut sys, mut mem) = emulated_system(&[0xf4], if room { Expect::Exit(0) } else { Expect::Crash });
+        let free_at_start = sys.frames.free_count() + sys.domains[0].frames.len() as u64;
+        let mut frame = GuestRegs::default();
+        let mut out = String::new();
+        sys.start(&mut Platform { mem: &mut mem, console: &mut out, tsc: 0 }, &mut frame);
+        assert_eq!(sys.check_heap_accounts(), Ok(()), "the root's bookkeeping is charged");
+        let mut p = Platform { mem: &mut mem, console: &mut out, tsc: 0 };
+        frame.vector = 14;
+        frame.error_code = 0x10 | 0x4;
+        assert!(matches!(sys.on_guest_exception(&mut p, &mut frame, KERNEL), Next::Resume { .. }));
+        assert_eq!(sys.check_heap_accounts(), Ok(()), "so is the fill's");
+        let before = sys.domains[0].heap.charged();
+        if !room {
+            // An allowance with no room left: the next fill cannot be charged.
+            let mut full = crate::heap_account::HeapAccount::new(before);
+            full.charge(before).unwrap();
+            sys.domains[0].heap = full;
+        }
+        // Writes to fresh pages: each fill notes a writable leaf in the
+        // reverse map, and every few the bookkeeping's bound grows.
+        let mut next = Next::RESUME;
+        for page in 1..16u64 {
+            frame.error_code = 0x2 | 0x4;
+            next = sys.on_guest_exception(&mut p, &mut frame, page * 0x1000);
+            if sys.domains[0].heap.charged() != before || !matches!(next, Next::Resume { .. }) {
+                break;
+            }
+        }
+        if room {
+            assert!(matches!(next, Next::Resume { .. }), "{next:?}");
+            assert!(sys.domains[0].heap.charged() > before, "the fills were charged");
+            assert_eq!(sys.check_heap_accounts(), Ok(()));
+            continue;
+        }
+        assert_eq!(next, Next::Finished { all_as_expected: true });
+        assert!(matches!(sys.domains[0].ending, Some(Ending::Crashed(_))));
+        assert_eq!(sys.domains[0].heap.charged(), 0, "everything it held was given back");
+        assert_eq!(sys.frames.free_count(), free_at_start, "and every frame");
     }
 }

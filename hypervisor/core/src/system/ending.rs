@@ -1,13 +1,21 @@
 //! How a domain ends: the crash report of a guest that could not go on,
 //! the bookkeeping of every ending (last output, ports closed, the others
 //! told, memory freed), and the final summary of how each domain ended.
+//!
+//! An ended domain gives back everything it made the hypervisor hold:
+//! every frame (its own and its shadow tables) to the free pool, and every
+//! heap block charged to it (frame list, port table, virtual machine with
+//! its shadow bookkeeping), so that its account reads 0. What stays is its
+//! fixed-size record in the domain table, allocated before any domain was
+//! built: this is what makes the final conservation check exact.
 
 use super::{d_id, Next, Platform, System};
 use crate::console::ConsoleSink;
-use crate::domain::{DomainId, Ending};
+use crate::domain::{crash_what, DomainId, EmulatedRecord, Ending};
 use crate::event_channel::{self, Port, Wait};
 use crate::fault;
 use crate::frame_table::Owner;
+use crate::heap_account::release;
 use crate::hypercall;
 use hypercall_abi::event::virq;
 use hypercall_abi::trap::VECTOR_SYSCALL;
@@ -65,12 +73,13 @@ impl System {
             format!("{} at {:#x}", fault::exception_name(frame.vector).0, frame.rip)
         };
         self.leave_cpu(culprit, p.tsc, 0);
-        self.end(p, culprit, Ending::Crashed(what));
+        self.end(p, culprit, Ending::Crashed(crash_what(&what)));
         self.dispatch_next(p, frame)
     }
 
     /// Records how a domain ended, prints its last output, closes its
-    /// ports, tells the others if it did not end by itself, and frees its memory.
+    /// ports, tells the others if it did not end by itself, and frees its
+    /// memory and everything it held on the heap.
     pub(super) fn end<M: MachineMemory, C: ConsoleSink>(&mut self, p: &mut Platform<'_, M, C>, id: DomainId, ending: Ending) {
         self.end_with(p, id, ending, true);
     }
@@ -93,16 +102,30 @@ impl System {
         d.ending = Some(ending);
         d.events.wait = Wait::None;
         d.events.timer_deadline_ns = None;
-        let peers = d.events.close_all(id);
-        for (remote, remote_port) in peers {
-            self.domain(remote).events.set(remote_port, Port::Unbound { remote: id });
-        }
+        // Its ports go (a loopback channel with them), and the other ends
+        // of its channels go back to unbound. Its table is taken out while
+        // the others' are written (`close_all` never names it as a peer).
+        let (mut events, mut heap) = (core::mem::take(&mut d.events), d.heap);
+        events.close_all(id, &mut heap, |remote, port| {
+            self.domains[usize::from(remote.0)].events.set(port, Port::Unbound { remote: id });
+        });
+        let d = &mut self.domains[usize::from(id.0)];
+        (d.events, d.heap) = (events, heap);
         // The frames are freed while this domain's tables may still be loaded:
         // nothing allocates before the kernel loads the next address space.
         self.drop_shadows(p.mem, id);
-        for mfn in core::mem::take(&mut self.domain(id).frames) {
+        // Only a refund: the bookkeeping is empty now.
+        let _ = self.settle_shadow_charge(id);
+        let d = &mut self.domains[usize::from(id.0)];
+        for &mfn in &d.frames {
             self.frames.free(mfn, Owner::Domain(id)).expect("a domain's frame list holds only its own frames");
         }
+        release(&mut d.frames, &mut d.heap);
+        if let Some(vm) = d.vm.take() {
+            d.emulated = Some(EmulatedRecord { exits: vm.exits, shadow: vm.shadow.stats() });
+            d.heap.refund(core::mem::size_of_val(&*vm) + vm.shadow_charged);
+        }
+        debug_assert_eq!(d.heap.charged(), 0, "{} still holds heap", d.label());
         self.scheduler.set_runnable(id, false);
         if self.current == Some(id) {
             self.current = None;
@@ -145,11 +168,11 @@ impl System {
                 d.stats.preemptions,
                 d.stats.bounces
             ));
-            if let Some(vm) = &d.vm {
-                let sh = vm.shadow.stats();
+            let emulated = d.vm.as_ref().map(|vm| EmulatedRecord { exits: vm.exits, shadow: vm.shadow.stats() });
+            if let Some(EmulatedRecord { exits, shadow: sh }) = emulated.or(d.emulated) {
                 lines.push(format!(
                     "      emulated: {} shadow: tables={} resets={} frames={}",
-                    vm.exits, sh.tables_created, sh.resets, sh.frames
+                    exits, sh.tables_created, sh.resets, sh.frames
                 ));
             }
         }

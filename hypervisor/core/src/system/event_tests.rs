@@ -205,7 +205,7 @@ fn a_crash_is_announced_and_a_wait_nobody_can_end_is_reported() {
     w.mem.write(w.shared(0) + UPCALL_PENDING_OFFSET as u64, &[0]);
     let (next, _) = w.call(Hypercall::SchedOp, &[SchedCmd::Block as u64]);
     assert_eq!(next, Next::Finished { all_as_expected: false });
-    assert_eq!(w.sys.domains[0].ending, Some(Ending::Crashed(String::from("blocked forever"))));
+    assert_eq!(w.sys.domains[0].ending, Some(Ending::Crashed(crate::domain::crash_what("blocked forever"))));
 }
 
 #[test]
@@ -283,4 +283,43 @@ fn a_loopback_channel_dies_with_its_domain() {
         assert_eq!(status.state, hypercall_abi::event::port_state::UNBOUND, "d1's end is unbound again");
         let _ = w.call(Hypercall::Exit, &[0]);
     }
+}
+
+/// A domain takes ports until it is refused: at the ABI's limit with its
+/// whole allowance, with `OutOfMemory` when its allowance is smaller; each
+/// longer table is charged to it, and the domain that ends gives it all
+/// back, while the others are not charged for anything it did.
+#[test]
+fn ports_are_charged_to_their_domain_and_refused_past_its_allowance() {
+    use crate::heap_account::{HeapAccount, PORT_TABLE_BYTES};
+    let mut w = World::new(2);
+    let free_at_start = w.sys.frames.free_count();
+    let d1_charged = w.sys.domains[1].heap.charged();
+    for port in 1..hypercall_abi::event::NR_PORTS as u64 {
+        assert_eq!(w.evtchn(EventChannelCmd::AllocUnbound, 0, 0), Ok(port));
+        assert_eq!(w.sys.check_heap_accounts(), Ok(()), "after port {port}");
+    }
+    assert_eq!(w.evtchn(EventChannelCmd::AllocUnbound, 0, 0), Err(HypercallError::PortInUse), "the ABI's limit first");
+    assert_eq!(w.sys.domains[0].events.table_bytes(), PORT_TABLE_BYTES);
+    assert_eq!(w.sys.domains[1].heap.charged(), d1_charged, "nothing charged to d1");
+    let _ = w.call(Hypercall::Exit, &[0]);
+    assert_eq!(w.running(), Some(1));
+    assert_eq!((w.sys.domains[0].heap.charged(), w.sys.domains[0].heap_held()), (0, 0), "d0 gave everything back");
+
+    // d1's allowance leaves room for its frame list and 8 ports' table, not 16.
+    let d = &mut w.sys.domains[1];
+    let mut small = HeapAccount::new(d.heap.charged() + 8 * core::mem::size_of::<crate::event_channel::Port>());
+    small.charge(d.heap.charged()).unwrap();
+    d.heap = small;
+    for port in 1..8 {
+        assert_eq!(w.evtchn(EventChannelCmd::AllocUnbound, 1, 0), Ok(port));
+    }
+    assert_eq!(w.evtchn(EventChannelCmd::AllocUnbound, 1, 0), Err(HypercallError::OutOfMemory));
+    assert_eq!(w.evtchn(EventChannelCmd::BindVirq, virq::TIMER, 0), Err(HypercallError::OutOfMemory));
+    assert_eq!(w.sys.check_heap_accounts(), Ok(()), "a refusal charges nothing");
+    assert_eq!(w.evtchn(EventChannelCmd::Close, 3, 0), Ok(0));
+    assert_eq!(w.evtchn(EventChannelCmd::BindVirq, virq::TIMER, 0), Ok(3), "a freed port is reused without memory");
+    let _ = w.call(Hypercall::Exit, &[0]);
+    assert!(w.sys.heap_charged().all(|(_, charged)| charged == 0), "every domain ended and was refunded");
+    assert_eq!(w.sys.frames.free_count(), free_at_start + 2 * 256, "and every frame is free again");
 }

@@ -288,6 +288,10 @@ fn register_value(n: u8) -> u64 {
 
 fn segment_of(r: Register) -> Option<Segment> {
     match r {
+        Register::ES => Some(Segment::Es),
+        Register::CS => Some(Segment::Cs),
+        Register::SS => Some(Segment::Ss),
+        Register::DS => Some(Segment::Ds),
         Register::FS => Some(Segment::Fs),
         Register::GS => Some(Segment::Gs),
         _ => None,
@@ -343,8 +347,9 @@ pub(super) fn operand_agrees(insn: &Instruction, i: u32, want: Want) -> Result<(
             if kind != expected {
                 return Err(format!("{expected:?} where iced has {kind:?}"));
             }
+            // iced names the segment in effect: DS when no prefix names one.
             let theirs = segment_of(insn.memory_segment());
-            if theirs != segment {
+            if theirs != Some(segment.unwrap_or(Segment::Ds)) {
                 return Err(format!("source segment {segment:?} where iced has {:?}", insn.memory_segment()));
             }
         }

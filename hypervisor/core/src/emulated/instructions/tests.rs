@@ -407,3 +407,93 @@ fn the_io_bitmap_read_straddles_pages_and_faults_as_the_kernel() {
     g.regs.rdx = 0x10;
     assert_eq!(g.run(&[0xec]), Ok(Outcome::PageFault { va: 0x4_0002, error_code: 0 }));
 }
+
+/// Bit 47 set, 63..48 clear: the first non-canonical address.
+const NON_CANONICAL: u64 = 0x0000_8000_0000_0000;
+
+#[test]
+fn a_non_canonical_operand_is_gp_or_ss_through_the_stack_never_a_page_fault() {
+    const GP: Result<Outcome, EmulationError> = Ok(Outcome::Fault { vector: 13, error_code: Some(0) });
+    const SS: Result<Outcome, EmulationError> = Ok(Outcome::Fault { vector: 12, error_code: Some(0) });
+    // Every emulated instruction that reads or writes a memory operand,
+    // with that operand at `rdi` (or `rbp`: through SS), non-canonical.
+    let cases: [(&str, &[u8], Result<Outcome, EmulationError>); 13] = [
+        ("sldt [rdi]", &[0x0f, 0x00, 0x07], GP),
+        ("sldt [rbp]", &[0x0f, 0x00, 0x45, 0x00], SS),
+        ("sldt ds:[rbp]", &[0x3e, 0x0f, 0x00, 0x45, 0x00], GP),
+        ("sldt ss:[rdi]", &[0x36, 0x0f, 0x00, 0x07], SS),
+        ("str [rdi]", &[0x0f, 0x00, 0x0f], GP),
+        ("smsw [rdi]", &[0x0f, 0x01, 0x27], GP),
+        ("sgdt [rdi]", &[0x0f, 0x01, 0x07], GP),
+        ("sidt [rbp]", &[0x0f, 0x01, 0x4d, 0x00], SS),
+        ("lgdt [rdi]", &[0x0f, 0x01, 0x17], GP),
+        ("lmsw [rdi]", &[0x0f, 0x01, 0x37], GP),
+        ("lldt [rdi]", &[0x0f, 0x00, 0x17], GP),
+        ("ltr [rdi]", &[0x0f, 0x00, 0x1f], GP),
+        ("mov ds, [rdi]", &[0x8e, 0x1f], GP),
+    ];
+    for (name, bytes, want) in cases {
+        let mut g = Guest::new();
+        (g.regs.rdi, g.regs.rbp) = (NON_CANONICAL, NON_CANONICAL);
+        let before = (g.cpu.clone(), g.regs);
+        assert_eq!(g.run(bytes), want, "{name}");
+        assert_eq!((g.cpu.clone(), g.regs), before, "{name}: nothing changed");
+    }
+    // The last byte counts: sgdt writes 10 bytes, the last 2 past the top.
+    let mut g = Guest::new();
+    g.regs.rdi = NON_CANONICAL - 8;
+    assert_eq!(g.run(&[0x0f, 0x01, 0x07]), GP);
+    // An FS or GS base counts too.
+    g.cpu.gs_base = NON_CANONICAL - 0x1000;
+    g.regs.rdi = 0x1000;
+    assert_eq!(g.run(&[0x65, 0x0f, 0x00, 0x07]), GP, "sldt gs:[rdi]");
+    // The frames of `iretq` and `lretq` are popped through SS.
+    for bytes in [&[0x48, 0xcf][..], &[0x48, 0xcb]] {
+        let mut g = Guest::new();
+        g.regs.rsp = NON_CANONICAL - 8;
+        assert_eq!(g.run(bytes), SS, "{bytes:02x?}");
+    }
+}
+
+#[test]
+fn invlpg_of_a_non_canonical_address_does_nothing() {
+    let mut g = Guest::new();
+    g.regs.rdi = NON_CANONICAL;
+    assert_eq!(g.run(&[0x0f, 0x01, 0x3f]), Ok(Outcome::Next)); // invlpg [rdi]
+    assert_eq!(g.regs.rip, 0x2_0003);
+    g.regs.rdi = 0x5000;
+    assert_eq!(g.run(&[0x0f, 0x01, 0x3f]), Ok(Outcome::Flush(TlbFlush::Page(0x5000))));
+}
+
+#[test]
+fn lldt_and_ltr_raise_what_the_cpu_raises_for_a_selector_that_names_no_ldt_or_tss() {
+    let mut g = Guest::new();
+    // The GDT at 0x3_0000 (limit 0x3f): a data segment at 0x10, an LDT
+    // descriptor not present at 0x20, a present one at 0x30.
+    g.virt().write(0x3_0010, &0x00cf_9200_0000_ffffu64.to_le_bytes()).unwrap();
+    g.virt().write(0x3_0020, &[0xff, 0, 0, 0, 0, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+    g.virt().write(0x3_0030, &[0xff, 0, 0, 0, 0, 0x82, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+    let fault = |vector, code: u64| Ok(Outcome::Fault { vector, error_code: Some(code) });
+    for (selector, want) in [
+        (0x10u64, fault(13, 0x10)), // a data segment
+        (0x13, fault(13, 0x10)),    // (the RPL is not part of the error code)
+        (0x0c, fault(13, 0x0c)),    // in the LDT
+        (0x40, fault(13, 0x40)),    // beyond the GDT limit
+        (0x20, fault(11, 0x20)),    // an LDT, not present
+    ] {
+        g.regs.rax = selector;
+        assert_eq!(g.run(&[0x0f, 0x00, 0xd0]), want, "lldt {selector:#x}"); // lldt ax
+        assert_eq!(g.regs.rip, 0x2_0000);
+    }
+    g.regs.rax = 0x30;
+    assert!(matches!(g.run(&[0x0f, 0x00, 0xd0]), Err(EmulationError::Unsupported(_))), "a real LDT");
+    g.regs.rax = 0;
+    assert_eq!(g.run(&[0x0f, 0x00, 0xd0]), Ok(Outcome::Next), "the null LDT");
+    // ltr: the LDT descriptor is the wrong type; a TSS not present is #NP.
+    g.regs.rax = 0x30;
+    assert_eq!(g.run(&[0x0f, 0x00, 0xd8]), fault(13, 0x30));
+    g.virt().write(0x3_0030, &[0x67, 0, 0, 0, 0, 0x09, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+    assert_eq!(g.run(&[0x0f, 0x00, 0xd8]), fault(11, 0x30));
+    g.regs.rax = 0;
+    assert_eq!(g.run(&[0x0f, 0x00, 0xd8]), fault(13, 0), "a null selector");
+}

@@ -19,7 +19,9 @@
 //! writable?) before it is changed. Stale slots are pruned whenever the map
 //! doubles in size since the last pruning, so it stays proportional to the
 //! writable leaves that exist. Slots always name shadow frames, since those
-//! are only freed all at once, together with the map.
+//! are only freed all at once, together with the map. The map is a set of
+//! (guest frame, slot) pairs, so a slot noted twice is held once, and the
+//! slots of one frame are a range of it.
 
 use super::{Shadow, ShadowEnv, ShadowSlot, GUEST_SLOTS, PRUNE_MIN};
 use crate::emulated::guest_phys::Gpa;
@@ -28,7 +30,6 @@ use crate::hypercall::TlbFlush;
 use crate::machine_memory::MachineMemory;
 use crate::paging::flags::{DIRTY, PRESENT, WRITABLE};
 use crate::paging::{ADDRESS_MASK, ENTRIES};
-use alloc::vec::Vec;
 use hypercall_abi::PAGE_SIZE;
 
 impl Shadow {
@@ -57,12 +58,10 @@ impl Shadow {
                 }
             }
             // Large pages held by the written entries lose their splinters.
-            let entries = gfn * PAGE_SIZE + from as u64 * 8..=gfn * PAGE_SIZE + to as u64 * 8;
-            for tables in self.splinters_of.range(entries).map(|(_, t)| t) {
-                for table in tables {
-                    for i in 0..ENTRIES {
-                        flush |= clear_entry(env.mem, table * PAGE_SIZE + i as u64 * 8);
-                    }
+            let entries = (gfn * PAGE_SIZE + from as u64 * 8, 0)..=(gfn * PAGE_SIZE + to as u64 * 8, Mfn::MAX);
+            for &(_, table) in self.splinters_of.range(entries) {
+                for i in 0..ENTRIES {
+                    flush |= clear_entry(env.mem, table * PAGE_SIZE + i as u64 * 8);
                 }
             }
         }
@@ -79,13 +78,13 @@ impl Shadow {
     /// read-only, now that it is a page table. Returns whether any was
     /// (a TLB flush is due).
     pub(super) fn write_protect<M: MachineMemory>(&mut self, env: &mut ShadowEnv<'_, M>, gfn: u64) -> bool {
-        let Some(slots) = self.writable.remove(&gfn) else { return false };
-        self.writable_len -= slots.len();
-        let Ok(mfn) = env.guest.mfn(gfn) else { return false };
+        let (first, last) = (ShadowSlot { table: 0, index: 0 }, ShadowSlot { table: Mfn::MAX, index: u16::MAX });
+        let mfn = env.guest.mfn(gfn).ok();
         let mut any = false;
-        for slot in slots {
+        while let Some(&(_, slot)) = self.writable.range((gfn, first)..=(gfn, last)).next() {
+            self.writable.remove(&(gfn, slot));
             let entry = env.mem.read_u64(slot.maddr());
-            if maps_writable(entry, mfn) {
+            if mfn.is_some_and(|mfn| maps_writable(entry, mfn)) {
                 env.mem.write_u64(slot.maddr(), entry & !(WRITABLE | DIRTY));
                 self.stats.downgrades += 1;
                 any = true;
@@ -103,27 +102,19 @@ impl Shadow {
         table: Mfn,
         index: usize,
     ) {
-        if self.writable_len >= self.prune_at {
+        if self.writable.len() >= self.prune_at {
             self.prune(env);
         }
-        self.writable.entry(gfn).or_default().push(ShadowSlot { table, index: index as u16 });
-        self.writable_len += 1;
+        self.writable.insert((gfn, ShadowSlot { table, index: index as u16 }));
     }
 
     /// Drops the slots of the reverse map that no longer map their frame
-    /// writable, and duplicates.
+    /// writable.
     pub(super) fn prune<M: MachineMemory>(&mut self, env: &mut ShadowEnv<'_, M>) {
         let mem = &*env.mem;
         let guest = env.guest;
-        self.writable.retain(|gfn, slots| {
-            let Ok(mfn) = guest.mfn(*gfn) else { return false };
-            slots.retain(|s| maps_writable(mem.read_u64(s.maddr()), mfn));
-            slots.sort_unstable();
-            slots.dedup();
-            !slots.is_empty()
-        });
-        self.writable_len = self.writable.values().map(Vec::len).sum();
-        self.prune_at = (2 * self.writable_len).max(PRUNE_MIN);
+        self.writable.retain(|(gfn, slot)| guest.mfn(*gfn).is_ok_and(|mfn| maps_writable(mem.read_u64(slot.maddr()), mfn)));
+        self.prune_at = (2 * self.writable.len()).max(PRUNE_MIN);
     }
 }
 

@@ -180,7 +180,7 @@ impl Shadow {
         }
         let mfn = self.alloc_frame(env, true)?;
         self.splinters.insert(key, mfn);
-        self.splinters_of.entry(key.entry).or_default().push(mfn);
+        self.splinters_of.insert((key.entry, mfn));
         Ok(mfn)
     }
 

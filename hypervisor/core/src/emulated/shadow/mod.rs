@@ -87,6 +87,13 @@
 //! until the machine has no frame (or heap) left. [`Shadow::drop_all`]
 //! does the same when the domain ends.
 //!
+//! The bookkeeping (the maps below and the frame list) is hypervisor heap
+//! charged to the domain (see [`crate::heap_account`]). Each map's entries
+//! are plain keys, with no vector inside, so that what it holds follows
+//! from its length alone: [`Shadow::heap_bytes`] bounds it, and the budgets
+//! bound that by [`HEAP_MAX`], the share of the domain's allowance its
+//! shadows may use.
+//!
 //! ## What the shadows do not copy
 //!
 //! The guest's caching bits (PWT, PCD, PAT) are not copied: guest memory
@@ -110,8 +117,9 @@ mod tests;
 use super::guest_phys::{Gpa, GuestPhys, NotRam};
 use crate::frame_table::{FrameError, FrameTable, Mfn, Owner};
 use crate::machine_memory::MachineMemory;
+use crate::heap_account::{btree_bytes, vec_bytes};
 use crate::paging::{ADDRESS_MASK, ENTRIES};
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use hypercall_abi::PAGE_SIZE;
 
@@ -266,17 +274,17 @@ pub struct Shadow {
     tables: BTreeMap<u64, TableSet>,
     /// Shadows of splintered large pages.
     splinters: BTreeMap<SplinterKey, Mfn>,
-    /// The splinter tables derived from each large guest entry, by the
-    /// entry's guest-physical address (to clear them when it changes).
-    splinters_of: BTreeMap<u64, Vec<Mfn>>,
-    /// Reverse map: guest frame -> shadow leaves that mapped it writable.
+    /// The splinter tables derived from each large guest entry, as (the
+    /// entry's guest-physical address, table), to clear them when it
+    /// changes.
+    splinters_of: BTreeSet<(u64, Mfn)>,
+    /// Reverse map: (guest frame, shadow leaf that mapped it writable).
     /// May hold stale slots (checked before use, pruned now and then).
-    writable: BTreeMap<u64, Vec<ShadowSlot>>,
-    /// Slots in `writable`.
-    writable_len: usize,
-    /// `writable_len` at which stale slots are pruned next.
+    writable: BTreeSet<(u64, ShadowSlot)>,
+    /// `writable.len()` at which stale slots are pruned next.
     prune_at: usize,
-    /// Every shadow frame held, in allocation order.
+    /// Every shadow frame held, in allocation order; room for the most
+    /// there can be is made up front, so that it never grows.
     frames: Vec<Mfn>,
     /// The EFER.NXE the shadows were built with (`None`: no shadows).
     nxe: Option<bool>,
@@ -284,10 +292,31 @@ pub struct Shadow {
 }
 
 /// Slots the reverse map of writable leaves may hold before the shadows
-/// are reset, like the frame budget: each is 16 bytes of the hypervisor's
-/// fixed heap (so 256 KiB, twice that with the vectors' slack), whereas
-/// the frame budget alone would allow 512 per shadow frame, 8 MiB.
+/// are reset, like the frame budget: each takes at most 80 bytes of
+/// hypervisor heap (so 1.3 MiB), whereas the frame budget alone would
+/// allow 512 per shadow frame, 512,000 slots.
 pub const REVERSE_MAP_BUDGET: usize = 16 * 1024;
+
+/// Shadow frames one page fault's fill may add (three tables below the
+/// root, the last two of which may be splinters), and one more for a
+/// root: the budgets are checked before each, so the frames never pass
+/// the budget by more than this.
+const STEP_FRAMES: usize = 4;
+
+/// The most heap a domain's shadows hold with `budget_frames` frames: the
+/// three maps of tables (whose entries are each one shadow frame) and the
+/// reverse map at their budgets plus one fill, and the frame list.
+pub const fn heap_max(budget_frames: u64) -> usize {
+    let frames = budget_frames as usize + STEP_FRAMES;
+    btree_bytes::<u64, TableSet>(frames)
+        + btree_bytes::<SplinterKey, Mfn>(frames)
+        + btree_bytes::<(u64, Mfn), ()>(frames)
+        + btree_bytes::<(u64, ShadowSlot), ()>(REVERSE_MAP_BUDGET + 1)
+        + frames * core::mem::size_of::<Mfn>()
+}
+
+/// [`heap_max`] of an emulated domain's shadows (1.7 MiB).
+pub const HEAP_MAX: usize = heap_max(super::machine::SHADOW_BUDGET_FRAMES);
 
 /// The reverse map is pruned no earlier than this many slots (tests prune
 /// early and often).
@@ -301,11 +330,10 @@ impl Shadow {
             budget_frames,
             tables: BTreeMap::new(),
             splinters: BTreeMap::new(),
-            splinters_of: BTreeMap::new(),
-            writable: BTreeMap::new(),
-            writable_len: 0,
+            splinters_of: BTreeSet::new(),
+            writable: BTreeSet::new(),
             prune_at: PRUNE_MIN,
-            frames: Vec::new(),
+            frames: Vec::with_capacity(budget_frames as usize + STEP_FRAMES),
             nxe: None,
             stats: ShadowStats::default(),
         }
@@ -353,10 +381,10 @@ impl Shadow {
     /// then resets; the integrator must check it before every fill too, or
     /// a kernel that never loads CR3 grows its shadows without limit.
     pub fn over_budget<M: MachineMemory>(&mut self, env: &mut ShadowEnv<'_, M>) -> bool {
-        if self.writable_len > REVERSE_MAP_BUDGET {
+        if self.writable.len() > REVERSE_MAP_BUDGET {
             self.prune(env);
         }
-        self.frames.len() as u64 > self.budget_frames || self.writable_len > REVERSE_MAP_BUDGET
+        self.frames.len() as u64 > self.budget_frames || self.writable.len() > REVERSE_MAP_BUDGET
     }
 
     /// Drops every shadow and counts a shadow reset. The guest may still
@@ -387,7 +415,6 @@ impl Shadow {
         self.splinters.clear();
         self.splinters_of.clear();
         self.writable.clear();
-        self.writable_len = 0;
         self.prune_at = PRUNE_MIN;
         self.nxe = None;
         self.stats.frames = 0;
@@ -400,7 +427,18 @@ impl Shadow {
 
     /// Slots in the reverse map of writable leaves (hypervisor heap).
     pub fn reverse_map_len(&self) -> usize {
-        self.writable_len
+        self.writable.len()
+    }
+
+    /// The most hypervisor heap the bookkeeping holds now (its maps by
+    /// their lengths, see [`btree_bytes`], and the frame list): what the
+    /// domain is charged for it. At most [`heap_max`] of the budget.
+    pub fn heap_bytes(&self) -> usize {
+        btree_bytes::<u64, TableSet>(self.tables.len())
+            + btree_bytes::<SplinterKey, Mfn>(self.splinters.len())
+            + btree_bytes::<(u64, Mfn), ()>(self.splinters_of.len())
+            + btree_bytes::<(u64, ShadowSlot), ()>(self.writable.len())
+            + vec_bytes(&self.frames)
     }
 
     /// The shadow of guest table `gfn` used at `level` in `mode`, if any.

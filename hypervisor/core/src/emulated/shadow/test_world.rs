@@ -147,6 +147,6 @@ impl Shadow {
 
     /// Whether the reverse map lists this slot under `gfn`.
     pub(super) fn in_reverse_map(&self, gfn: u64, table: Mfn, index: usize) -> bool {
-        self.writable.get(&gfn).is_some_and(|s| s.contains(&ShadowSlot { table, index: index as u16 }))
+        self.writable.contains(&(gfn, ShadowSlot { table, index: index as u16 }))
     }
 }

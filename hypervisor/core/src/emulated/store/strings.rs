@@ -19,7 +19,8 @@
 //! used and written back zero-extended, as any 32-bit register write.
 
 use super::{mask, GuestMemoryAccess, SegmentBases, StoreError, MAX_STRING_BYTES};
-use crate::decode::{Size, StoreOp};
+use crate::decode::{Segment, Size, StoreOp};
+use crate::emulated::address::{self, OperandFault};
 use crate::vcpu::GuestRegs;
 use hypercall_abi::PAGE_SIZE;
 
@@ -39,9 +40,11 @@ pub(super) fn run<M: GuestMemoryAccess>(
     seg: SegmentBases,
     mem: &mut M,
 ) -> Result<bool, StoreError<M::Error>> {
-    let (size, rep, addr32, src_base, copy) = match op {
-        StoreOp::Stos { size, rep, addr32 } => (size, rep, addr32, 0, false),
-        StoreOp::Movs { size, rep, addr32, src_segment } => (size, rep, addr32, seg.base(src_segment), true),
+    let (size, rep, addr32, src_base, src_stack, copy) = match op {
+        StoreOp::Stos { size, rep, addr32 } => (size, rep, addr32, 0, false, false),
+        StoreOp::Movs { size, rep, addr32, src_segment } => {
+            (size, rep, addr32, seg.base(src_segment), src_segment == Some(Segment::Ss), true)
+        }
         _ => unreachable!("only string stores come here"),
     };
     let s = u64::from(size);
@@ -66,6 +69,7 @@ pub(super) fn run<M: GuestMemoryAccess>(
             }
         }
         let c = Chunk { dst, src: copy.then_some(src), n, size, backward, pattern };
+        c.reachable(src_stack).map_err(StoreError::Operand)?;
         if let Err(e) = c.run(mem, &mut buf) {
             // The chunk's page refused it. The CPU faults on the first
             // element, whose address the guest sees in CR2: redo it alone.
@@ -107,20 +111,41 @@ struct Chunk {
 }
 
 impl Chunk {
+    /// Whether the CPU may reach the chunk's bytes: canonical addresses,
+    /// else #GP(0) (#SS(0) for a source through SS). Canonical form changes
+    /// only at a page boundary and a chunk stays in one page of each
+    /// operand unless it is one element, so if the chunk is not reachable,
+    /// its first element is not, which is where the CPU faults.
+    fn reachable(&self, src_stack: bool) -> Result<(), OperandFault> {
+        let len = self.n * u64::from(self.size);
+        address::checked(self.low(self.dst), len, false)?;
+        if let Some(src) = self.src {
+            address::checked(self.low(src), len, src_stack)?;
+        }
+        Ok(())
+    }
+
+    /// The lowest address of the elements starting at `a`.
+    fn low(&self, a: u64) -> u64 {
+        if self.backward {
+            a.wrapping_sub((self.n - 1) * u64::from(self.size))
+        } else {
+            a
+        }
+    }
+
     fn run<M: GuestMemoryAccess>(&self, mem: &mut M, buf: &mut [u8; PAGE_SIZE as usize]) -> Result<(), M::Error> {
         let s = u64::from(self.size);
         let bytes = &mut buf[..(self.n * s) as usize];
-        // The lowest address of the elements starting at `a`.
-        let low = |a: u64| if self.backward { a.wrapping_sub((self.n - 1) * s) } else { a };
         match self.src {
-            Some(src) => mem.read(low(src), bytes)?,
+            Some(src) => mem.read(self.low(src), bytes)?,
             None => {
                 for element in bytes.chunks_exact_mut(usize::from(self.size)) {
                     element.copy_from_slice(&self.pattern[..usize::from(self.size)]);
                 }
             }
         }
-        mem.write(low(self.dst), bytes)
+        mem.write(self.low(self.dst), bytes)
     }
 }
 

@@ -283,7 +283,7 @@ fn sse_stores_take_the_register_from_the_fxsave_area() {
     // movaps needs 16-byte alignment: #GP, nothing written, RIP kept.
     let rip = r.rip;
     r.rdi = BASE + 0x108;
-    assert_eq!(run_with(&[0x0f, 0x29, 0x07], &mut r, &fpu, seg, &mut m), Err(StoreError::GeneralProtection));
+    assert_eq!(run_with(&[0x0f, 0x29, 0x07], &mut r, &fpu, seg, &mut m), Err(StoreError::Operand(OperandFault::GeneralProtection)));
     assert_eq!((r.rip, m.bytes(BASE + 0x108, 16)), (rip, alloc::vec![0; 16]));
 }
 
@@ -504,4 +504,34 @@ proptest! {
         let op = if sub { crate::decode::AluOp::Sub } else { crate::decode::AluOp::Add };
         prop_assert_eq!(alu::compute(op, a, b, size), (result, expected));
     }
+}
+
+#[test]
+fn a_non_canonical_destination_is_gp_or_ss_and_a_string_stops_at_it() {
+    // The last page of the lower half, then the first non-canonical address.
+    let top_page = 0x7fff_ffff_f000 / PAGE_SIZE;
+    let mut m = Mock::with_pages([top_page, PAGE]);
+    let mut r = regs();
+    r.rdi = 0x8000_0000_0000;
+    r.rbp = 0x8000_0000_0000;
+    assert_eq!(run(&[0x48, 0x89, 0x07], &mut r, &mut m), Err(StoreError::Operand(OperandFault::GeneralProtection))); // mov [rdi], rax
+    assert_eq!(run(&[0x48, 0x89, 0x45, 0x00], &mut r, &mut m), Err(StoreError::Operand(OperandFault::StackSegment))); // mov [rbp], rax
+    r.rdi = 0x7fff_ffff_fffc; // 4 bytes canonical, 4 not
+    assert_eq!(run(&[0x48, 0x89, 0x07], &mut r, &mut m), Err(StoreError::Operand(OperandFault::GeneralProtection)));
+    assert!(m.writes.is_empty());
+    assert_eq!(r.rip, RIP);
+    // rep stosq from 16 bytes below the top: two elements go in, then the
+    // CPU faults on the third, with rdi and rcx showing the work done.
+    r.rdi = 0x7fff_ffff_fff0;
+    r.rcx = 4;
+    r.rax = 0x1111_2222_3333_4444;
+    assert_eq!(run(&[0xf3, 0x48, 0xab], &mut r, &mut m), Err(StoreError::Operand(OperandFault::GeneralProtection)));
+    assert_eq!((r.rdi, r.rcx, r.rip), (0x8000_0000_0000, 2, RIP));
+    assert_eq!(m.u64_at(0x7fff_ffff_fff8), 0x1111_2222_3333_4444);
+    // movs reads its source through SS with an `ss:` override.
+    r.rsi = 0x8000_0000_0000;
+    r.rdi = BASE;
+    r.rcx = 1;
+    assert_eq!(run(&[0x36, 0xf3, 0x48, 0xa5], &mut r, &mut m), Err(StoreError::Operand(OperandFault::StackSegment)));
+    assert_eq!(run(&[0xf3, 0x48, 0xa5], &mut r, &mut m), Err(StoreError::Operand(OperandFault::GeneralProtection)));
 }

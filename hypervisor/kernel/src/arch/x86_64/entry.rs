@@ -19,6 +19,19 @@
 //! the frame is built wherever the stack is and
 //! [`crate::trap::hypervisor_fault`] reports it and stops the machine.
 //!
+//! ## Single-stepping
+//! FMASK leaves TF alone (see `gdt::init`), so a `syscall` made with TF set
+//! traps (#DB) right after it, in ring 0, on the first instruction of the
+//! door, before that has touched anything. The #DB gate has its own IST
+//! stack (the trap strikes on the guest's stack), and `debug_entry` sends
+//! the door on its way without TF: the kernel door to its stepped copy,
+//! whose slow lane calls [`crate::trap::stepped_hypercall`] (the guest is
+//! owed a step after its hypercall), every other door to itself. So a
+//! guest's TF costs the hypercall path nothing while it is clear. A #DB
+//! from ring 3 (a guest's own step) is moved from the IST stack to the
+//! per-CPU stack top and handled like any other exception, with the cause
+//! (DR6.BS) as its error code.
+//!
 //! ## Back to a guest
 //! Both paths leave through `return_to_guest`, which restores whatever frame
 //! sits at the stack top (the handler may have replaced it with another
@@ -32,6 +45,8 @@ use parvus_core::vcpu::{GuestRegs, GUEST_CS, GUEST_SS, VECTOR_SYSCALL};
 
 /// Offset of CS in the frame as the exception stubs see it (vector, error code, RIP, CS).
 const STUB_CS_OFFSET: usize = 24;
+/// DR6 with no debug condition recorded (its reserved bits read as ones).
+const DR6_RESET: u32 = 0xffff_0ff0;
 
 extern "C" {
     /// The `syscall` target (LSTAR).
@@ -122,6 +137,19 @@ syscall_entry:
 1:
     SYSCALL_FRAME {guest_ss}, {guest_cs}, {hypercall}
 
+    /* Not a door: where a `syscall` through the kernel door continues
+       after its single-step trap (debug_entry), without TF. The same two
+       lanes; the fast one's `sysretq` restores TF from r11, and the CPU
+       traps right after it, in ring 3, at the guest's next instruction,
+       which is the step; the slow one owes the guest that step itself. */
+    .p2align 6
+syscall_stepped_entry:
+    test rax, rax
+    jnz 1f
+    sysretq                                /* null hypercall: rax = 0 = Ok(0) */
+1:
+    SYSCALL_FRAME {guest_ss}, {guest_cs}, {stepped_hypercall}
+
     /* LSTAR points here while the guest is in its user mode: every syscall
        is a system call for the guest kernel, so there is no fast lane, and
        the logic has an entry of its own for it. */
@@ -164,7 +192,7 @@ return_to_guest_from:
 machine_fault_common:
     push 2                                 /* known flags, as below */
     popfq
-    jmp 2f
+    jmp hypervisor_fault_common
 
 exception_common:
     /* Known flags first: clear DF (the string instructions in memcpy),
@@ -173,19 +201,78 @@ exception_common:
     push 2
     popfq
     test byte ptr [rsp + {stub_cs}], 3
-    jz 2f
+    jz hypervisor_fault_common
     swapgs
+guest_exception_common:
     PUSH_GPRS
     mov rax, gs:[{fpu}]                    /* rax is saved: free */
     fxsave64 [rax]
     mov rdi, rsp
     call {guest_exception}
     jmp return_to_guest
-2:  PUSH_GPRS
+hypervisor_fault_common:
+    PUSH_GPRS
     mov rdi, rsp
     and rsp, -16
     call {hypervisor_fault}
     ud2
+
+    /* The debug exception, on its own IST stack, with the CPU's frame
+       (RIP, CS, RFLAGS, RSP, SS) and no error code. DR6 says why, and
+       keeps saying it until it is reset, so it is reset on every #DB. */
+debug_entry:
+    push 2                                 /* known flags, as above */
+    popfq
+    test byte ptr [rsp + 8], 3             /* the frame's CS */
+    jz 4f
+    /* From ring 3: a guest's own single step (or `int1`). The frame moves
+       to the per-CPU stack top, where every guest entry is built, with
+       the cause as its error code (hypercall_abi::trap::debug_cause). */
+    swapgs
+    mov gs:[{scratch}], rax
+    mov rax, rsp
+    mov rsp, gs:[{stack_top}]
+    push qword ptr [rax + 32]              /* SS */
+    push qword ptr [rax + 24]              /* RSP */
+    push qword ptr [rax + 16]              /* RFLAGS */
+    push qword ptr [rax + 8]               /* CS */
+    push qword ptr [rax]                   /* RIP */
+    mov rax, dr6
+    and eax, {single_step}
+    push rax                               /* error code: the cause */
+    push 1                                 /* vector */
+    mov eax, {dr6_reset}
+    mov dr6, rax
+    mov rax, gs:[{scratch}]
+    jmp guest_exception_common
+    /* In ring 0 it can only be the trap after a `syscall` made with TF
+       set, on a door's first instruction (GS is still the guest's, the
+       stack the guest's). The door runs again without TF: the kernel door
+       as its stepped copy, the others as they are (the user and emulated
+       doors deliver the `syscall` to a kernel that sees the TF in r11, the
+       floor's `sysretq` traps in ring 3 after it). Anything else is a
+       hypervisor fault. */
+4:  push rax
+    mov eax, {dr6_reset}
+    mov dr6, rax
+    .macro JUMP_IF_AT entry, to             /* if the frame's RIP is `entry` */
+    lea rax, [rip + \entry]
+    cmp [rsp + 8], rax
+    je \to
+    .endm
+    JUMP_IF_AT syscall_entry, 5f
+    JUMP_IF_AT syscall_user_entry, 6f
+    JUMP_IF_AT syscall_emulated_entry, 6f
+    JUMP_IF_AT syscall_floor_entry, 6f
+    pop rax
+    push 0                                 /* error code */
+    push 1                                 /* vector */
+    jmp hypervisor_fault_common
+5:  lea rax, [rip + syscall_stepped_entry]
+    mov [rsp + 8], rax                     /* RIP */
+6:  and qword ptr [rsp + 24], {no_tf}      /* RFLAGS */
+    pop rax
+    iretq
 
     /* External interrupts (the APIC timer, spurious): no error code. From
        ring 3 they enter like an exception; in ring 0 they can only strike
@@ -229,6 +316,9 @@ spurious_interrupt_stub:
     .macro EXCEPTION_STUB n
     .p2align 4
 exception_stub_\n:
+    .if (\n == 1)
+    jmp debug_entry
+    .else
     .if (\n == 8) || ((\n >= 10) && (\n <= 14)) || (\n == 17) || (\n == 21) || (\n == 29) || (\n == 30)
     .else
     push 0
@@ -238,6 +328,7 @@ exception_stub_\n:
     jmp machine_fault_common
     .else
     jmp exception_common
+    .endif
     .endif
     .endm
     .macro EXCEPTION_STUB_ADDRESS n
@@ -270,6 +361,10 @@ exception_stubs:
     vector_syscall = const VECTOR_SYSCALL,
     stub_cs = const STUB_CS_OFFSET,
     hypercall = sym crate::trap::hypercall,
+    stepped_hypercall = sym crate::trap::stepped_hypercall,
+    single_step = const hypercall_abi::trap::debug_cause::SINGLE_STEP,
+    dr6_reset = const DR6_RESET,
+    no_tf = const !(parvus_core::vcpu::RFLAGS_TF as i64),
     user_syscall = sym crate::trap::user_syscall,
     guest_exception = sym crate::trap::guest_exception,
     hypervisor_fault = sym crate::trap::hypervisor_fault,

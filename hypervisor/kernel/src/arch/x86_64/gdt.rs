@@ -12,7 +12,9 @@
 //! ```
 //! The TSS gives the stack a fault from ring 3 lands on (RSP0: the per-CPU
 //! stack, where the guest frame is built) and a separate known-good stack
-//! (IST1..3) each for double faults, NMIs and machine checks.
+//! (IST1..4) each for double faults, NMIs, machine checks and debug
+//! exceptions (a `syscall` made with TF set traps in ring 0 before the
+//! entry code has left the guest's stack: see `init`).
 
 use core::mem::size_of;
 use x86_64::registers::model_specific::{LStar, SFMask, Star};
@@ -36,11 +38,14 @@ pub const IST_DOUBLE_FAULT: u8 = 1;
 pub const IST_NMI: u8 = 2;
 /// IST slot of the machine check.
 pub const IST_MACHINE_CHECK: u8 = 3;
+/// IST slot of the debug exception.
+pub const IST_DEBUG: u8 = 4;
 const IST_STACK_SIZE: usize = 16 * 1024;
+const IST_STACK_COUNT: usize = 4;
 
 #[repr(C, align(16))]
 struct IstStack([u8; IST_STACK_SIZE]);
-static mut IST_STACKS: [IstStack; 3] = [const { IstStack([0; IST_STACK_SIZE]) }; 3];
+static mut IST_STACKS: [IstStack; IST_STACK_COUNT] = [const { IstStack([0; IST_STACK_SIZE]) }; IST_STACK_COUNT];
 
 static mut TSS: TaskStateSegment = TaskStateSegment::new();
 
@@ -104,7 +109,7 @@ pub fn select_guest_segments(emulated: bool) {
 }
 
 /// Loads the GDT and TSS, reloads the segment registers, and programs the
-/// `syscall` MSRs to enter at `syscall_entry` with IF, TF, DF and AC cleared.
+/// `syscall` MSRs to enter at `syscall_entry` with IF, DF, AC and NT cleared.
 pub fn init(stack_top: u64, syscall_entry: u64) {
     let tss = core::ptr::addr_of_mut!(TSS);
     let gdt = core::ptr::addr_of_mut!(GDT);
@@ -112,7 +117,7 @@ pub fn init(stack_top: u64, syscall_entry: u64) {
     // GDT or TSS, so these are the only references.
     unsafe {
         (*tss).privilege_stack_table[0] = VirtAddr::new(stack_top);
-        for i in 0..3 {
+        for i in 0..IST_STACK_COUNT {
             let stack = core::ptr::addr_of!(IST_STACKS[i]) as u64;
             (*tss).interrupt_stack_table[i] = VirtAddr::new(stack + IST_STACK_SIZE as u64);
         }
@@ -149,13 +154,12 @@ pub fn init(stack_top: u64, syscall_entry: u64) {
     )
     .expect("the GDT layout above satisfies STAR's ordering rules");
     LStar::write(VirtAddr::new(syscall_entry));
-    // Cleared on `syscall`: interrupts (ring 0 runs with them off), single
-    // step, DF (memcpy), AC (SMAP) and NT (a set NT makes `iretq` fault).
-    SFMask::write(
-        RFlags::INTERRUPT_FLAG
-            | RFlags::TRAP_FLAG
-            | RFlags::DIRECTION_FLAG
-            | RFlags::ALIGNMENT_CHECK
-            | RFlags::NESTED_TASK,
-    );
+    // Cleared on `syscall`: interrupts (ring 0 runs with them off), DF
+    // (memcpy), AC (SMAP) and NT (a set NT makes `iretq` fault). Not TF:
+    // a `syscall` made with TF set traps (#DB) right after it, on the
+    // door's first instruction, and that trap is how the entry code learns
+    // that a guest single-steps across a hypercall without testing the
+    // flags on every one (`entry.rs`, `debug_entry`). The #DB gate has its
+    // own IST stack because the trap strikes on the guest's stack.
+    SFMask::write(RFlags::INTERRUPT_FLAG | RFlags::DIRECTION_FLAG | RFlags::ALIGNMENT_CHECK | RFlags::NESTED_TASK);
 }

@@ -4,11 +4,13 @@
 //! DPL 0, so a guest's `int n` raises #GP instead of entering the hypervisor,
 //! except the breakpoint (`int3`) and overflow (`into`) gates, which are DPL 3
 //! so those instructions report themselves as what they are.
-//! Double faults, NMIs and machine checks switch to the IST stack, because
-//! they may strike when the ordinary stack cannot be trusted.
+//! Double faults, NMIs, machine checks and debug exceptions switch to an
+//! IST stack, because they may strike when the ordinary stack cannot be
+//! trusted (a debug exception right after a `syscall` with TF set, on the
+//! guest's stack).
 
 use super::entry::exception_stubs;
-use super::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI, KERNEL_CS};
+use super::gdt::{IST_DEBUG, IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI, KERNEL_CS};
 use hypercall_abi::idt::IdtGate;
 use x86_64::structures::DescriptorTablePointer;
 use x86_64::VirtAddr;
@@ -23,6 +25,7 @@ pub fn init() {
     let idt = core::ptr::addr_of_mut!(IDT);
     for vector in 0..32u8 {
         let ist = match vector {
+            1 => IST_DEBUG,
             2 => IST_NMI,
             8 => IST_DOUBLE_FAULT,
             18 => IST_MACHINE_CHECK,

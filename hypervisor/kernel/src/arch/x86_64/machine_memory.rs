@@ -7,6 +7,7 @@ use parvus_core::machine_memory::MachineMemory;
 /// All machine memory, through the hypervisor's physical map.
 pub struct PhysMap;
 
+#[inline]
 fn checked(maddr: u64, len: usize) -> *mut u8 {
     let end = maddr.checked_add(len as u64).expect("machine range wraps");
     assert!(end <= physmap_end(), "machine address {maddr:#x} beyond the physical map");
@@ -31,14 +32,20 @@ impl MachineMemory for PhysMap {
     }
 
     // Word-sized accesses (page-table entries, ring indexes) are on every
-    // hypercall's path: one load or store instead of a byte copy.
+    // hypercall's path: one load or store instead of a byte copy, and
+    // inline (with `checked`) wherever the generic logic that calls them
+    // is compiled: which codegen unit that is depends on the size of code
+    // elsewhere, and a call costs the page-table hypercalls a dozen
+    // instructions each.
 
+    #[inline]
     fn read_u64(&self, maddr: u64) -> u64 {
         let p = checked(maddr, 8).cast::<u64>();
         // SAFETY: as for `read`; read_unaligned has no alignment requirement.
         unsafe { p.read_unaligned() }
     }
 
+    #[inline]
     fn write_u64(&mut self, maddr: u64, value: u64) {
         let p = checked(maddr, 8).cast::<u64>();
         // SAFETY: as for `write`.

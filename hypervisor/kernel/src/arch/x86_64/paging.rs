@@ -25,6 +25,10 @@ pub const KERNEL_VIRT_OFFSET: u64 = 0xffff_ffff_8000_0000;
 /// Largest machine address the physical map can cover.
 pub const PHYSMAP_LIMIT: u64 = PHYSMAP_GIB as u64 * GIB;
 
+// Every machine the manifest accepts fits the physical map, its 1 GiB hole
+// below 4 GiB included.
+const _: () = assert!(parvus_core::manifest::MAX_MACHINE_MEMORY.bytes() + GIB <= PHYSMAP_LIMIT);
+
 /// End of what the physical map covers on this machine (set by [`init`]).
 static MAPPED_END: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
