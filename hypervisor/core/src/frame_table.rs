@@ -8,7 +8,6 @@
 //! belongs to that guest.
 
 use crate::domain::DomainId;
-use crate::plural::count;
 use alloc::vec::Vec;
 
 /// A machine frame number (machine address / 4096).
@@ -46,9 +45,7 @@ pub enum FrameError {
 impl core::fmt::Display for FrameError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            FrameError::OutOfFrames { wanted, free } => {
-                write!(f, "out of memory: {} wanted, {free} free", count(*wanted, "frame", "frames"))
-            }
+            FrameError::OutOfFrames { wanted, free } => write!(f, "out of memory: frames wanted {wanted}, free {free}"),
             FrameError::NoSuchFrame(mfn) => write!(f, "frame {mfn:#x} does not exist"),
             FrameError::NotOwner(mfn) => write!(f, "frame {mfn:#x} is not owned by the caller"),
         }
