@@ -451,7 +451,7 @@ mod tests {
         ));
     }
 
-    const CONSERVED: &str = "parvus: summary of 1 domains:\n\
+    const CONSERVED: &str = "parvus: summary of 1 domain:\n\
         parvus:   0   hello          exited 0   expected exit 0     ok\n\
         parvus: conservation: free frames 29158 at boot, 29158 at the end; heap in use 799632 bytes at boot, 799632 at the end\n\
         parvus: all domains ended as expected\n";

@@ -710,6 +710,7 @@ mod ending;
 mod time;
 
 pub use emulated::emulated_initial_regs;
+pub use ending::{ALL_AS_EXPECTED, NOT_AS_EXPECTED};
 
 #[cfg(test)]
 mod tests;
