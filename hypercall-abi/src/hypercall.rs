@@ -162,6 +162,109 @@ impl Hypercall {
             Hypercall::SetTimer => "set_timer",
         }
     }
+
+    /// Every error the call may return: the hypervisor returns no other.
+    ///
+    /// Derived from what the hypervisor does (`hypervisor/core/src/hypercall/`)
+    /// and written once, here: the ABI chapter's errors column must name
+    /// exactly these (`tests/docs_match_abi.rs`), and the fuzzing guest
+    /// (`demo-guests/hypercall-fuzz`) reports any other result as a finding.
+    /// A number that is no hypercall gets
+    /// [`UnknownHypercall`](crate::HypercallError::UnknownHypercall); a call a
+    /// `multicall` cannot batch gets [`BadArgument`](crate::HypercallError::BadArgument)
+    /// in its entry (see [`Hypercall::batchable`]).
+    pub const fn errors(self) -> &'static [crate::HypercallError] {
+        use crate::HypercallError::*;
+        match self {
+            Hypercall::Null
+            | Hypercall::AbiVersion
+            | Hypercall::Yield
+            | Hypercall::Exit
+            | Hypercall::BenchFloor
+            | Hypercall::SetTimer => &[],
+            Hypercall::ConsoleWrite => &[BadAddress],
+            Hypercall::DomainInfo => &[BadAddress, NoSuchDomain],
+            // The batch (its count, its array, `done`) and each request (its
+            // entry address; the entry's bits and frame, and the tables it
+            // links, validated on first use).
+            Hypercall::MmuUpdate => &[
+                BadAddress,
+                BadArgument,
+                FrameNotOwned,
+                FrameIsPageTable,
+                HypervisorMemory,
+                PageTypeConflict,
+                FrameMappedWritable,
+                TypeCountInUse,
+                SupervisorMapping,
+                UnsupportedEntryBits,
+                NotAPageTable,
+                Misaligned,
+            ],
+            // The batch (as for `mmu_update`) and each operation (its
+            // command, the frame it names, the pin, and a table validated
+            // on first use).
+            Hypercall::MmuextOp => &[
+                BadAddress,
+                BadArgument,
+                FrameNotOwned,
+                FrameIsPageTable,
+                HypervisorMemory,
+                PageTypeConflict,
+                FrameMappedWritable,
+                TypeCountInUse,
+                SupervisorMapping,
+                UnsupportedEntryBits,
+                Misaligned,
+                NotPinned,
+                AlreadyPinned,
+            ],
+            // One level-1 entry, found by walking the current tables: never
+            // misaligned, never a table validated as something else.
+            Hypercall::UpdateVaMapping => &[
+                BadArgument,
+                FrameNotOwned,
+                FrameIsPageTable,
+                HypervisorMemory,
+                TypeCountInUse,
+                SupervisorMapping,
+                UnsupportedEntryBits,
+                NotAPageTable,
+            ],
+            Hypercall::Multicall => &[BadAddress, BadArgument],
+            Hypercall::MemoryOp => {
+                &[BadAddress, BadArgument, OutOfMemory, FrameNotOwned, HypervisorMemory, TypeCountInUse, OverLimit]
+            }
+            Hypercall::SetTrapTable | Hypercall::Iret => &[BadAddress, BadArgument],
+            Hypercall::SetCallbacks | Hypercall::StackSwitch => &[BadArgument],
+            Hypercall::EventChannelOp => &[
+                BadAddress,
+                BadArgument,
+                PermissionDenied,
+                OutOfMemory,
+                NoSuchDomain,
+                NoSuchPort,
+                WrongPortState,
+                PortInUse,
+            ],
+            Hypercall::SchedOp => &[BadAddress, BadArgument, NoSuchPort, TimedOut],
+        }
+    }
+
+    /// Whether a `multicall` performs the call in one of its entries. The
+    /// calls that leave the caller, block it or replace its registers
+    /// cannot be batched: their entry gets `BadArgument`.
+    pub const fn batchable(self) -> bool {
+        !matches!(
+            self,
+            Hypercall::Yield
+                | Hypercall::Exit
+                | Hypercall::BenchFloor
+                | Hypercall::Multicall
+                | Hypercall::Iret
+                | Hypercall::SchedOp
+        )
+    }
 }
 
 impl TryFrom<u64> for Hypercall {
@@ -190,5 +293,15 @@ mod tests {
             Err(crate::HypercallError::UnknownHypercall)
         );
         assert_eq!(Hypercall::try_from(u64::MAX), Err(crate::HypercallError::UnknownHypercall));
+    }
+
+    #[test]
+    fn error_lists_are_in_code_order_without_duplicates() {
+        for call in Hypercall::ALL {
+            let codes: Vec<u64> = call.errors().iter().map(|e| e.code()).collect();
+            assert!(codes.windows(2).all(|w| w[0] < w[1]), "{}: errors out of code order or repeated", call.name());
+            assert!(!call.errors().contains(&crate::HypercallError::UnknownHypercall), "{}", call.name());
+            assert!(!call.errors().contains(&crate::HypercallError::Unrecognized), "{}", call.name());
+        }
     }
 }

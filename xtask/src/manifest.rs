@@ -21,7 +21,7 @@ use parvus_core::image::GuestImage;
 use parvus_core::manifest::{printable, DomainSpec, Manifest, MemorySize, Mode};
 
 use crate::cargo_build::{CrateKind, GuestCrate};
-use crate::repo::Repo;
+use crate::repo::{not_a_file, Repo};
 
 /// Where a domain's image comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,9 +168,9 @@ fn resolve(repo: &Repo, shown: &str, dir: &Path, domain: &DomainSpec, guests: &[
         ));
     }
     let path = dir.join(image);
-    if path.is_file() {
+    let Some(why) = not_a_file(repo, &path) else {
         return Ok(ImageSource::File(path));
-    }
+    };
     let known = guests
         .iter()
         .filter(|g| matches!(g.kind, CrateKind::Paravirtualized | CrateKind::BareMetal))
@@ -178,10 +178,9 @@ fn resolve(repo: &Repo, shown: &str, dir: &Path, domain: &DomainSpec, guests: &[
         .collect::<Vec<_>>()
         .join(", ");
     Err(anyhow!(
-        "{shown}: domain \"{}\", field `image`: \"{}\" is neither a demo guest ({known}) nor a file ({} does not exist)",
+        "{shown}: domain \"{}\", field `image`: \"{}\" is neither a demo guest ({known}) nor a file ({why})",
         domain.name,
         image.escape_debug(),
-        printable(&repo.show(&path))
     ))
 }
 

@@ -13,8 +13,8 @@
 //!
 //! Command line (so that many hogs hold everything at once, and a
 //! scenario's output has one order): `after=<id>` naps until domain `<id>`,
-//! another hog of the same memory, has grown its memory and sleeps (so it
-//! holds what it took and has printed its lines) or ended, before taking
+//! another hog of the same memory, has grown its memory and blocked (so it
+//! holds what it took and its lines are printed) or ended, before taking
 //! anything; `hold=<id>` holds everything,
 //! napping, until domain `<id>` has ended, before exiting.
 #![no_std]
@@ -47,20 +47,8 @@ fn main(start: &'static StartInfo) -> u64 {
     // it holds every other port.
     time::sleep(Duration::from_millis(1));
     if let Ok(after) = cmdline::parse::<u64>("after") {
-        // Grown and asleep: it has taken everything and printed its lines
-        // (a domain's console is drained when it blocks). Grown alone is
-        // not enough: it may be preempted in the middle of growing.
-        loop {
-            match hypercall::domain_info(after) {
-                Ok(info)
-                    if !(info.nr_pages > start.nr_pages
-                        && DomainState::from_raw(info.state) == Some(DomainState::Blocked))
-                        && !ended(after) =>
-                {
-                    time::sleep(NAP)
-                }
-                _ => break,
-            }
+        while !done_taking(after, start.nr_pages) {
+            time::sleep(NAP);
         }
     }
 
@@ -113,6 +101,19 @@ fn main(start: &'static StartInfo) -> u64 {
         status::SUCCESS
     } else {
         UNEXPECTED
+    }
+}
+
+/// Whether hog `id` has taken everything and printed what it got: it has
+/// grown past `nr_pages` and then blocked (a domain's console is printed
+/// when it blocks), or it has ended.
+fn done_taking(id: u64, nr_pages: u64) -> bool {
+    match hypercall::domain_info(id) {
+        Ok(info) => {
+            let blocked = DomainState::from_raw(info.state) == Some(DomainState::Blocked);
+            (info.nr_pages != nr_pages && blocked) || ended(id)
+        }
+        Err(_) => true,
     }
 }
 

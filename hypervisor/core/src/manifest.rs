@@ -18,7 +18,7 @@
 //! expect = 0             # optional: exit status (default 0), "crash" or "time-limit"
 //! max_memory = "4M"      # optional: what memory_op may grow it to (default: memory)
 //! weight = 256           # optional: CPU share (default 256)
-//! time_limit = "300ms"   # optional: CPU time after which it is stopped
+//! time_limit = "300ms"   # optional: CPU time (more than 0) after which it is stopped
 //! umip = false           # optional: run without CR4.UMIP (default true)
 //! mode = "emulated"      # optional: "paravirtualized" (default) or "emulated"
 //! ```
@@ -119,7 +119,7 @@ pub struct DomainSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
     /// CPU time after which the hypervisor stops the domain, as `"500ms"`,
-    /// `"2s"` or milliseconds (no limit when absent).
+    /// `"2s"` or milliseconds, more than 0 (no limit when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_limit: Option<TimeSpan>,
     /// Whether CR4.UMIP is on while the domain runs (default true, when
@@ -273,6 +273,11 @@ pub enum ManifestError {
         /// The domain.
         domain: DomainRef,
     },
+    /// A domain's `time_limit` is 0, which would stop it before it runs.
+    ZeroTimeLimit {
+        /// The domain.
+        domain: DomainRef,
+    },
     /// A domain's `max_memory` is below its `memory` or not a multiple of 4 KiB.
     BadMaxMemory {
         /// The domain.
@@ -378,6 +383,11 @@ impl ManifestError {
             ManifestError::ZeroWeight { domain } => {
                 write!(f, "{domain}, field `weight`: a weight must be at least 1 (the default is 256)")
             }
+            ManifestError::ZeroTimeLimit { domain } => write!(
+                f,
+                "{domain}, field `time_limit`: a time limit of 0 would stop the domain before it runs \
+                 (leave `time_limit` out for no limit)"
+            ),
             ManifestError::BadMaxMemory { domain, size, memory } => write!(
                 f,
                 "{domain}, field `max_memory`: {size} must be a multiple of 4 KiB and at least `memory` ({memory})"
@@ -484,6 +494,9 @@ impl Manifest {
             }
             if d.weight == Some(0) {
                 return Err(ManifestError::ZeroWeight { domain });
+            }
+            if d.time_limit.is_some_and(|limit| limit.ns() == 0) {
+                return Err(ManifestError::ZeroTimeLimit { domain });
             }
             if let Some(max) = d.max_memory {
                 if max.bytes() < d.memory.bytes() || !max.bytes().is_multiple_of(PAGE_SIZE) {

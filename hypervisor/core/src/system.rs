@@ -717,6 +717,7 @@ mod ending;
 mod time;
 
 pub use emulated::emulated_initial_regs;
+pub use ending::{ALL_AS_EXPECTED, NOT_AS_EXPECTED};
 
 #[cfg(test)]
 mod tests;

@@ -155,6 +155,25 @@ fn multicall_reports_each_result_and_refuses_what_cannot_be_batched() {
     assert_eq!(g.call(Hypercall::Multicall, &[at, 65]).1, Err(HypercallError::BadArgument));
 }
 
+#[test]
+fn multicall_refuses_exactly_the_calls_the_abi_says_cannot_be_batched() {
+    let mut g = Guest::new();
+    let at = g.si.free_start;
+    for call in Hypercall::ALL {
+        g.poke(at, &MulticallEntry { op: call as u64, args: [0; 6], result: 0 });
+        assert_eq!(g.call(Hypercall::Multicall, &[at, 1]).1, Ok(1), "{}", call.name());
+        let result = multicall_results(&mut g, at, 1)[0];
+        if call.batchable() {
+            // With all-zero arguments no batchable call is refused as a bad
+            // argument: a BadArgument here is the multicall's refusal.
+            assert_ne!(result, Err(HypercallError::BadArgument), "{} was refused", call.name());
+            assert!(result.err().is_none_or(|e| call.errors().contains(&e)), "{}: {result:?}", call.name());
+        } else {
+            assert_eq!(result, Err(HypercallError::BadArgument), "{}", call.name());
+        }
+    }
+}
+
 /// The `result` fields of `n` multicall entries at `at`.
 fn multicall_results(g: &mut Guest, at: u64, n: usize) -> Vec<Result<u64, HypercallError>> {
     let mut bytes = vec![0u8; n * 64];

@@ -300,3 +300,36 @@ fn expect_display_and_serde() {
     assert!(Expect::default().met_by_exit(0));
 }
 
+
+#[test]
+fn time_spans_are_digits_and_a_unit() {
+    assert_eq!(TimeSpan::parse("250ms"), Some(TimeSpan(250_000_000)));
+    assert_eq!(TimeSpan::parse("2s"), Some(TimeSpan(2_000_000_000)));
+    assert_eq!(TimeSpan::parse("1500"), Some(TimeSpan(1_500_000_000)));
+    for bad in ["2 s", " 2s", "2s ", "2 ms", "+2s", "s", "ms", "", "2m", "1.5s"] {
+        assert_eq!(TimeSpan::parse(bad), None, "{bad:?}");
+    }
+    let text = format!("{}time_limit = \"2 s\"\n", domain("a", "1M"));
+    assert_eq!(
+        err(&text),
+        "line 5: domain \"a\", field `time_limit`: \"2 s\" is not a time: write it like \"500ms\" or \"2s\""
+    );
+}
+
+#[test]
+fn a_time_limit_of_zero_is_refused_like_a_weight_of_zero() {
+    for zero in ["0", "\"0ms\"", "\"0s\""] {
+        let text = format!("{}time_limit = {zero}\n", domain("a", "1M"));
+        assert_eq!(
+            err(&text),
+            "domain \"a\", field `time_limit`: a time limit of 0 would stop the domain before it runs \
+             (leave `time_limit` out for no limit)",
+            "{zero}"
+        );
+    }
+    assert!(Manifest::parse(&format!("{}time_limit = 1\n", domain("a", "1M"))).is_ok());
+    assert_eq!(
+        err(&format!("{}weight = 0\n", domain("a", "1M"))),
+        "domain \"a\", field `weight`: a weight must be at least 1 (the default is 256)"
+    );
+}
