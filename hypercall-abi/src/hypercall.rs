@@ -67,7 +67,13 @@ pub enum Hypercall {
     /// entries: `BadArgument`). Calls that leave the caller or replace its
     /// registers (`multicall` itself, `yield`, `exit`, `iret`,
     /// `bench_floor`, `sched_op`) are refused with `BadArgument` in their
-    /// entry. Returns the number of entries performed.
+    /// entry. An entry is performed only if its `result` can be written:
+    /// one that cannot be read, or whose `result` the caller cannot write,
+    /// fails the multicall with `BadAddress`, that entry and the rest not
+    /// performed. Returns the number of entries performed: `count`, or
+    /// fewer when an entry took away the write access to its own `result`
+    /// (by remapping the array): that entry was performed, its `result`
+    /// is not written, and the batch stops after it.
     Multicall = 10,
     /// `memory_op(cmd: u64, frames: *mut u64, count: u64)`: balloon
     /// operations; see [`MemoryOpCmd`](crate::mm::MemoryOpCmd).
@@ -100,7 +106,11 @@ pub enum Hypercall {
     /// `set_timer(deadline: u64)`: raise [`VIRQ_TIMER`](crate::event::virq::TIMER)
     /// once the system time (nanoseconds since boot, see
     /// [`VcpuTime`](crate::event::VcpuTime)) reaches `deadline`; 0 cancels.
-    /// A deadline in the past fires at once. Returns 0.
+    /// A deadline in the past fires at once. Any other deadline is kept,
+    /// however far: one beyond what the hypervisor's clock can count (up
+    /// to `u64::MAX`, 584 years after boot) is the farthest time it can
+    /// wait for, and a domain that blocks with it waits for it: it is
+    /// never taken for a domain nothing can wake. Returns 0.
     SetTimer = 18,
 }
 

@@ -128,7 +128,8 @@ impl Repo {
 /// be read as one (it does not exist, it is a directory...), for messages
 /// of the form `... nor a file (<why>)`; `None` when it is a file.
 pub fn not_a_file(repo: &Repo, path: &Path) -> Option<String> {
-    let shown = repo.show(path);
+    // Printable: an `image` may hold a control character (a newline).
+    let shown = parvus_core::manifest::printable(&repo.show(path));
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() => None,
         Ok(meta) if meta.is_dir() => Some(format!("{shown} is a directory")),

@@ -585,25 +585,66 @@ fn toml_error(text: &str, error: &toml::de::Error) -> ManifestError {
         (Some(s), false) => key_before(text, s.start),
         _ => None,
     };
-    ManifestError::Toml { line, domain: failing_domain(text, &message), field, message }
+    let domain = span.as_ref().and_then(|s| failing_domain(text, s.start));
+    ManifestError::Toml { line, domain, field, message }
 }
 
-/// Finds the domain an error belongs to by deserialising each `[[domain]]`
-/// table on its own: the first whose error message is the same as the whole
-/// document's is the one. `None` when the error is outside the domains (or
-/// the text is not even TOML).
-fn failing_domain(text: &str, message: &str) -> Option<DomainRef> {
-    let table: toml::Table = toml::from_str(text).ok()?;
-    let domains = table.get("domain")?.as_array()?;
-    domains.iter().enumerate().find_map(|(index, value)| {
-        let error = DomainSpec::deserialize(value.clone()).err()?;
-        (one_line(error.message()) == message)
-            .then(|| DomainRef { index, name: value.get("name").and_then(|n| n.as_str()).map(ToString::to_string) })
-    })
+/// Finds the domain an error at byte `at` of the text is in: the one whose
+/// `[[domain]]` header is the last table header before it, or whose inline
+/// table in a `domain = [...]` array holds it. The text is read again
+/// leniently (`parse_recoverable`), so that a syntax error, a number beyond
+/// TOML's 64-bit integers and a value only the schema refuses are all
+/// placed. `None` outside the domains.
+fn failing_domain(text: &str, at: usize) -> Option<DomainRef> {
+    let (document, _) = toml::de::DeTable::parse_recoverable(text);
+    let is_header = |span: &core::ops::Range<usize>| text.get(span.clone()).is_some_and(|s| s.starts_with('['));
+    // The last table header at or before `at`, and the domain it opens.
+    let mut last: Option<(usize, Option<DomainRef>)> = None;
+    let mut header = |start: usize, domain: Option<DomainRef>| {
+        if start <= at && last.as_ref().is_none_or(|(before, _)| start > *before) {
+            last = Some((start, domain));
+        }
+    };
+    for (key, value) in document.get_ref().iter() {
+        match value.get_ref().as_array() {
+            Some(domains) if key.get_ref() == "domain" => {
+                for (index, d) in domains.iter().enumerate() {
+                    let name = d.get_ref().get("name").and_then(|n| n.get_ref().as_str()).map(ToString::to_string);
+                    let domain = DomainRef { index, name };
+                    if is_header(&d.span()) {
+                        header(d.span().start, Some(domain));
+                    } else if d.span().contains(&at) {
+                        return Some(domain);
+                    }
+                }
+            }
+            _ if is_header(&value.span()) => header(value.span().start, None),
+            _ => {}
+        }
+    }
+    last.and_then(|(_, domain)| domain)
 }
 
+/// The parser's message on one line: its lines joined, and any control
+/// character left (a value may hold a lone `\r`, which a console would
+/// take as the start of a line) escaped.
 fn one_line(message: &str) -> String {
-    message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
+    printable(&message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; "))
+}
+
+/// `text` with its control characters escaped (`\r`, `\u{1b}`...), so
+/// that it prints on the one line of a message: for anything a manifest
+/// or a bundle names (a value, a key, a path).
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -619,8 +660,10 @@ fn key_before(text: &str, offset: usize) -> Option<String> {
     let eq = before.rfind('=')?;
     let key = before[..eq].trim().trim_matches(|c| c == '"' || c == '\'');
     let key = key.rsplit(['{', ',']).next().unwrap_or(key).trim();
-    (!key.is_empty()).then(|| key.to_owned())
+    (!key.is_empty()).then(|| printable(key))
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

@@ -123,6 +123,9 @@ pub struct System {
     current: Option<DomainId>,
     /// TSC when the current domain was given the CPU.
     dispatched_at: u64,
+    /// The deadline (and its domain) of the last idle that
+    /// `note_long_wait` announced, so that the idle loop says it once.
+    long_wait_noted: Option<(u64, DomainId)>,
 }
 
 impl System {
@@ -141,6 +144,7 @@ impl System {
             timer_dirty: true,
             current: None,
             dispatched_at: 0,
+            long_wait_noted: None,
         }
     }
 
@@ -650,10 +654,13 @@ impl System {
                 return Next::Finished { all_as_expected: self.domains.iter().all(Domain::ended_as_expected) };
             }
             if self.next_deadline().is_some() {
+                self.note_long_wait(p.tsc);
                 return Next::Idle;
             }
-            // Everyone left waits for an event nobody can send. (Their ends
-            // are not announced to each other: that would wake the next.)
+            // Everyone left waits, with no deadline at all (a deadline,
+            // however far, is something to wait for: see `next_deadline`),
+            // for an event nobody can send. (Their ends are not announced
+            // to each other: that would wake the next.)
             for i in 0..self.domains.len() {
                 if self.domains[i].is_alive() {
                     log::error!("{} waits for an event that nothing can send any more", self.domains[i].label());

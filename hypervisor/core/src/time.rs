@@ -88,7 +88,8 @@ pub struct TscClock {
     to_ticks: Scale,
 }
 
-const NS_PER_S: u64 = 1_000_000_000;
+/// Nanoseconds in a second.
+pub const NS_PER_S: u64 = 1_000_000_000;
 
 impl TscClock {
     /// The clock of a TSC running at `tsc_hz` (at least 1 kHz).

@@ -98,7 +98,11 @@ pub extern "C" fn idle_interrupt(vector: u64) {
     }
 }
 
-/// Arms the APIC timer for the system's next deadline (or stops it).
+/// Arms the APIC timer for the system's next deadline (or stops it when
+/// there is none at all). A deadline beyond the APIC's longest count
+/// (`u32::MAX` ticks), up to the farthest ones, which `next_deadline`
+/// saturates to TSC `u64::MAX`, arms the longest count: the timer fires
+/// with nothing due, and `on_timer` has it armed again.
 pub fn arm_timer(system: &mut System) {
     system.timer_dirty = false;
     let ticks = match system.next_deadline() {

@@ -144,6 +144,28 @@ fn inline_domains_work_too() {
     assert!(e.starts_with("line 1: domain \"a\", field `memory`: invalid memory size"), "{e}");
 }
 
+/// The domain of an error is the one the error's position is in, whatever
+/// refused it: a value beyond TOML's 64-bit integers, a syntax error, the
+/// schema. After the domains, in `[machine]`, there is none.
+#[test]
+fn errors_are_placed_in_the_domain_they_are_in() {
+    let e = err(&format!("{}\n{}time_limit = 18446744073709551615\n", domain("a", "1M"), domain("b", "1M")));
+    assert_eq!(e, "line 10: domain \"b\", field `time_limit`: time too long");
+    let e = err(&format!("{}\n{}cmdline = \"unterminated\n", domain("a", "1M"), domain("b", "1M")));
+    assert!(e.starts_with("line 10: domain \"b\""), "{e}");
+    let e = err(&format!("{}[machine]\nmemory = \"1Q\"\n", domain("a", "1M")));
+    assert!(e.starts_with("line 6: field `memory`: invalid memory size"), "{e}");
+}
+
+/// A message is one printable line, whatever the values hold: a lone
+/// carriage return would start a new line on a console.
+#[test]
+fn control_characters_in_messages_are_escaped() {
+    let e = err(&format!("{}mode = \"x\\ry\"\n", domain("a", "1M")));
+    assert!(!e.chars().any(char::is_control), "{e:?}");
+    assert!(e.contains("unknown variant `x\\ry`"), "{e}");
+}
+
 #[test]
 fn syntax_error_has_line() {
     let e = err("[[domain]]\nname = \"a\" oops\n");
