@@ -2,9 +2,11 @@
 //!
 //! [`run`] checks a property on many generated inputs ("cases"). Each case
 //! draws from its own [`Rng`], derived from the run's seed and the case's
-//! number, so any single case can be replayed alone. The seed is new on
-//! every run (so that runs explore different inputs) unless
-//! `PARVUS_FUZZ_SEED` gives one; a failure, whether a panic of the
+//! number, so any single case can be replayed alone. The seed is
+//! [`DEFAULT_SEED`] (so that the test command judges the same inputs on
+//! every run, as the other fuzzers do) unless `PARVUS_FUZZ_SEED` gives one,
+//! or `PARVUS_FUZZ_SEED=random` asks for a new one (a longer exploring
+//! run, which prints the seed it drew); a failure, whether a panic of the
 //! property or a case that does not finish, names the seed, the case and
 //! the command that replays exactly that case:
 //!
@@ -70,6 +72,9 @@ impl Rng {
     }
 }
 
+/// The seed of the test command's runs.
+pub const DEFAULT_SEED: u64 = 0x5061_7276_7573_0011;
+
 /// A number from `PARVUS_FUZZ_<name>` (decimal, or hex with `0x`).
 fn from_env(name: &str) -> Option<u64> {
     let text = std::env::var(format!("PARVUS_FUZZ_{name}")).ok()?;
@@ -91,7 +96,10 @@ fn fresh_seed() -> u64 {
 /// documentation), on a thread watched for hangs. `test` is the test's
 /// name, for the replay command. Returns the number of cases run.
 pub fn run(test: &str, cases: u64, property: fn(&mut Rng)) -> u64 {
-    let seed = from_env("SEED").unwrap_or_else(fresh_seed);
+    let seed = match std::env::var("PARVUS_FUZZ_SEED").as_deref().map(str::trim) {
+        Ok("random") => fresh_seed(),
+        _ => from_env("SEED").unwrap_or(DEFAULT_SEED),
+    };
     let only = from_env("CASE");
     let cases = from_env("CASES").unwrap_or(cases);
     let replay =
