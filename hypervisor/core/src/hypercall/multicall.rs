@@ -41,6 +41,9 @@ const ENTRY: u64 = core::mem::size_of::<MulticallEntry>() as u64;
 /// Offset of the `result` field in an entry.
 const RESULT: u64 = core::mem::offset_of!(MulticallEntry, result) as u64;
 
+/// No translated page (see [`multicall`]): the base is not page-aligned.
+const NO_PAGE: (u64, u64) = (1, 0);
+
 /// `multicall(calls, count)`: performs `count` entries in order; returns
 /// `count`, or the error of an entry that could not be read or written back
 /// (the entries before it were performed).
@@ -48,39 +51,47 @@ pub fn multicall<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, 
     if count > MULTICALL_MAX {
         return Err(HypercallError::BadArgument);
     }
-    // The page last translated: (its guest-virtual base, its machine base).
-    let mut page: Option<(u64, u64)> = None;
+    // The page last translated: its guest-virtual base and its machine
+    // base; none is `NO_PAGE`, whose base matches no entry's (it is not
+    // page-aligned), so that the test costs no flag kept beside the two.
+    let mut page = NO_PAGE;
     for i in 0..count {
         let at = calls.checked_add(i * ENTRY).ok_or(HypercallError::BadAddress)?;
         let base = at & !(PAGE_SIZE - 1);
         let in_one_page = at - base + ENTRY <= PAGE_SIZE;
-        if in_one_page && page.is_none_or(|(va, _)| va != base) {
-            // A page the guest cannot write leaves `page` empty: the entry
-            // takes the general path, which reads it and fails on the write.
-            page = ctx.view().translate(base, Access::Write).ok().map(|maddr| (base, maddr));
-        }
-        match page {
-            Some((va, maddr)) if in_one_page && va == base => {
-                let entry_at = maddr + (at - base);
-                let mut entry = MulticallEntry::new_zeroed();
-                ctx.mem.read(entry_at, entry.as_mut_bytes());
-                let (result, remapped) = perform(ctx, &entry);
-                if remapped {
-                    page = None;
-                    write_result(ctx, at, result)?;
-                } else {
-                    ctx.mem.write_u64(entry_at + RESULT, encode_result(result));
-                }
-            }
-            _ => {
-                let mut entry = MulticallEntry::new_zeroed();
-                ctx.view().read(GuestSlice::new(at, ENTRY), entry.as_mut_bytes())?;
-                let (result, remapped) = perform(ctx, &entry);
-                if remapped {
-                    page = None;
-                }
+        // Whether the entry lies in the page last translated, translated
+        // now if it is another. A page the guest cannot write is not
+        // translated (`page` keeps the last one, still valid: only a remap
+        // drops it): the entry takes the general path, which reads it and
+        // fails on the write.
+        let translated = in_one_page
+            && (page.0 == base
+                || match ctx.view().translate(base, Access::Write) {
+                    Ok(maddr) => {
+                        page = (base, maddr);
+                        true
+                    }
+                    Err(_) => false,
+                });
+        if translated {
+            let entry_at = page.1 + (at - base);
+            let mut entry = MulticallEntry::new_zeroed();
+            ctx.mem.read(entry_at, entry.as_mut_bytes());
+            let (result, remapped) = perform(ctx, &entry);
+            if remapped {
+                page = NO_PAGE;
                 write_result(ctx, at, result)?;
+            } else {
+                ctx.mem.write_u64(entry_at + RESULT, encode_result(result));
             }
+        } else {
+            let mut entry = MulticallEntry::new_zeroed();
+            ctx.view().read(GuestSlice::new(at, ENTRY), entry.as_mut_bytes())?;
+            let (result, remapped) = perform(ctx, &entry);
+            if remapped {
+                page = NO_PAGE;
+            }
+            write_result(ctx, at, result)?;
         }
     }
     Ok(count)
