@@ -398,7 +398,9 @@ impl System {
         match bounce(p.mem, &self.frames, d, frame, VECTOR_SYSCALL, 0, 0) {
             Ok(()) => {
                 d.stats.bounces += 1;
-                self.resume_current(p, frame, root_before, false, TlbFlush::None)
+                // `id` is current and paravirtualized (only such a domain
+                // is ever in user mode): no need to look either up again.
+                self.resume_paravirtualized(p, id, frame, root_before, false, TlbFlush::None)
             }
             Err(e) => self.user_syscall_failed(p, frame, e),
         }

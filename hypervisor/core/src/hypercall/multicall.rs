@@ -51,6 +51,9 @@ const ENTRY: u64 = core::mem::size_of::<MulticallEntry>() as u64;
 /// Offset of the `result` field in an entry.
 const RESULT: u64 = core::mem::offset_of!(MulticallEntry, result) as u64;
 
+/// No translated page (see [`multicall`]): the base is not page-aligned.
+const NO_PAGE: (u64, u64) = (1, 0);
+
 /// `multicall(calls, count)`: performs `count` entries in order; returns
 /// the number performed: `count`, or fewer if an entry took away the write
 /// access to its own `result` (see the module's documentation). An entry
@@ -61,48 +64,56 @@ pub fn multicall<M: MachineMemory, C: ConsoleSink>(ctx: &mut Context<'_, M, C>, 
     if count > MULTICALL_MAX {
         return Err(HypercallError::BadArgument);
     }
-    // The page last translated for writing: (its guest-virtual base, its
-    // machine base).
-    let mut page: Option<(u64, u64)> = None;
+    // The page last translated for writing: its guest-virtual base and
+    // its machine base; none is `NO_PAGE`, whose base matches no entry's
+    // (it is not page-aligned), so that the test costs no flag kept beside
+    // the two.
+    let mut page = NO_PAGE;
     for i in 0..count {
         let at = calls.checked_add(i * ENTRY).ok_or(HypercallError::BadAddress)?;
         let base = at & !(PAGE_SIZE - 1);
         let in_one_page = at - base + ENTRY <= PAGE_SIZE;
-        if in_one_page && page.is_none_or(|(va, _)| va != base) {
-            // A page the guest cannot write leaves `page` empty: the entry
-            // takes the general path, which refuses it before performing it.
-            page = ctx.view().translate(base, Access::Write).ok().map(|maddr| (base, maddr));
-        }
-        let result = match page {
-            Some((va, maddr)) if in_one_page && va == base => {
-                let entry_at = maddr + (at - base);
-                let mut entry = MulticallEntry::new_zeroed();
-                ctx.mem.read(entry_at, entry.as_mut_bytes());
-                let (result, remapped) = perform(ctx, &entry);
-                if !remapped {
-                    ctx.mem.write_u64(entry_at + RESULT, encode_result(result));
-                    continue;
-                }
-                result
+        // Whether the entry lies in the page last translated, translated
+        // now if it is another. A page the guest cannot write is not
+        // translated (`page` keeps the last one, still valid: only a remap
+        // drops it): the entry takes the general path, which refuses it
+        // before performing it.
+        let translated = in_one_page
+            && (page.0 == base
+                || match ctx.view().translate(base, Access::Write) {
+                    Ok(maddr) => {
+                        page = (base, maddr);
+                        true
+                    }
+                    Err(_) => false,
+                });
+        let result = if translated {
+            let entry_at = page.1 + (at - base);
+            let mut entry = MulticallEntry::new_zeroed();
+            ctx.mem.read(entry_at, entry.as_mut_bytes());
+            let (result, remapped) = perform(ctx, &entry);
+            if !remapped {
+                ctx.mem.write_u64(entry_at + RESULT, encode_result(result));
+                continue;
             }
-            _ => {
-                let mut entry = MulticallEntry::new_zeroed();
-                ctx.view().read(GuestSlice::new(at, ENTRY), entry.as_mut_bytes())?;
-                ctx.view().check(GuestSlice::new(at + RESULT, 8), Access::Write)?;
-                let (result, remapped) = perform(ctx, &entry);
-                if !remapped {
-                    // Checked writable above, and nothing changed since.
-                    write_result(ctx, at, result)?;
-                    continue;
-                }
-                result
+            result
+        } else {
+            let mut entry = MulticallEntry::new_zeroed();
+            ctx.view().read(GuestSlice::new(at, ENTRY), entry.as_mut_bytes())?;
+            ctx.view().check(GuestSlice::new(at + RESULT, 8), Access::Write)?;
+            let (result, remapped) = perform(ctx, &entry);
+            if !remapped {
+                // Checked writable above, and nothing changed since.
+                write_result(ctx, at, result)?;
+                continue;
             }
+            result
         };
         // A call that may have remapped the array: the next entry's page is
         // translated again, and this result written through a fresh
         // translation. If the call took that write access away, it was
         // still performed: the batch stops after it.
-        page = None;
+        page = NO_PAGE;
         if write_result(ctx, at, result).is_err() {
             return Ok(performed_through(calls, at));
         }
