@@ -218,9 +218,10 @@ pub enum SchedCmd {
     Block = 0,
     /// `a` = address of a `u32` port array, `b` = its length (at most
     /// [`POLL_MAX`]), and an absolute deadline in the fourth argument
-    /// (`r10`: system time in nanoseconds, 0 = none): sleeps until one of
-    /// the ports is pending, masked or not. Returns the first pending port,
-    /// or `TimedOut` once the deadline has passed.
+    /// (`r10`: system time in nanoseconds, 0 = none; any other value is a
+    /// deadline however far, as for `set_timer`): sleeps until one of the
+    /// ports is pending, masked or not. Returns the first pending port, or
+    /// `TimedOut` once the deadline has passed.
     Poll = 1,
     /// Delivers an upcall now if one is due (after clearing `upcall_mask`).
     /// Returns 0.

@@ -67,7 +67,13 @@ pub enum Hypercall {
     /// entries: `BadArgument`). Calls that leave the caller or replace its
     /// registers (`multicall` itself, `yield`, `exit`, `iret`,
     /// `bench_floor`, `sched_op`) are refused with `BadArgument` in their
-    /// entry. Returns the number of entries performed.
+    /// entry. An entry is performed only if its `result` can be written:
+    /// one that cannot be read, or whose `result` the caller cannot write,
+    /// fails the multicall with `BadAddress`, that entry and the rest not
+    /// performed. Returns the number of entries performed: `count`, or
+    /// fewer when an entry took away the write access to its own `result`
+    /// (by remapping the array): that entry was performed, its `result`
+    /// is not written, and the batch stops after it.
     Multicall = 10,
     /// `memory_op(cmd: u64, frames: *mut u64, count: u64)`: balloon
     /// operations; see [`MemoryOpCmd`](crate::mm::MemoryOpCmd).
@@ -100,7 +106,11 @@ pub enum Hypercall {
     /// `set_timer(deadline: u64)`: raise [`VIRQ_TIMER`](crate::event::virq::TIMER)
     /// once the system time (nanoseconds since boot, see
     /// [`VcpuTime`](crate::event::VcpuTime)) reaches `deadline`; 0 cancels.
-    /// A deadline in the past fires at once. Returns 0.
+    /// A deadline in the past fires at once. Any other deadline is kept,
+    /// however far: one beyond what the hypervisor's clock can count (up
+    /// to `u64::MAX`, 584 years after boot) is the farthest time it can
+    /// wait for, and a domain that blocks with it waits for it: it is
+    /// never taken for a domain nothing can wake. Returns 0.
     SetTimer = 18,
 }
 
@@ -152,6 +162,109 @@ impl Hypercall {
             Hypercall::SetTimer => "set_timer",
         }
     }
+
+    /// Every error the call may return: the hypervisor returns no other.
+    ///
+    /// Derived from what the hypervisor does (`hypervisor/core/src/hypercall/`)
+    /// and written once, here: the ABI chapter's errors column must name
+    /// exactly these (`tests/docs_match_abi.rs`), and the fuzzing guest
+    /// (`demo-guests/hypercall-fuzz`) reports any other result as a finding.
+    /// A number that is no hypercall gets
+    /// [`UnknownHypercall`](crate::HypercallError::UnknownHypercall); a call a
+    /// `multicall` cannot batch gets [`BadArgument`](crate::HypercallError::BadArgument)
+    /// in its entry (see [`Hypercall::batchable`]).
+    pub const fn errors(self) -> &'static [crate::HypercallError] {
+        use crate::HypercallError::*;
+        match self {
+            Hypercall::Null
+            | Hypercall::AbiVersion
+            | Hypercall::Yield
+            | Hypercall::Exit
+            | Hypercall::BenchFloor
+            | Hypercall::SetTimer => &[],
+            Hypercall::ConsoleWrite => &[BadAddress],
+            Hypercall::DomainInfo => &[BadAddress, NoSuchDomain],
+            // The batch (its count, its array, `done`) and each request (its
+            // entry address; the entry's bits and frame, and the tables it
+            // links, validated on first use).
+            Hypercall::MmuUpdate => &[
+                BadAddress,
+                BadArgument,
+                FrameNotOwned,
+                FrameIsPageTable,
+                HypervisorMemory,
+                PageTypeConflict,
+                FrameMappedWritable,
+                TypeCountInUse,
+                SupervisorMapping,
+                UnsupportedEntryBits,
+                NotAPageTable,
+                Misaligned,
+            ],
+            // The batch (as for `mmu_update`) and each operation (its
+            // command, the frame it names, the pin, and a table validated
+            // on first use).
+            Hypercall::MmuextOp => &[
+                BadAddress,
+                BadArgument,
+                FrameNotOwned,
+                FrameIsPageTable,
+                HypervisorMemory,
+                PageTypeConflict,
+                FrameMappedWritable,
+                TypeCountInUse,
+                SupervisorMapping,
+                UnsupportedEntryBits,
+                Misaligned,
+                NotPinned,
+                AlreadyPinned,
+            ],
+            // One level-1 entry, found by walking the current tables: never
+            // misaligned, never a table validated as something else.
+            Hypercall::UpdateVaMapping => &[
+                BadArgument,
+                FrameNotOwned,
+                FrameIsPageTable,
+                HypervisorMemory,
+                TypeCountInUse,
+                SupervisorMapping,
+                UnsupportedEntryBits,
+                NotAPageTable,
+            ],
+            Hypercall::Multicall => &[BadAddress, BadArgument],
+            Hypercall::MemoryOp => {
+                &[BadAddress, BadArgument, OutOfMemory, FrameNotOwned, HypervisorMemory, TypeCountInUse, OverLimit]
+            }
+            Hypercall::SetTrapTable | Hypercall::Iret => &[BadAddress, BadArgument],
+            Hypercall::SetCallbacks | Hypercall::StackSwitch => &[BadArgument],
+            Hypercall::EventChannelOp => &[
+                BadAddress,
+                BadArgument,
+                PermissionDenied,
+                OutOfMemory,
+                NoSuchDomain,
+                NoSuchPort,
+                WrongPortState,
+                PortInUse,
+            ],
+            Hypercall::SchedOp => &[BadAddress, BadArgument, NoSuchPort, TimedOut],
+        }
+    }
+
+    /// Whether a `multicall` performs the call in one of its entries. The
+    /// calls that leave the caller, block it or replace its registers
+    /// cannot be batched: their entry gets `BadArgument`.
+    pub const fn batchable(self) -> bool {
+        !matches!(
+            self,
+            Hypercall::Yield
+                | Hypercall::Exit
+                | Hypercall::BenchFloor
+                | Hypercall::Multicall
+                | Hypercall::Iret
+                | Hypercall::SchedOp
+        )
+    }
 }
 
 impl TryFrom<u64> for Hypercall {
@@ -180,5 +293,15 @@ mod tests {
             Err(crate::HypercallError::UnknownHypercall)
         );
         assert_eq!(Hypercall::try_from(u64::MAX), Err(crate::HypercallError::UnknownHypercall));
+    }
+
+    #[test]
+    fn error_lists_are_in_code_order_without_duplicates() {
+        for call in Hypercall::ALL {
+            let codes: Vec<u64> = call.errors().iter().map(|e| e.code()).collect();
+            assert!(codes.windows(2).all(|w| w[0] < w[1]), "{}: errors out of code order or repeated", call.name());
+            assert!(!call.errors().contains(&crate::HypercallError::UnknownHypercall), "{}", call.name());
+            assert!(!call.errors().contains(&crate::HypercallError::Unrecognized), "{}", call.name());
+        }
     }
 }

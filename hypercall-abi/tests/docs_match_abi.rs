@@ -4,8 +4,9 @@
 //! The chapter is the specification people read; this crate is the one the
 //! compiler reads. Nothing forces the two to agree except this test: it
 //! reads the chapter's tables and checks them, in both directions, against
-//! the crate: every hypercall with its number and name (and that the errors
-//! its row names exist), every error with its code, name and text, the
+//! the crate: every hypercall with its number and name, the errors its row
+//! names (exactly [`Hypercall::errors`]) and the calls `multicall` refuses
+//! ([`Hypercall::batchable`]), every error with its code, name and text, the
 //! offsets and sizes of every shared structure (start info, domain info,
 //! console ring, shared-info page and its parts, the paging, trap and
 //! event-channel records), every command number (`MmuextCmd`,
@@ -158,12 +159,34 @@ fn every_hypercall_is_in_the_table_with_its_number_and_name() {
         assert_eq!(row[1], code(call.name()), "hypercall {number} has another name in the crate");
     }
     assert_eq!(rows.len(), Hypercall::ALL.len(), "one row per hypercall");
-    let error_names: Vec<String> = HypercallError::ALL.iter().map(|e| format!("{e:?}")).collect();
-    for row in &rows {
-        let errors = row.last().expect("a row has cells");
-        for word in capitalised_code_words(errors) {
-            assert!(error_names.contains(&word), "the errors of hypercall {} name `{word}`, which is no error", row[1]);
+}
+
+#[test]
+fn every_hypercall_row_names_exactly_the_errors_it_may_return() {
+    let rows = table(section("## Hypercalls"), 0);
+    for call in Hypercall::ALL {
+        let row = rows.iter().find(|row| row[1] == code(call.name())).expect("a row per hypercall");
+        let cell = row.last().expect("a row has cells");
+        let mut named = capitalised_code_words(cell);
+        named.sort();
+        named.dedup();
+        let mut listed: Vec<String> = call.errors().iter().map(|e| format!("{e:?}")).collect();
+        listed.sort();
+        assert_eq!(named, listed, "the errors column of `{}` must name exactly `Hypercall::errors`", call.name());
+        if call.errors().is_empty() {
+            assert_eq!(cell, "none", "the errors column of `{}`", call.name());
         }
+    }
+}
+
+#[test]
+fn the_calls_multicall_refuses_are_named() {
+    let prose = section("### 10: `multicall`");
+    let (_, after) = prose.split_once("cannot be batched:").expect("the multicall section says what cannot be batched");
+    let (sentence, _) = after.split_once("each get").expect("... and what those entries get");
+    for call in Hypercall::ALL {
+        let named = sentence.contains(&code(call.name()));
+        assert_eq!(named, !call.batchable(), "the multicall section and `Hypercall::batchable` disagree on `{}`", call.name());
     }
 }
 

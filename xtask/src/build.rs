@@ -16,6 +16,7 @@ use crate::cargo_build::{build_guests, build_hypervisor, demo_guests};
 use crate::manifest::ManifestFile;
 use crate::qemu::QemuConfig;
 use crate::repo::{absolute, Repo};
+use parvus_core::plural::count;
 
 /// Arguments of `build`.
 #[derive(Debug, Args)]
@@ -100,11 +101,40 @@ pub fn main(args: &BuildArgs) -> Result<ExitCode> {
     let manifest = manifest_path(args.manifest.as_deref(), repo.default_manifest());
     let prepared = build(&repo, &manifest)?;
     println!("hypervisor: {}", repo.show(&prepared.hypervisor));
-    println!(
-        "bundle: {} ({} domains from {}; list it with `tar tvf`)",
-        repo.show(&prepared.bundle),
-        prepared.images.len(),
-        prepared.file.shown
-    );
+    println!("{}", bundle_line(&repo, &prepared));
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `build` says about the bundle it wrote.
+fn bundle_line(repo: &Repo, prepared: &Prepared) -> String {
+    format!(
+        "bundle: {} ({} from {}; list it with `tar tvf`)",
+        repo.show(&prepared.bundle),
+        count(prepared.images.len(), "domain", "domains"),
+        prepared.file.shown
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parvus_core::manifest::Manifest;
+
+    #[test]
+    fn the_bundle_line_counts_domains_in_the_right_number() {
+        let repo = Repo::locate();
+        let prepared = |images: usize| Prepared {
+            file: ManifestFile {
+                path: "m.toml".into(),
+                shown: "m.toml".into(),
+                manifest: Manifest { machine: Default::default(), domains: vec![] },
+                sources: vec![],
+            },
+            hypervisor: "parvus".into(),
+            bundle: "m.tar".into(),
+            images: vec![("a".into(), "a.elf".into()); images],
+        };
+        assert_eq!(bundle_line(&repo, &prepared(1)), "bundle: m.tar (1 domain from m.toml; list it with `tar tvf`)");
+        assert_eq!(bundle_line(&repo, &prepared(2)), "bundle: m.tar (2 domains from m.toml; list it with `tar tvf`)");
+    }
 }

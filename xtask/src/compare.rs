@@ -52,6 +52,7 @@ use crate::build::build_binaries;
 use crate::cargo_build::demo_guests;
 use crate::qemu::{self, describe_native_status, describe_status, run_captured, Captured, QEMU, STATUS_ALL_AS_EXPECTED};
 use crate::repo::Repo;
+use parvus_core::plural::count;
 use figures::{mode_report, op_report, Report, RunRecord, METHOD, SCHEMA};
 use plan::{Mode, Planner, Prepared, Run};
 
@@ -245,7 +246,7 @@ pub fn main(args: &CompareArgs) -> Result<ExitCode> {
         for problem in &problems {
             eprintln!("xtask: compare: {problem}");
         }
-        bail!("{} problem(s) in the comparison (listed above)", problems.len());
+        bail!("{} in the comparison (listed above)", count(problems.len(), "problem", "problems"));
     }
     Ok(ExitCode::SUCCESS)
 }

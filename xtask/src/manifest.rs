@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Result};
 use hypercall_abi::bare_metal::MAX_MEMORY;
 use parvus_core::image::GuestImage;
-use parvus_core::manifest::{DomainSpec, Manifest, MemorySize, Mode};
+use parvus_core::manifest::{printable, DomainSpec, Manifest, MemorySize, Mode};
 
 use crate::cargo_build::{CrateKind, GuestCrate};
-use crate::repo::Repo;
+use crate::repo::{not_a_file, Repo};
 
 /// Where a domain's image comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,7 +54,7 @@ pub struct ManifestFile {
 impl ManifestFile {
     /// Reads, parses and validates `path`, and resolves every image.
     pub fn load(repo: &Repo, path: &Path, guests: &[GuestCrate]) -> Result<ManifestFile> {
-        let shown = repo.show(path);
+        let shown = printable(&repo.show(path));
         let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{shown}: cannot read the manifest: {e}"))?;
         let manifest = Manifest::parse(&text).map_err(|e| anyhow!("{}", e.in_file(&shown)))?;
         let dir = path.parent().unwrap_or(Path::new("."));
@@ -120,7 +120,7 @@ impl ManifestFile {
     /// SDK guest has it, a bare-metal kernel must not) and placement in the
     /// domain's memory.
     fn check_image(&self, repo: &Repo, domain: &DomainSpec, path: &Path) -> Result<()> {
-        let prefix = || format!("{}: domain \"{}\", field `image` ({})", self.shown, domain.name, repo.show(path));
+        let prefix = || format!("{}: domain \"{}\", field `image` ({})", self.shown, domain.name, printable(&repo.show(path)));
         let bytes = std::fs::read(path).map_err(|e| anyhow!("{}: cannot read: {e}", prefix()))?;
         let memory = domain.memory.bytes();
         let checked = match domain.mode {
@@ -168,9 +168,9 @@ fn resolve(repo: &Repo, shown: &str, dir: &Path, domain: &DomainSpec, guests: &[
         ));
     }
     let path = dir.join(image);
-    if path.is_file() {
+    let Some(why) = not_a_file(repo, &path) else {
         return Ok(ImageSource::File(path));
-    }
+    };
     let known = guests
         .iter()
         .filter(|g| matches!(g.kind, CrateKind::Paravirtualized | CrateKind::BareMetal))
@@ -178,10 +178,9 @@ fn resolve(repo: &Repo, shown: &str, dir: &Path, domain: &DomainSpec, guests: &[
         .collect::<Vec<_>>()
         .join(", ");
     Err(anyhow!(
-        "{shown}: domain \"{}\", field `image`: \"{}\" is neither a demo guest ({known}) nor a file ({} does not exist)",
+        "{shown}: domain \"{}\", field `image`: \"{}\" is neither a demo guest ({known}) nor a file ({why})",
         domain.name,
         image.escape_debug(),
-        repo.show(&path)
     ))
 }
 
@@ -277,6 +276,17 @@ mod tests {
         );
     }
 
+    /// An image path with a control character in it is printed escaped:
+    /// the message stays one line.
+    #[test]
+    fn odd_image_paths_stay_on_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "m.toml", b"[[domain]]\nname = \"a\"\nimage = \"x\\ny\\r\"\nmemory = \"1M\"\n");
+        let e = ManifestFile::load(&Repo::locate(), &path, &guests()).unwrap_err().to_string();
+        assert!(!e.chars().any(char::is_control), "{e:?}");
+        assert!(e.ends_with("/x\\ny\\r does not exist)"), "{e}");
+    }
+
     #[test]
     fn crate_images_follow_the_mode() {
         let dir = tempfile::tempdir().unwrap();
@@ -306,6 +316,61 @@ mod tests {
             e.ends_with(": domain \"d\", field `memory`: 512M is more than the 256M an emulated domain may have (hypercall_abi::bare_metal::MAX_MEMORY)"),
             "{e}"
         );
+    }
+
+    /// Fuzz: one domain with any `image` (the demo crates of every kind, a
+    /// file that exists, relative, absolute and odd paths, unicode and
+    /// control characters, NUL...), either mode and several sizes. Loading
+    /// never panics; a refusal is one printable line that names the file,
+    /// the domain and the field (`image` or `memory`, the only ones that
+    /// can be wrong here). proptest prints a failing input, reduced, and
+    /// keeps its seed in `xtask/proptest-regressions/` to replay it.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn image() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec!["hello", "probe", "rt", "mine.elf", "../mine.elf", "./mine.elf", "/", ".", "..", "/dev/null", " "])
+                    .prop_map(String::from),
+                "[a-z./é名\\ -]{0,12}",
+                prop::collection::vec(any::<char>(), 0..12).prop_map(|c| c.into_iter().collect()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(10_000))]
+            #[test]
+            fn fuzz_manifest_load(
+                image in image(),
+                memory in prop::sample::select(vec!["1M", "4M", "256M", "300M"]),
+                emulated in any::<bool>(),
+            ) {
+                static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+                let dir = DIR.get_or_init(|| {
+                    let dir = tempfile::tempdir().unwrap();
+                    write(dir.path(), "mine.elf", &guest_elf(0x40_0000));
+                    dir
+                });
+                let mode = if emulated { "mode = \"emulated\"\n" } else { "" };
+                let text = format!(
+                    "[machine]\nmemory = \"1G\"\n[[domain]]\nname = \"d\"\nimage = {}\nmemory = \"{memory}\"\n{mode}",
+                    toml::Value::String(image.clone())
+                );
+                // What `ManifestFile::load` does once it has read the file
+                // (without writing 2,000 files).
+                let shown = "fuzz.toml";
+                let checked = Manifest::parse(&text).map_err(|e| anyhow!("{}", e.in_file(shown))).and_then(|m| {
+                    m.domains.iter().map(|d| resolve(&Repo::locate(), shown, dir.path(), d, &guests())).collect::<Result<Vec<_>>>()
+                });
+                if let Err(e) = checked {
+                    let e = e.to_string();
+                    prop_assert!(!e.chars().any(char::is_control), "not one printable line: {e:?}");
+                    prop_assert!(e.starts_with(shown), "{e}");
+                    prop_assert!(e.contains("domain \"d\", field `image`") || e.contains("domain \"d\", field `memory`"), "{e}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use crate::cargo_build::{CrateKind, GuestCrate};
 use crate::qemu::QemuConfig;
-use crate::repo::Repo;
+use crate::repo::{not_a_file, Repo};
 
 /// Machine memory of a native run when the scenario does not say.
 pub const DEFAULT_NATIVE_MEMORY: MemorySize = MemorySize(64 << 20);
@@ -92,15 +92,14 @@ pub fn resolve_kernel(
         return Ok(repo.bare_metal_elf(&guest.name));
     }
     let path = dir.join(kernel);
-    if path.is_file() {
+    let Some(why) = not_a_file(repo, &path) else {
         return Ok(path);
-    }
+    };
     let known =
         guests.iter().filter(|g| g.kind == CrateKind::BareMetal).map(|g| g.name.as_str()).collect::<Vec<_>>().join(", ");
     Err(anyhow!(
-        "{shown}: {field}: \"{}\" is neither a bare-metal kernel crate ({known}) nor a file ({} does not exist)",
+        "{shown}: {field}: \"{}\" is neither a bare-metal kernel crate ({known}) nor a file ({why})",
         kernel.escape_debug(),
-        repo.show(&path)
     ))
 }
 

@@ -8,11 +8,10 @@
 //! writes `v` and QEMU exits with `(v << 1) | 1`.
 
 use std::ffi::OsString;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -216,55 +215,161 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn collect(mut stream: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut buffer = [0u8; 4096];
-        while let Ok(n) = stream.read(&mut buffer) {
-            if n == 0 {
-                break;
-            }
-            into.lock().expect("output buffer").extend_from_slice(&buffer[..n]);
+/// Reads `stream` to its end, handing every chunk to `sink`.
+fn pump(mut stream: impl Read, mut sink: impl FnMut(&[u8])) {
+    let mut buffer = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buffer) {
+        if n == 0 {
+            break;
         }
-    })
+        sink(&buffer[..n]);
+    }
 }
 
-fn text(bytes: &Mutex<Vec<u8>>) -> String {
-    String::from_utf8_lossy(&bytes.lock().expect("output buffer")).replace('\r', "")
+/// How a spawned QEMU ended.
+struct Ended {
+    status: Option<ExitStatus>,
+    timed_out: bool,
+    elapsed: Duration,
 }
 
-/// Runs QEMU with the serial output captured; kills it after `timeout`.
-pub fn run_captured(config: &QemuConfig, timeout: Duration) -> Result<Captured> {
+/// Spawns QEMU (no standard input: nothing reads the serial port, and a
+/// QEMU that owned the terminal would leave it without echo when killed),
+/// feeds its stdout and stderr to the two sinks as they arrive, and kills
+/// it after `timeout` (never, when `None`).
+fn spawn_and_wait(
+    config: &QemuConfig,
+    timeout: Option<Duration>,
+    stdout: impl FnMut(&[u8]) + Send,
+    stderr: impl FnMut(&[u8]) + Send,
+) -> Result<Ended> {
     let mut command = config.command();
     command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let start = Instant::now();
     let mut child = KillOnDrop(command.spawn().with_context(|| format!("cannot start {QEMU}"))?);
-    let serial = Arc::new(Mutex::new(Vec::new()));
-    let stderr = Arc::new(Mutex::new(Vec::new()));
-    let readers = [
-        collect(child.0.stdout.take().expect("piped stdout"), serial.clone()),
-        collect(child.0.stderr.take().expect("piped stderr"), stderr.clone()),
-    ];
-    let mut timed_out = false;
-    let status: Option<ExitStatus> = loop {
-        if let Some(status) = child.0.try_wait()? {
-            break Some(status);
-        }
-        if start.elapsed() >= timeout {
-            timed_out = true;
-            let _ = child.0.kill();
-            break child.0.wait().ok();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    for reader in readers {
-        let _ = reader.join();
-    }
+    let out = child.0.stdout.take().expect("piped stdout");
+    let err = child.0.stderr.take().expect("piped stderr");
+    std::thread::scope(|scope| {
+        scope.spawn(|| pump(out, stdout));
+        scope.spawn(|| pump(err, stderr));
+        let mut timed_out = false;
+        let status = loop {
+            match child.0.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) => {}
+                Err(e) => {
+                    // Killed here, not on drop: the readers end only when
+                    // QEMU's pipes close, and the scope waits for them.
+                    let _ = child.0.kill();
+                    let _ = child.0.wait();
+                    return Err(anyhow::Error::new(e).context(format!("cannot wait for {QEMU}")));
+                }
+            }
+            if timeout.is_some_and(|t| start.elapsed() >= t) {
+                timed_out = true;
+                let _ = child.0.kill();
+                break child.0.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Ok(Ended { status, timed_out, elapsed: start.elapsed() })
+    })
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).replace('\r', "")
+}
+
+/// Runs QEMU with the serial output captured; kills it after `timeout`.
+pub fn run_captured(config: &QemuConfig, timeout: Duration) -> Result<Captured> {
+    let serial = Mutex::new(Vec::new());
+    let stderr = Mutex::new(Vec::new());
+    let ended = spawn_and_wait(
+        config,
+        Some(timeout),
+        |bytes| serial.lock().expect("serial buffer").extend_from_slice(bytes),
+        |bytes| stderr.lock().expect("stderr buffer").extend_from_slice(bytes),
+    )?;
     Ok(Captured {
-        serial: text(&serial),
-        stderr: text(&stderr),
-        status: if timed_out { None } else { status.and_then(|s| s.code()) },
-        timed_out,
-        elapsed: start.elapsed(),
+        serial: text(&serial.into_inner().expect("serial buffer")),
+        stderr: text(&stderr.into_inner().expect("stderr buffer")),
+        status: if ended.timed_out { None } else { ended.status.and_then(|s| s.code()) },
+        timed_out: ended.timed_out,
+        elapsed: ended.elapsed,
+    })
+}
+
+/// The outcome of a QEMU run on the terminal ([`run_on_terminal`]).
+#[derive(Clone, Debug)]
+pub struct OnTerminal {
+    /// The exit status, `None` if killed.
+    pub status: Option<i32>,
+    /// Whether it was killed at the timeout.
+    pub timed_out: bool,
+    /// What QEMU wrote to stderr while the serial port was still silent,
+    /// when it stayed silent to the end: kept back, because it is why QEMU
+    /// did not start (an unknown option, memory it cannot allocate), for
+    /// the caller to say in one line. Empty once the machine printed
+    /// anything: then QEMU's messages went to the terminal as they came.
+    pub unstarted_stderr: String,
+}
+
+/// QEMU's stderr while the machine has printed nothing yet: held back
+/// (see [`OnTerminal::unstarted_stderr`]) until the first serial byte.
+#[derive(Default)]
+struct StderrGate {
+    started: bool,
+    held: Vec<u8>,
+}
+
+/// Runs QEMU with its serial output on this terminal, as it comes, and
+/// hands every serial line (without `\r` and `\n`) to `on_line`; kills
+/// it after `timeout` (never, when `None`).
+pub fn run_on_terminal(
+    config: &QemuConfig,
+    timeout: Option<Duration>,
+    mut on_line: impl FnMut(&str) + Send,
+) -> Result<OnTerminal> {
+    let gate = Mutex::new(StderrGate::default());
+    let mut partial: Vec<u8> = Vec::new();
+    let ended = spawn_and_wait(
+        config,
+        timeout,
+        |bytes| {
+            {
+                let mut gate = gate.lock().expect("stderr gate");
+                if !gate.started {
+                    gate.started = true;
+                    let _ = std::io::stderr().write_all(&gate.held);
+                    gate.held.clear();
+                }
+            }
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(bytes);
+            let _ = out.flush();
+            partial.extend_from_slice(bytes);
+            while let Some(end) = partial.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = partial.drain(..=end).collect();
+                on_line(text(&line).trim_end_matches('\n'));
+            }
+        },
+        |bytes| {
+            let mut gate = gate.lock().expect("stderr gate");
+            if gate.started {
+                let _ = std::io::stderr().write_all(bytes);
+            } else {
+                gate.held.extend_from_slice(bytes);
+            }
+        },
+    )?;
+    if !partial.is_empty() {
+        on_line(&text(&partial));
+    }
+    let gate = gate.into_inner().expect("stderr gate");
+    Ok(OnTerminal {
+        status: if ended.timed_out { None } else { ended.status.and_then(|s| s.code()) },
+        timed_out: ended.timed_out,
+        unstarted_stderr: text(&gate.held),
     })
 }
 

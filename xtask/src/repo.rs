@@ -102,6 +102,17 @@ impl Repo {
         self.root.join("target/compare")
     }
 
+    /// The book's folder (mdBook's `book.toml` and `src/`).
+    pub fn book_dir(&self) -> PathBuf {
+        self.root.join("docs")
+    }
+
+    /// Where the book is built (`build-dir` in `docs/book.toml`, so that
+    /// `mdbook build docs` writes to the same place).
+    pub fn book_output_dir(&self) -> PathBuf {
+        self.book_dir().join("book")
+    }
+
     /// The folder of demo-guest crates.
     pub fn demo_guests_dir(&self) -> PathBuf {
         self.root.join("demo-guests")
@@ -110,6 +121,21 @@ impl Repo {
     /// `path` for messages: relative to the repository root when inside it.
     pub fn show(&self, path: &Path) -> String {
         path.strip_prefix(&self.root).unwrap_or(path).display().to_string()
+    }
+}
+
+/// Why `path`, named by a manifest or a scenario as an ELF file, cannot
+/// be read as one (it does not exist, it is a directory...), for messages
+/// of the form `... nor a file (<why>)`; `None` when it is a file.
+pub fn not_a_file(repo: &Repo, path: &Path) -> Option<String> {
+    // Printable: an `image` may hold a control character (a newline).
+    let shown = parvus_core::manifest::printable(&repo.show(path));
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => None,
+        Ok(meta) if meta.is_dir() => Some(format!("{shown} is a directory")),
+        Ok(_) => Some(format!("{shown} is not a regular file")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!("{shown} does not exist")),
+        Err(e) => Some(format!("{shown}: {e}")),
     }
 }
 

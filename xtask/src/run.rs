@@ -6,14 +6,18 @@
 //!
 //! The exit status passes the hypervisor's verdict through: 0 when every
 //! domain ended as expected, the hypervisor's exit code otherwise (1: some
-//! domain did not, 2: the hypervisor panicked or faulted), and
-//! [`NO_HYPERVISOR_EXIT`] when QEMU ended without the hypervisor's exit (a
-//! triple fault or reset exits QEMU with 0, which is *not* success). A
-//! native run passes the kernel's exit status through the same way (the
-//! shim exits 3 when it cannot boot the kernel).
+//! domain did not, 2: the hypervisor panicked or faulted),
+//! [`NO_HYPERVISOR_EXIT`](crate::verdict::NO_HYPERVISOR_EXIT) when QEMU
+//! ended without the hypervisor's exit (it failed to start, or a triple
+//! fault or reset exited it with 0, which is *not* success) and
+//! [`TIMED_OUT`](crate::verdict::TIMED_OUT) when `--timeout` stopped it. Success is
+//! read from the hypervisor's verdict line and QEMU's status together (see
+//! [`crate::verdict`]). A native run passes the kernel's exit status
+//! through the same way (the shim exits 3 when it cannot boot the kernel).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -21,12 +25,15 @@ use clap::Args;
 use crate::build::{build_binaries, check_manifest, manifest_path, pack, Prepared};
 use crate::cargo_build::{build_guests, demo_guests};
 use crate::native::{self, NativeSpec, DEFAULT_NATIVE_MEMORY};
-use crate::qemu::{self, describe_native_status, describe_status, QemuConfig, STATUS_ALL_AS_EXPECTED};
+use crate::qemu::{self, QemuConfig};
 use crate::repo::{from_cwd, Repo};
+use crate::verdict::{parse_timeout, Machine, Outcome, SerialLog, Timeout};
 use parvus_core::manifest::MemorySize;
 
-/// Exit status of `run` when QEMU stopped without the hypervisor's exit.
-pub const NO_HYPERVISOR_EXIT: u8 = 125;
+/// How long a run may take when `--timeout` is not given (except under
+/// `--gdb`, which waits for a person): the demo ends in a few seconds, and
+/// a guest that never ends should not hang the terminal silently.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Arguments of `run`.
 #[derive(Debug, Args)]
@@ -47,6 +54,10 @@ pub struct RunArgs {
     /// Start QEMU halted, waiting for gdb on port 1234, and print the gdb command.
     #[arg(long)]
     pub gdb: bool,
+    /// Stop QEMU after this long (e.g. 90s, 5m, 1h) and name the domains
+    /// still running; `none` never stops it. Default: 60s, none with --gdb.
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Option<Timeout>,
     /// Extra arguments for QEMU (after `--`).
     #[arg(last = true, value_name = "QEMU ARGS")]
     pub qemu_args: Vec<String>,
@@ -56,12 +67,11 @@ fn parse_memory(text: &str) -> Result<MemorySize, String> {
     MemorySize::parse(text).map_err(|e| e.to_string())
 }
 
-/// Maps QEMU's exit status to `run`'s.
-pub fn exit_code(status: Option<i32>) -> u8 {
-    match status {
-        Some(STATUS_ALL_AS_EXPECTED) => 0,
-        Some(s) if s > 1 && s % 2 == 1 && s >> 1 <= 255 => (s >> 1) as u8,
-        _ => NO_HYPERVISOR_EXIT,
+impl RunArgs {
+    /// The timeout in force: `--timeout`, else none under `--gdb`, else
+    /// [`DEFAULT_TIMEOUT`].
+    fn effective_timeout(&self) -> Option<Duration> {
+        self.timeout.map_or(if self.gdb { None } else { Some(DEFAULT_TIMEOUT) }, |t| t.0)
     }
 }
 
@@ -88,15 +98,21 @@ fn native_gdb_command(repo: &Repo, kernel: &std::path::Path) -> String {
     )
 }
 
-/// Runs QEMU on this terminal; returns `run`'s exit status.
-fn boot(config: &QemuConfig, describe: fn(Option<i32>) -> String) -> Result<ExitCode> {
+/// Runs QEMU on this terminal; returns `run`'s exit status, after one
+/// `xtask:` line saying how it ended unless it succeeded.
+fn boot(config: &QemuConfig, machine: Machine, timeout: Option<Duration>) -> Result<ExitCode> {
     eprintln!("xtask: {}", config.shell_line());
-    let status = config.command().status().with_context(|| format!("cannot start {}", qemu::QEMU))?;
-    let code = status.code();
-    if code != Some(STATUS_ALL_AS_EXPECTED) {
-        eprintln!("xtask: {}", describe(code));
+    let mut log = SerialLog::default();
+    let run = qemu::run_on_terminal(config, timeout, |line| log.line(line)).context("cannot run QEMU")?;
+    let outcome = Outcome::of(machine, &run, &log, timeout);
+    if !matches!(outcome, Outcome::QemuDidNotStart { .. }) {
+        // Held back only in case it explained a failure to start.
+        eprint!("{}", run.unstarted_stderr);
     }
-    Ok(ExitCode::from(exit_code(code)))
+    if let Some(message) = outcome.message(machine) {
+        eprintln!("xtask: {message}");
+    }
+    Ok(ExitCode::from(outcome.exit_code()))
 }
 
 /// `cargo xtask run --native CRATE`.
@@ -117,7 +133,7 @@ fn run_native(repo: &Repo, args: &RunArgs, kernel: &str) -> Result<ExitCode> {
         eprintln!("xtask: QEMU is waiting for gdb on localhost:1234; in another terminal run:");
         eprintln!("  {}", native_gdb_command(repo, &elf));
     }
-    boot(&config, describe_native_status)
+    boot(&config, Machine::Native, args.effective_timeout())
 }
 
 /// `cargo xtask run`.
@@ -140,7 +156,7 @@ pub fn main(args: &RunArgs) -> Result<ExitCode> {
         eprintln!("  {}", gdb_command(&prepared));
         eprintln!("xtask: every guest is linked at 0x400000, so symbols of different guests overlap.");
     }
-    boot(&config, describe_status)
+    boot(&config, Machine::Hypervisor, args.effective_timeout())
 }
 
 #[cfg(test)]
@@ -150,13 +166,20 @@ mod tests {
     use parvus_core::manifest::Manifest;
 
     #[test]
-    fn exit_codes_pass_through() {
-        assert_eq!(exit_code(Some(1)), 0);
-        assert_eq!(exit_code(Some(3)), 1);
-        assert_eq!(exit_code(Some(5)), 2);
-        assert_eq!(exit_code(Some(0)), NO_HYPERVISOR_EXIT);
-        assert_eq!(exit_code(None), NO_HYPERVISOR_EXIT);
-        assert_eq!(exit_code(Some(2)), NO_HYPERVISOR_EXIT);
+    fn the_timeout_defaults_to_a_minute_and_to_none_under_gdb() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let timeout =
+            |args: &[&str]| Cli::parse_from(std::iter::once("run").chain(args.iter().copied())).run.effective_timeout();
+        assert_eq!(timeout(&[]), Some(DEFAULT_TIMEOUT));
+        assert_eq!(timeout(&["--gdb"]), None);
+        assert_eq!(timeout(&["--timeout", "5s"]), Some(Duration::from_secs(5)));
+        assert_eq!(timeout(&["--gdb", "--timeout", "5m"]), Some(Duration::from_secs(300)));
+        assert_eq!(timeout(&["--timeout", "none"]), None);
     }
 
     #[test]

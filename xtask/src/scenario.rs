@@ -17,11 +17,12 @@
 //!   checks) and `[native]` (`kernel`, `cmdline`, `memory`).
 //!
 //! A run passes only if every expected line appears in order, no alarm line
-//! (`parvus: PANIC`, `parvus: FATAL`, ` crashed:`; in a native run also
-//! `boot-shim: error:`, `panic:` and `unhandled exception:`) appears unless
-//! `expected.txt` or `allow` names it, the machine is conserved, and QEMU
-//! exits by itself with the expected status before the timeout. A triple
-//! fault makes QEMU exit 0, which therefore fails.
+//! (`parvus: PANIC`, `parvus: FATAL`, ` crashed:`, ` FINDING: `; in a
+//! native run also `boot-shim: error:`, `panic:` and `unhandled
+//! exception:`) appears unless `expected.txt` or `allow` names it, the
+//! machine is conserved, and QEMU exits by itself with the expected status
+//! before the timeout. A triple fault makes QEMU exit 0, which therefore
+//! fails.
 //!
 //! *Conserved*: the hypervisor prints its final summary only once every
 //! domain has ended, and then a [`CONSERVATION`] line with the free frames
@@ -40,8 +41,11 @@ use crate::native::NativeSpec;
 use crate::qemu::{describe_native_status, describe_status, STATUS_ALL_AS_EXPECTED};
 use crate::repo::Repo;
 
-/// Serial lines that mean something went wrong, unless a scenario expects them.
-pub const ALARMS: [&str; 3] = ["parvus: PANIC", "parvus: FATAL", " crashed:"];
+/// Serial lines that mean something went wrong, unless a scenario expects
+/// them: the hypervisor panicked or faulted, a domain crashed, or a guest
+/// that checks the hypervisor (`hypercall-fuzz`) found a result the ABI
+/// does not allow.
+pub const ALARMS: [&str; 4] = ["parvus: PANIC", "parvus: FATAL", " crashed:", " FINDING: "];
 
 /// The line that follows the hypervisor's final summary.
 pub const CONSERVATION: &str = "parvus: conservation: ";
@@ -435,6 +439,11 @@ mod tests {
         assert_eq!(failures.len(), 2);
         assert!(matches!(failures[0], Failure::Alarm { marker: "parvus: PANIC", serial_line: 2, .. }));
         assert!(failures[1].to_string().starts_with("QEMU exit status 5 (the hypervisor panicked"));
+        let finding = "[fuzz] fuzz: FINDING: seed=1 call 7: null() -> Ok(0x1): not the value the ABI promises\n";
+        assert!(matches!(
+            judge(&[], &ScenarioSpec::default(), finding, Some(1), false)[..],
+            [Failure::Alarm { marker: " FINDING: ", serial_line: 1, .. }]
+        ));
         let fatal = "parvus: FATAL page fault in the hypervisor\n";
         assert!(matches!(
             judge(&[], &ScenarioSpec::default(), fatal, Some(1), false)[..],
@@ -442,7 +451,7 @@ mod tests {
         ));
     }
 
-    const CONSERVED: &str = "parvus: summary of 1 domains:\n\
+    const CONSERVED: &str = "parvus: summary of 1 domain:\n\
         parvus:   0   hello          exited 0   expected exit 0     ok\n\
         parvus: conservation: free frames 29158 at boot, 29158 at the end; heap in use 799632 bytes at boot, 799632 at the end\n\
         parvus: all domains ended as expected\n";

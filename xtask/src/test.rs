@@ -1,15 +1,21 @@
-//! `cargo xtask test [--filter NAME] [--no-host]`: the host unit tests, then
-//! every QEMU scenario (see [`crate::scenario`]), at most `--jobs` at a time.
+//! `cargo xtask test [--filter NAME] [--no-host]`: the host unit tests and
+//! the documentation, then every QEMU scenario (see [`crate::scenario`]),
+//! at most `--jobs` at a time.
 //!
-//! The bare-metal kernels are built before the host unit tests, which
-//! include the decoder's differential test: it compares every instruction
-//! of those kernels with a reference decoder, and finds their ELF files in
-//! the variable [`KERNELS_TO_SWEEP`].
+//! The hypervisor and every guest are built before the host unit tests,
+//! which use them: the decoder's differential test compares every
+//! instruction of the bare-metal kernels with a reference decoder (it finds
+//! their ELF files in the variable [`KERNELS_TO_SWEEP`]), and xtask's own
+//! tests of `cargo xtask run` boot them.
 //!
-//! Ends with the line `N passed, N failed` (the host unit tests count as one
-//! entry) and a non-zero exit status when anything failed. A failed scenario
-//! is reported with its name, every reason (the first missing line among
-//! them) and its whole serial log.
+//! Then come the API documentation and the book ([`crate::doc`]): a
+//! broken intra-doc link or a broken link in the book fails the run.
+//!
+//! Ends with the line `N passed, N failed` (the host unit tests count as
+//! one entry, and so do the API documentation and the book) and a non-zero
+//! exit status when anything failed. A failed scenario is reported with its
+//! name, every reason (the first missing line among them) and its whole
+//! serial log.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -20,13 +26,16 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Args;
 
+use crate::book;
 use crate::build::{build_binaries, check_manifest, pack};
 use crate::cargo_build::{build_bare_metal_kernels, cargo, demo_guests};
+use crate::doc;
 use crate::native;
 use crate::qemu::{self, run_captured, QemuConfig};
 use crate::repo::Repo;
 use crate::scenario::{discover, judge, Scenario};
 use parvus_core::decode::KERNELS_TO_SWEEP;
+use parvus_core::plural::count;
 
 /// Arguments of `test`.
 #[derive(Debug, Args)]
@@ -34,7 +43,7 @@ pub struct TestArgs {
     /// Run only the scenarios whose name contains this.
     #[arg(long, value_name = "NAME")]
     pub filter: Option<String>,
-    /// Skip the host unit tests (`cargo test`).
+    /// Skip the host unit tests (`cargo test`) and the documentation.
     #[arg(long)]
     pub no_host: bool,
     /// Scenarios run at the same time.
@@ -43,9 +52,11 @@ pub struct TestArgs {
 }
 
 /// The result of one entry of the summary.
-struct Outcome {
-    name: String,
-    passed: bool,
+pub struct Outcome {
+    /// The scenario's name (or "host unit tests").
+    pub name: String,
+    /// Whether it passed.
+    pub passed: bool,
 }
 
 /// A scenario with its QEMU boot, or the reason it could not be prepared.
@@ -85,18 +96,21 @@ fn check_scenario(repo: &Repo, scenario: &Scenario) -> Result<Checked> {
 pub fn main(args: &TestArgs) -> Result<ExitCode> {
     let repo = Repo::locate();
     let mut outcomes = Vec::new();
+    // Before the host tests too: xtask's tests of `run` boot QEMU, two at
+    // a time, and must not both try to install it.
+    qemu::ensure_installed()?;
 
     if !args.no_host {
-        println!("xtask: the bare-metal kernels, for the decoder's differential test");
+        println!("xtask: the hypervisor and every guest, for the host tests that boot or read them");
         let mut host_tests = cargo(&repo);
         host_tests.arg("test");
-        match build_bare_metal_kernels(&repo) {
+        match build_binaries(&repo).and_then(|_| build_bare_metal_kernels(&repo)) {
             Ok(kernels) => {
                 host_tests.env(KERNELS_TO_SWEEP, std::env::join_paths(kernels)?);
             }
             Err(e) => {
-                println!("xtask: building the bare-metal kernels FAILED: {e:#}");
-                outcomes.push(Outcome { name: "bare-metal kernels for the decoder test".into(), passed: false });
+                println!("xtask: building the hypervisor and the guests FAILED: {e:#}");
+                outcomes.push(Outcome { name: "the build the host tests use".into(), passed: false });
             }
         }
         println!("xtask: host unit tests (cargo test)");
@@ -105,6 +119,9 @@ pub fn main(args: &TestArgs) -> Result<ExitCode> {
         if !status.success() {
             println!("xtask: host unit tests FAILED ({status})");
         }
+        println!("xtask: the API documentation and the book, links checked (cargo xtask doc)");
+        outcomes.push(step("API documentation", doc::api(&repo)));
+        outcomes.push(step("the book", book::build(&repo).map(drop)));
     }
 
     let scenarios = discover(&repo, args.filter.as_deref())?;
@@ -124,9 +141,18 @@ pub fn main(args: &TestArgs) -> Result<ExitCode> {
     Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+/// The outcome of a step that is not a test binary or a scenario, with its
+/// error printed when it failed.
+fn step(name: &str, result: Result<()>) -> Outcome {
+    if let Err(e) = &result {
+        println!("xtask: {name} FAILED: {e:#}");
+    }
+    Outcome { name: name.to_string(), passed: result.is_ok() }
+}
+
 /// Checks every manifest (and native kernel), builds once, packs each
-/// bundle, then boots the scenarios in parallel.
-fn run_scenarios(repo: &Repo, scenarios: Vec<Scenario>, jobs: usize) -> Result<Vec<Outcome>> {
+/// bundle, then boots the scenarios in parallel (also what `fuzz` runs).
+pub fn run_scenarios(repo: &Repo, scenarios: Vec<Scenario>, jobs: usize) -> Result<Vec<Outcome>> {
     // Manifests first: a bad one fails its scenario without building.
     let checked: Vec<(Scenario, Result<Checked, String>)> = scenarios
         .into_iter()
@@ -135,7 +161,6 @@ fn run_scenarios(repo: &Repo, scenarios: Vec<Scenario>, jobs: usize) -> Result<V
             (s, checked)
         })
         .collect();
-    qemu::ensure_installed()?;
     let built = build_binaries(repo).map_err(|e| format!("{e:#}"));
     let jobs_list: Vec<Job> = checked
         .into_iter()
@@ -165,7 +190,11 @@ fn run_scenarios(repo: &Repo, scenarios: Vec<Scenario>, jobs: usize) -> Result<V
         })
         .collect();
 
-    println!("xtask: running {} scenario(s), {} at a time", jobs_list.len(), jobs.min(jobs_list.len()));
+    println!(
+        "xtask: running {}, {} at a time",
+        count(jobs_list.len(), "scenario", "scenarios"),
+        jobs.min(jobs_list.len())
+    );
     let next = AtomicUsize::new(0);
     let outcomes = Mutex::new(Vec::new());
     std::thread::scope(|scope| {

@@ -93,6 +93,37 @@ fn missing_image() {
 }
 
 #[test]
+fn image_is_a_directory() {
+    let line = error_line("build", &fixture("image-is-a-directory.toml"));
+    assert!(
+        line.starts_with(
+            "error: xtask/tests/fixtures/image-is-a-directory.toml: domain \"folder\", field `image`: \
+             \"../common\" is neither a demo guest ("
+        ),
+        "{line}"
+    );
+    assert!(line.ends_with("nor a file (xtask/tests/fixtures/../common is a directory)"), "{line}");
+}
+
+#[test]
+fn time_limit_of_zero() {
+    assert_eq!(
+        error_line("build", &fixture("zero-time-limit.toml")),
+        "error: xtask/tests/fixtures/zero-time-limit.toml: domain \"hello\", field `time_limit`: a time limit of 0 \
+         would stop the domain before it runs (leave `time_limit` out for no limit)"
+    );
+}
+
+#[test]
+fn time_limit_with_a_space() {
+    assert_eq!(
+        error_line("build", &fixture("time-limit-with-a-space.toml")),
+        "error: xtask/tests/fixtures/time-limit-with-a-space.toml:6: domain \"hello\", field `time_limit`: \
+         \"2 s\" is not a time: write it like \"500ms\" or \"2s\""
+    );
+}
+
+#[test]
 fn image_is_not_elf() {
     assert_eq!(
         error_line("build", &fixture("not-elf.toml")),

@@ -23,9 +23,9 @@
 #![no_main]
 
 use parvus_guest_sdk::frames::{self, PageFrame};
-use parvus_guest_sdk::hypercall::{self, Aligned};
+use parvus_guest_sdk::hypercall::{self, raw, Aligned};
 use parvus_guest_sdk::hypercall_abi::mm::{uvm_flags, MmuUpdate, MmuextOp, MulticallEntry};
-use parvus_guest_sdk::hypercall_abi::{decode_result, Hypercall};
+use parvus_guest_sdk::hypercall_abi::{decode_result, Hypercall, PAGE_SIZE};
 use parvus_guest_sdk::paging::{self, PageTable, Pte, PteFlags};
 use parvus_guest_sdk::{println, HypercallError, StartInfo};
 
@@ -36,6 +36,10 @@ const SCRATCH_SLOT: usize = 511;
 const SCRATCH_VA: u64 = (SCRATCH_SLOT as u64) << 21;
 /// A directory slot for the large-page attempt (unused too).
 const LARGE_SLOT: usize = 510;
+/// The scratch-window slot a multicall through a read-only alias asks to map.
+const ALIAS_TARGET_SLOT: usize = 9;
+/// What a multicall entry's `result` holds until the hypervisor writes it.
+const UNWRITTEN: u64 = 0x5eed_5eed_5eed_5eed;
 /// A machine frame of the hypervisor: its image is loaded at 1 MiB.
 const HYPERVISOR_MFN: u64 = 0x100;
 /// How far from its own frames the guest looks for another domain's.
@@ -262,8 +266,10 @@ fn main(start: &'static StartInfo) -> u64 {
         println!("pt-attacks: UNEXPECTED: wanted 1");
     }
 
-    // 7. A multicall performs every entry and reports each result.
+    // 7. A multicall performs every entry and reports each result; an
+    //    entry whose result cannot be written back is not performed.
     multicall(&mut tally, Pte::new(data.mfn(), RO).0);
+    multicall_through_alias(&mut tally, scratch_table.mfn(), Pte::new(data.mfn(), RO).0);
 
     // 8. Valid updates go through.
     tally.check("map an own frame read-only in the scratch window", scratch(Pte::new(data.mfn(), RO).0), Ok(()));
@@ -391,6 +397,76 @@ fn multicall(tally: &mut Tally, good: u64) {
     } else {
         tally.applied += 1;
         tally.refused += 2;
+    }
+    let _ = scratch(0);
+}
+
+/// A multicall through an alias. The array's frame is the guest's, but the
+/// address it passes maps it read-only (in the scratch window), and its one
+/// entry asks for a mapping: the hypervisor cannot write that entry's
+/// result, so it must refuse the entry before doing it (`BadAddress`, the
+/// mapping not made). Then the alias is writable and the first entry makes
+/// it read-only: that entry is performed, the batch stops after it and
+/// says one entry was performed, not that anything failed.
+fn multicall_through_alias(tally: &mut Tally, scratch_table: u64, good: u64) {
+    let Some(mut array) = PageFrame::alloc() else {
+        tally.unexpected += 1;
+        println!("pt-attacks: UNEXPECTED: no frame for the multicall array");
+        return;
+    };
+    let target = SCRATCH_VA + ALIAS_TARGET_SLOT as u64 * PAGE_SIZE;
+    let entry = |op: Hypercall, args: [u64; 3]| MulticallEntry {
+        op: op as u64,
+        args: [args[0], args[1], args[2], 0, 0, 0],
+        result: UNWRITTEN,
+    };
+    let map_target = entry(Hypercall::UpdateVaMapping, [target, good, uvm_flags::INVLPG]);
+    let write_entries = |array: &mut PageFrame, entries: &[MulticallEntry]| {
+        for (words, e) in array.words_mut().chunks_exact_mut(8).zip(entries) {
+            let [a0, a1, a2, a3, a4, a5] = e.args;
+            words.copy_from_slice(&[e.op, a0, a1, a2, a3, a4, a5, e.result]);
+        }
+    };
+    write_entries(&mut array, &[map_target]);
+    let alias = |flags: PteFlags, array: &PageFrame| scratch(Pte::new(array.mfn(), flags).0);
+    let result_of = |array: &PageFrame, i: usize| {
+        // SAFETY: the array's frame is ours and mapped (writable, hence
+        // readable) at `array.va()` for its life; word `i * 8 + 7` of the
+        // page is an entry's `result`; volatile, as the hypervisor wrote it.
+        unsafe { (array.va() as *const u64).add(i * 8 + 7).read_volatile() }
+    };
+    let target_mapped = || read_entry(scratch_table, ALIAS_TARGET_SLOT).is_present();
+
+    let mut ok = alias(RO, &array).is_ok();
+    // SAFETY: the array at `SCRATCH_VA` is read-only: the hypervisor may
+    // write nothing there; its entry would only map `target`, in the
+    // scratch window, where no Rust object lives.
+    let refused = unsafe { raw::hypercall2(Hypercall::Multicall, SCRATCH_VA, 1) };
+    tally.check("multicall of a mapping, its array mapped read-only", refused.map(drop), Err(HypercallError::BadAddress));
+    let untouched = !target_mapped() && result_of(&array, 0) == UNWRITTEN;
+    println!("pt-attacks: ... the mapping was {}", if untouched { "not made" } else { "MADE" });
+    ok &= untouched;
+
+    let make_alias_read_only = entry(Hypercall::UpdateVaMapping, [SCRATCH_VA, Pte::new(array.mfn(), RO).0, uvm_flags::INVLPG]);
+    write_entries(&mut array, &[make_alias_read_only, map_target]);
+    ok &= alias(RW, &array).is_ok();
+    // SAFETY: the hypervisor writes only `result` fields of the array, a
+    // frame no Rust reference points into during the call; the entries map
+    // only scratch-window addresses.
+    let performed = unsafe { raw::hypercall2(Hypercall::Multicall, SCRATCH_VA, 2) };
+    let stopped = performed == Ok(1) && result_of(&array, 0) == UNWRITTEN && result_of(&array, 1) == UNWRITTEN && !target_mapped();
+    let alias_now = read_entry(scratch_table, 0);
+    let now_read_only = alias_now.mfn() == array.mfn() && !alias_now.flags().contains(PteFlags::WRITABLE);
+    println!(
+        "pt-attacks: multicall [make its own array read-only, map] -> {performed:?}: the first done, {}",
+        if stopped && now_read_only { "the second not" } else { "UNEXPECTED results" }
+    );
+    ok &= stopped && now_read_only;
+    if ok {
+        tally.applied += 1;
+    } else {
+        tally.unexpected += 1;
+        println!("pt-attacks: UNEXPECTED: wanted Err(BadAddress) with nothing done, then Ok(1) with only the first entry done");
     }
     let _ = scratch(0);
 }

@@ -223,7 +223,10 @@ pub unsafe fn update_va_mapping(va: u64, pte: u64, flags: u64) -> Result<(), Hyp
 /// `multicall`: performs up to [`MULTICALL_MAX`] hypercalls in one entry,
 /// writing each one's encoded result into its `result` field (decode it
 /// with [`decode_result`](hypercall_abi::decode_result)). Returns the
-/// number performed.
+/// number performed: all of them, or fewer if an entry remapped `calls`
+/// itself read-only (that entry was performed, its `result` not written).
+/// `BadAddress` if an entry's `result` cannot be written: that entry and
+/// the rest were not performed.
 ///
 /// # Safety
 ///

@@ -45,7 +45,7 @@ pub enum FrameError {
 impl core::fmt::Display for FrameError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            FrameError::OutOfFrames { wanted, free } => write!(f, "out of memory: {wanted} frames wanted, {free} free"),
+            FrameError::OutOfFrames { wanted, free } => write!(f, "out of memory: frames wanted {wanted}, free {free}"),
             FrameError::NoSuchFrame(mfn) => write!(f, "frame {mfn:#x} does not exist"),
             FrameError::NotOwner(mfn) => write!(f, "frame {mfn:#x} is not owned by the caller"),
         }

@@ -17,6 +17,7 @@ use core::fmt;
 use core::ops::Range;
 
 use crate::initial_layout::{initial_layout, InitialLayout, LayoutError};
+use crate::plural::count;
 use elf::endian::AnyEndian;
 use elf::ElfBytes;
 use hypercall_abi::elf_note::{NOTE_OWNER, NOTE_TYPE_ABI_VERSION};
@@ -319,7 +320,7 @@ impl fmt::Display for ImageError {
                  (an unmodified kernel needs mode = \"emulated\")"
             ),
             ImageError::BadAbiNote { desc_len } => {
-                write!(f, "the Parvus ABI note holds {desc_len} bytes, not a 4-byte version")
+                write!(f, "the Parvus ABI note holds {}, not a 4-byte version", count(*desc_len, "byte", "bytes"))
             }
             ImageError::AbiMismatch { image, hypervisor } => write!(
                 f,

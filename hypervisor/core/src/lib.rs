@@ -34,6 +34,7 @@ pub mod machine_memory;
 pub mod manifest;
 pub mod page_type;
 pub mod paging;
+pub mod plural;
 pub mod scheduler;
 pub mod system;
 pub mod time;

@@ -18,7 +18,7 @@
 //! expect = 0             # optional: exit status (default 0), "crash" or "time-limit"
 //! max_memory = "4M"      # optional: what memory_op may grow it to (default: memory)
 //! weight = 256           # optional: CPU share (default 256)
-//! time_limit = "300ms"   # optional: CPU time after which it is stopped
+//! time_limit = "300ms"   # optional: CPU time (more than 0) after which it is stopped
 //! umip = false           # optional: run without CR4.UMIP (default true)
 //! mode = "emulated"      # optional: "paravirtualized" (default) or "emulated"
 //! ```
@@ -119,7 +119,7 @@ pub struct DomainSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
     /// CPU time after which the hypervisor stops the domain, as `"500ms"`,
-    /// `"2s"` or milliseconds (no limit when absent).
+    /// `"2s"` or milliseconds, more than 0 (no limit when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_limit: Option<TimeSpan>,
     /// Whether CR4.UMIP is on while the domain runs (default true, when
@@ -273,6 +273,11 @@ pub enum ManifestError {
         /// The domain.
         domain: DomainRef,
     },
+    /// A domain's `time_limit` is 0, which would stop it before it runs.
+    ZeroTimeLimit {
+        /// The domain.
+        domain: DomainRef,
+    },
     /// A domain's `max_memory` is below its `memory` or not a multiple of 4 KiB.
     BadMaxMemory {
         /// The domain.
@@ -378,6 +383,11 @@ impl ManifestError {
             ManifestError::ZeroWeight { domain } => {
                 write!(f, "{domain}, field `weight`: a weight must be at least 1 (the default is 256)")
             }
+            ManifestError::ZeroTimeLimit { domain } => write!(
+                f,
+                "{domain}, field `time_limit`: a time limit of 0 would stop the domain before it runs \
+                 (leave `time_limit` out for no limit)"
+            ),
             ManifestError::BadMaxMemory { domain, size, memory } => write!(
                 f,
                 "{domain}, field `max_memory`: {size} must be a multiple of 4 KiB and at least `memory` ({memory})"
@@ -485,6 +495,9 @@ impl Manifest {
             if d.weight == Some(0) {
                 return Err(ManifestError::ZeroWeight { domain });
             }
+            if d.time_limit.is_some_and(|limit| limit.ns() == 0) {
+                return Err(ManifestError::ZeroTimeLimit { domain });
+            }
             if let Some(max) = d.max_memory {
                 if max.bytes() < d.memory.bytes() || !max.bytes().is_multiple_of(PAGE_SIZE) {
                     return Err(ManifestError::BadMaxMemory { domain, size: max, memory: d.memory });
@@ -572,25 +585,66 @@ fn toml_error(text: &str, error: &toml::de::Error) -> ManifestError {
         (Some(s), false) => key_before(text, s.start),
         _ => None,
     };
-    ManifestError::Toml { line, domain: failing_domain(text, &message), field, message }
+    let domain = span.as_ref().and_then(|s| failing_domain(text, s.start));
+    ManifestError::Toml { line, domain, field, message }
 }
 
-/// Finds the domain an error belongs to by deserialising each `[[domain]]`
-/// table on its own: the first whose error message is the same as the whole
-/// document's is the one. `None` when the error is outside the domains (or
-/// the text is not even TOML).
-fn failing_domain(text: &str, message: &str) -> Option<DomainRef> {
-    let table: toml::Table = toml::from_str(text).ok()?;
-    let domains = table.get("domain")?.as_array()?;
-    domains.iter().enumerate().find_map(|(index, value)| {
-        let error = DomainSpec::deserialize(value.clone()).err()?;
-        (one_line(error.message()) == message)
-            .then(|| DomainRef { index, name: value.get("name").and_then(|n| n.as_str()).map(ToString::to_string) })
-    })
+/// Finds the domain an error at byte `at` of the text is in: the one whose
+/// `[[domain]]` header is the last table header before it, or whose inline
+/// table in a `domain = [...]` array holds it. The text is read again
+/// leniently (`parse_recoverable`), so that a syntax error, a number beyond
+/// TOML's 64-bit integers and a value only the schema refuses are all
+/// placed. `None` outside the domains.
+fn failing_domain(text: &str, at: usize) -> Option<DomainRef> {
+    let (document, _) = toml::de::DeTable::parse_recoverable(text);
+    let is_header = |span: &core::ops::Range<usize>| text.get(span.clone()).is_some_and(|s| s.starts_with('['));
+    // The last table header at or before `at`, and the domain it opens.
+    let mut last: Option<(usize, Option<DomainRef>)> = None;
+    let mut header = |start: usize, domain: Option<DomainRef>| {
+        if start <= at && last.as_ref().is_none_or(|(before, _)| start > *before) {
+            last = Some((start, domain));
+        }
+    };
+    for (key, value) in document.get_ref().iter() {
+        match value.get_ref().as_array() {
+            Some(domains) if key.get_ref() == "domain" => {
+                for (index, d) in domains.iter().enumerate() {
+                    let name = d.get_ref().get("name").and_then(|n| n.get_ref().as_str()).map(ToString::to_string);
+                    let domain = DomainRef { index, name };
+                    if is_header(&d.span()) {
+                        header(d.span().start, Some(domain));
+                    } else if d.span().contains(&at) {
+                        return Some(domain);
+                    }
+                }
+            }
+            _ if is_header(&value.span()) => header(value.span().start, None),
+            _ => {}
+        }
+    }
+    last.and_then(|(_, domain)| domain)
 }
 
+/// The parser's message on one line: its lines joined, and any control
+/// character left (a value may hold a lone `\r`, which a console would
+/// take as the start of a line) escaped.
 fn one_line(message: &str) -> String {
-    message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
+    printable(&message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; "))
+}
+
+/// `text` with its control characters escaped (`\r`, `\u{1b}`...), so
+/// that it prints on the one line of a message: for anything a manifest
+/// or a bundle names (a value, a key, a path).
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -606,8 +660,10 @@ fn key_before(text: &str, offset: usize) -> Option<String> {
     let eq = before.rfind('=')?;
     let key = before[..eq].trim().trim_matches(|c| c == '"' || c == '\'');
     let key = key.rsplit(['{', ',']).next().unwrap_or(key).trim();
-    (!key.is_empty()).then(|| key.to_owned())
+    (!key.is_empty()).then(|| printable(key))
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

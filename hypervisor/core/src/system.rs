@@ -123,6 +123,9 @@ pub struct System {
     current: Option<DomainId>,
     /// TSC when the current domain was given the CPU.
     dispatched_at: u64,
+    /// The deadline (and its domain) of the last idle that
+    /// `note_long_wait` announced, so that the idle loop says it once.
+    long_wait_noted: Option<(u64, DomainId)>,
 }
 
 impl System {
@@ -141,6 +144,7 @@ impl System {
             timer_dirty: true,
             current: None,
             dispatched_at: 0,
+            long_wait_noted: None,
         }
     }
 
@@ -401,7 +405,9 @@ impl System {
         match bounce(p.mem, &self.frames, d, frame, VECTOR_SYSCALL, 0, 0) {
             Ok(()) => {
                 d.stats.bounces += 1;
-                self.resume_current(p, frame, root_before, false, TlbFlush::None)
+                // `id` is current and paravirtualized (only such a domain
+                // is ever in user mode): no need to look either up again.
+                self.resume_paravirtualized(p, id, frame, root_before, false, TlbFlush::None)
             }
             Err(e) => self.user_syscall_failed(p, frame, e),
         }
@@ -657,10 +663,13 @@ impl System {
                 return Next::Finished { all_as_expected: self.domains.iter().all(Domain::ended_as_expected) };
             }
             if self.next_deadline().is_some() {
+                self.note_long_wait(p.tsc);
                 return Next::Idle;
             }
-            // Everyone left waits for an event nobody can send. (Their ends
-            // are not announced to each other: that would wake the next.)
+            // Everyone left waits, with no deadline at all (a deadline,
+            // however far, is something to wait for: see `next_deadline`),
+            // for an event nobody can send. (Their ends are not announced
+            // to each other: that would wake the next.)
             for i in 0..self.domains.len() {
                 if self.domains[i].is_alive() {
                     log::error!("{} waits for an event that nothing can send any more", self.domains[i].label());
@@ -717,6 +726,7 @@ mod ending;
 mod time;
 
 pub use emulated::emulated_initial_regs;
+pub use ending::{ALL_AS_EXPECTED, NOT_AS_EXPECTED};
 
 #[cfg(test)]
 mod tests;

@@ -52,4 +52,5 @@ pub fn system_with(n: u16, expect: Expect) -> (System, TestMemory) {
 /// Guest-virtual address of the test domains' data page.
 pub const DATA: u64 = GUEST_VIRT_BASE + 0x1000;
 
+pub mod fuzz;
 pub mod invariants;

@@ -104,7 +104,8 @@ pub struct TscClock {
     margin: u64,
 }
 
-const NS_PER_S: u64 = 1_000_000_000;
+/// Nanoseconds in a second.
+pub const NS_PER_S: u64 = 1_000_000_000;
 
 impl TscClock {
     /// The clock of a TSC running at `tsc_hz` (at least 1 kHz).

@@ -37,6 +37,7 @@ use parvus_core::bundle::check_bundle;
 use parvus_core::domain::DomainId;
 use parvus_core::frame_table::FrameTable;
 use parvus_core::heap_account::{heap_size, DOMAIN_RECORD_BYTES};
+use parvus_core::plural::count;
 use parvus_core::system::{Next, Platform, System};
 use parvus_core::time::{TimeBase, TscClock};
 use parvus_core::vcpu::GuestRegs;
@@ -65,9 +66,9 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
     let ram_end = boot.ram.iter().map(|r| r.end).max().unwrap_or(0);
     let protections = cpu::init();
     log::info!(
-        "memory: {} MiB in {} ranges; SMEP {}, SMAP {}, UMIP {}",
+        "memory: {} MiB in {}; SMEP {}, SMAP {}, UMIP {}",
         boot.ram.iter().map(|r| r.end - r.start).sum::<u64>() >> 20,
-        boot.ram.len(),
+        count(boot.ram.len(), "range", "ranges"),
         on_off(protections.smep),
         on_off(protections.smap),
         on_off(protections.umip)
@@ -102,18 +103,18 @@ extern "C" fn kmain(hvm_start_info: u64) -> ! {
         Ok(c) => c,
         Err(e) => fail_boot(format_args!("bundle: {e}")),
     };
-    log::info!("boot bundle: {} KiB, {} domains", bundle_bytes.len() / 1024, checked.domains.len());
+    log::info!("boot bundle: {}, {} KiB", count(checked.domains.len(), "domain", "domains"), bundle_bytes.len() / 1024);
     let allowances = checked.domains.iter().map(|d| d.spec.heap_allowance());
     let heap_bytes = heap_size(nr_frames, allowances.clone());
     if let Err(e) = heap::grow(&mut frames, heap_bytes) {
         fail_boot(format_args!("{e}"));
     }
     log::info!(
-        "heap: {} KiB ({} KiB for the frame table, {} KiB for what the {} domains may hold)",
+        "heap: {} KiB ({} KiB for the frame table, {} KiB for what the {} may hold)",
         heap::size() / 1024,
         nr_frames as usize * FrameTable::BYTES_PER_FRAME / 1024,
         allowances.map(|a| a + DOMAIN_RECORD_BYTES).sum::<usize>() / 1024,
-        checked.domains.len()
+        count(checked.domains.len(), "domain", "domains")
     );
 
     let upper = paging::hypervisor_pml4_entries();

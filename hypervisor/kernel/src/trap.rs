@@ -13,7 +13,7 @@ use core::fmt::Write;
 use parvus_core::console::ConsoleSink;
 use parvus_core::fault;
 use parvus_core::hypercall::TlbFlush;
-use parvus_core::system::{Next, Platform, System};
+use parvus_core::system::{Next, Platform, System, ALL_AS_EXPECTED, NOT_AS_EXPECTED};
 use parvus_core::vcpu::GuestRegs;
 
 /// The machine's one [`System`] (see [`Exclusive`] for why it needs no lock).
@@ -98,7 +98,11 @@ pub extern "C" fn idle_interrupt(vector: u64) {
     }
 }
 
-/// Arms the APIC timer for the system's next deadline (or stops it).
+/// Arms the APIC timer for the system's next deadline (or stops it when
+/// there is none at all). A deadline beyond the APIC's longest count
+/// (`u32::MAX` ticks), up to the farthest ones, which `next_deadline`
+/// saturates to TSC `u64::MAX`, arms the longest count: the timer fires
+/// with nothing due, and `on_timer` has it armed again.
 pub fn arm_timer(system: &mut System) {
     system.timer_dirty = false;
     let ticks = match system.next_deadline() {
@@ -296,10 +300,10 @@ pub fn finish(system: &System, all_as_expected: bool) -> ! {
         );
     }
     if all_as_expected {
-        log::info!("all domains ended as expected");
+        log::info!("{ALL_AS_EXPECTED}");
         exit_qemu(ExitCode::AllAsExpected)
     } else {
-        log::error!("some domains did not end as expected");
+        log::error!("{NOT_AS_EXPECTED}");
         exit_qemu(ExitCode::NotAsExpected)
     }
 }

@@ -192,7 +192,7 @@ mod tests {
         [workload] workload: fork ok children=100 checksum=0xef1b569a2a51c7b3\n\
         [workload] workload: bench fork n=100 tsc=1987476\n\
         [workload] workload: all done\n\
-        parvus: summary of 1 domains:\n\
+        parvus: summary of 1 domain:\n\
         parvus:   0   workload       exited 0                   expected exit 0     ok         cpu=6.271ms weight=256 hypercalls=1342 preemptions=0 bounces=400\n\
         parvus: all domains ended as expected\n";
 

@@ -155,6 +155,25 @@ fn multicall_reports_each_result_and_refuses_what_cannot_be_batched() {
     assert_eq!(g.call(Hypercall::Multicall, &[at, 65]).1, Err(HypercallError::BadArgument));
 }
 
+#[test]
+fn multicall_refuses_exactly_the_calls_the_abi_says_cannot_be_batched() {
+    let mut g = Guest::new();
+    let at = g.si.free_start;
+    for call in Hypercall::ALL {
+        g.poke(at, &MulticallEntry { op: call as u64, args: [0; 6], result: 0 });
+        assert_eq!(g.call(Hypercall::Multicall, &[at, 1]).1, Ok(1), "{}", call.name());
+        let result = multicall_results(&mut g, at, 1)[0];
+        if call.batchable() {
+            // With all-zero arguments no batchable call is refused as a bad
+            // argument: a BadArgument here is the multicall's refusal.
+            assert_ne!(result, Err(HypercallError::BadArgument), "{} was refused", call.name());
+            assert!(result.err().is_none_or(|e| call.errors().contains(&e)), "{}: {result:?}", call.name());
+        } else {
+            assert_eq!(result, Err(HypercallError::BadArgument), "{}", call.name());
+        }
+    }
+}
+
 /// The `result` fields of `n` multicall entries at `at`.
 fn multicall_results(g: &mut Guest, at: u64, n: usize) -> Vec<Result<u64, HypercallError>> {
     let mut bytes = vec![0u8; n * 64];
@@ -177,32 +196,92 @@ fn multicall_entries_may_straddle_pages_and_span_two() {
     assert_eq!(multicall_results(&mut g, at, 4), [version, Err(HypercallError::BadArgument), version, Ok(0)]);
 }
 
+/// The raw `result` fields of `n` multicall entries at `at`.
+fn multicall_raw_results(g: &mut Guest, at: u64, n: usize) -> Vec<u64> {
+    let mut bytes = vec![0u8; n * 64];
+    g.view().read(GuestSlice::new(at, bytes.len() as u64), &mut bytes).unwrap();
+    bytes.chunks(64).map(|c| MulticallEntry::read_from_bytes(c).unwrap().result).collect()
+}
+
+/// What a `result` field holds before the hypervisor writes it.
+const UNWRITTEN: u64 = 0x5eed_5eed_5eed_5eed;
+
+fn mc_entry(op: Hypercall, args: [u64; 6]) -> MulticallEntry {
+    MulticallEntry { op: op as u64, args, result: UNWRITTEN }
+}
+
 #[test]
 fn multicall_translates_again_after_a_call_that_remaps() {
     let mut g = Guest::new();
     let at = g.si.free_start;
     let pfn = g.pfn_of(at);
-    let entry = |op: Hypercall, args: [u64; 6]| MulticallEntry { op: op as u64, args, result: 0 };
-    // The second call makes the array's own page read-only: its result can
-    // no longer be written, and the batch stops there with BadAddress.
+    let sp = g.si.stack_top - 0x100;
+    let sp_before = g.sys.domains[0].vcpu.kernel_sp;
+    // The second call makes the array's own page read-only: it is
+    // performed, but its result can no longer be written. The batch stops
+    // after it and says how many entries were performed; nothing is
+    // written through the old translation, and the third is not performed.
     let calls = [
-        entry(Hypercall::AbiVersion, [0; 6]),
-        entry(Hypercall::UpdateVaMapping, [at, g.pte(pfn, flags::NO_EXECUTE), 0, 0, 0, 0]),
-        entry(Hypercall::AbiVersion, [0; 6]),
+        mc_entry(Hypercall::AbiVersion, [0; 6]),
+        mc_entry(Hypercall::UpdateVaMapping, [at, g.pte(pfn, flags::NO_EXECUTE), 0, 0, 0, 0]),
+        mc_entry(Hypercall::StackSwitch, [sp, 0, 0, 0, 0, 0]),
     ];
     g.poke(at, &calls);
-    assert_eq!(g.call(Hypercall::Multicall, &[at, 3]).1, Err(HypercallError::BadAddress));
-    let version = Ok(u64::from(hypercall_abi::ABI_VERSION));
-    assert_eq!(multicall_results(&mut g, at, 3), [version, Ok(0), Ok(0)], "nothing written through the old translation");
-    // In a read-only page, an entry is still performed; writing its result fails.
-    let sp = g.si.stack_top - 0x100;
-    let mut frame = [0u8; 64];
-    frame.copy_from_slice(entry(Hypercall::StackSwitch, [sp, 0, 0, 0, 0, 0]).as_bytes());
-    assert_eq!(g.call(Hypercall::UpdateVaMapping, &[at, g.pte(pfn, flags::WRITABLE | flags::NO_EXECUTE), 0]).1, Ok(0));
-    g.poke(at, &frame);
-    assert_eq!(g.call(Hypercall::UpdateVaMapping, &[at, g.pte(pfn, flags::NO_EXECUTE), 0]).1, Ok(0));
+    assert_eq!(g.call(Hypercall::Multicall, &[at, 3]).1, Ok(2), "two performed, not a failure");
+    let version = hypercall_abi::encode_result(Ok(u64::from(hypercall_abi::ABI_VERSION)));
+    assert_eq!(multicall_raw_results(&mut g, at, 3), [version, UNWRITTEN, UNWRITTEN]);
+    assert_eq!(g.view().translate(at, crate::paging::Access::Write), Err(crate::paging::WalkError::ReadOnly { level: 1 }), "the remap was done");
+    assert_eq!(g.sys.domains[0].vcpu.kernel_sp, sp_before, "the entry after it was not performed");
+}
+
+/// Rule: an entry whose `result` the caller cannot write is not performed.
+/// The multicall fails with `BadAddress` before touching anything of it
+/// (the entries before it were performed), whether the whole array is
+/// read-only, a later page of it became read-only during the batch, or
+/// only the page holding the entry's `result` is.
+#[test]
+fn a_multicall_entry_whose_result_cannot_be_written_is_not_performed() {
+    let mut g = Guest::new();
+    let base = g.si.free_start;
+    let (pfn, next_pfn) = (g.pfn_of(base), g.pfn_of(base) + 1);
+    let target = base + 4 * PAGE_SIZE;
+    let target_pte = |g: &mut Guest| g.view().translate(target, crate::paging::Access::Read).ok();
+    let before = target_pte(&mut g);
+    let sp_before = g.sys.domains[0].vcpu.kernel_sp;
+    let unmap_target = mc_entry(Hypercall::UpdateVaMapping, [target, 0, 0, 0, 0, 0]);
+    let read_only = |g: &Guest, pfn: u64| g.pte(pfn, flags::NO_EXECUTE);
+    let writable = |g: &Guest, pfn: u64| g.pte(pfn, flags::WRITABLE | flags::NO_EXECUTE);
+
+    // 1. The array mapped read-only (a read-only alias of a frame the guest
+    //    may write): the update_va_mapping in it is not carried out.
+    g.poke(base, &[unmap_target]);
+    assert_eq!(g.call(Hypercall::UpdateVaMapping, &[base, read_only(&g, pfn), 0]).1, Ok(0));
+    assert_eq!(g.call(Hypercall::Multicall, &[base, 1]).1, Err(HypercallError::BadAddress));
+    assert_eq!(target_pte(&mut g), before, "the mapping is unchanged");
+    assert_eq!(multicall_raw_results(&mut g, base, 1), [UNWRITTEN]);
+    assert_eq!(g.call(Hypercall::UpdateVaMapping, &[base, writable(&g, pfn), 0]).1, Ok(0));
+
+    // 2. Across two pages: the first entry makes the second page read-only,
+    //    so the entry there is refused before it is performed.
+    let at = base + PAGE_SIZE - 64;
+    let second = base + PAGE_SIZE;
+    let calls = [
+        mc_entry(Hypercall::UpdateVaMapping, [second, read_only(&g, next_pfn), 0, 0, 0, 0]),
+        mc_entry(Hypercall::StackSwitch, [0x1234_5670, 0, 0, 0, 0, 0]),
+    ];
+    g.poke(at, &calls);
+    assert_eq!(g.call(Hypercall::Multicall, &[at, 2]).1, Err(HypercallError::BadAddress));
+    assert_eq!(multicall_raw_results(&mut g, at, 2), [hypercall_abi::encode_result(Ok(0)), UNWRITTEN]);
+    assert_eq!(g.sys.domains[0].vcpu.kernel_sp, sp_before, "the second entry was not performed");
+
+    // 3. One entry across the boundary, its `result` in the read-only page.
+    let at = second - 32;
+    assert_eq!(g.call(Hypercall::UpdateVaMapping, &[second, writable(&g, next_pfn), 0]).1, Ok(0));
+    g.poke(at, &unmap_target);
+    assert_eq!(g.call(Hypercall::UpdateVaMapping, &[second, read_only(&g, next_pfn), 0]).1, Ok(0));
     assert_eq!(g.call(Hypercall::Multicall, &[at, 1]).1, Err(HypercallError::BadAddress));
-    assert_eq!(g.sys.domains[0].vcpu.kernel_sp, sp);
+    assert_eq!(target_pte(&mut g), before, "the mapping is unchanged");
+    assert_eq!(g.sys.domains[0].vcpu.kernel_sp, sp_before);
 }
 
 #[test]

@@ -144,6 +144,28 @@ fn inline_domains_work_too() {
     assert!(e.starts_with("line 1: domain \"a\", field `memory`: invalid memory size"), "{e}");
 }
 
+/// The domain of an error is the one the error's position is in, whatever
+/// refused it: a value beyond TOML's 64-bit integers, a syntax error, the
+/// schema. After the domains, in `[machine]`, there is none.
+#[test]
+fn errors_are_placed_in_the_domain_they_are_in() {
+    let e = err(&format!("{}\n{}time_limit = 18446744073709551615\n", domain("a", "1M"), domain("b", "1M")));
+    assert_eq!(e, "line 10: domain \"b\", field `time_limit`: time too long");
+    let e = err(&format!("{}\n{}cmdline = \"unterminated\n", domain("a", "1M"), domain("b", "1M")));
+    assert!(e.starts_with("line 10: domain \"b\""), "{e}");
+    let e = err(&format!("{}[machine]\nmemory = \"1Q\"\n", domain("a", "1M")));
+    assert!(e.starts_with("line 6: field `memory`: invalid memory size"), "{e}");
+}
+
+/// A message is one printable line, whatever the values hold: a lone
+/// carriage return would start a new line on a console.
+#[test]
+fn control_characters_in_messages_are_escaped() {
+    let e = err(&format!("{}mode = \"x\\ry\"\n", domain("a", "1M")));
+    assert!(!e.chars().any(char::is_control), "{e:?}");
+    assert!(e.contains("unknown variant `x\\ry`"), "{e}");
+}
+
 #[test]
 fn syntax_error_has_line() {
     let e = err("[[domain]]\nname = \"a\" oops\n");
@@ -278,3 +300,36 @@ fn expect_display_and_serde() {
     assert!(Expect::default().met_by_exit(0));
 }
 
+
+#[test]
+fn time_spans_are_digits_and_a_unit() {
+    assert_eq!(TimeSpan::parse("250ms"), Some(TimeSpan(250_000_000)));
+    assert_eq!(TimeSpan::parse("2s"), Some(TimeSpan(2_000_000_000)));
+    assert_eq!(TimeSpan::parse("1500"), Some(TimeSpan(1_500_000_000)));
+    for bad in ["2 s", " 2s", "2s ", "2 ms", "+2s", "s", "ms", "", "2m", "1.5s"] {
+        assert_eq!(TimeSpan::parse(bad), None, "{bad:?}");
+    }
+    let text = format!("{}time_limit = \"2 s\"\n", domain("a", "1M"));
+    assert_eq!(
+        err(&text),
+        "line 5: domain \"a\", field `time_limit`: \"2 s\" is not a time: write it like \"500ms\" or \"2s\""
+    );
+}
+
+#[test]
+fn a_time_limit_of_zero_is_refused_like_a_weight_of_zero() {
+    for zero in ["0", "\"0ms\"", "\"0s\""] {
+        let text = format!("{}time_limit = {zero}\n", domain("a", "1M"));
+        assert_eq!(
+            err(&text),
+            "domain \"a\", field `time_limit`: a time limit of 0 would stop the domain before it runs \
+             (leave `time_limit` out for no limit)",
+            "{zero}"
+        );
+    }
+    assert!(Manifest::parse(&format!("{}time_limit = 1\n", domain("a", "1M"))).is_ok());
+    assert_eq!(
+        err(&format!("{}weight = 0\n", domain("a", "1M"))),
+        "domain \"a\", field `weight`: a weight must be at least 1 (the default is 256)"
+    );
+}

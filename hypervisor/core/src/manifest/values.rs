@@ -227,17 +227,21 @@ impl TimeSpan {
         self.0
     }
 
-    /// Parses `"250ms"`, `"2s"` or `"1500"` (milliseconds).
+    /// Parses `"250ms"`, `"2s"` or `"1500"` (milliseconds): decimal digits
+    /// and the unit, nothing else: a space or a sign is refused, not
+    /// guessed at.
     pub fn parse(text: &str) -> Option<TimeSpan> {
-        let t = text.trim();
-        let (digits, unit) = if let Some(d) = t.strip_suffix("ms") {
+        let (digits, unit) = if let Some(d) = text.strip_suffix("ms") {
             (d, 1_000_000)
-        } else if let Some(d) = t.strip_suffix('s') {
+        } else if let Some(d) = text.strip_suffix('s') {
             (d, 1_000_000_000)
         } else {
-            (t, 1_000_000)
+            (text, 1_000_000)
         };
-        digits.trim().parse::<u64>().ok()?.checked_mul(unit).map(TimeSpan)
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse::<u64>().ok()?.checked_mul(unit).map(TimeSpan)
     }
 }
 

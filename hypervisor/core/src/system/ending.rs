@@ -20,10 +20,20 @@ use crate::hypercall;
 use hypercall_abi::event::virq;
 use hypercall_abi::trap::VECTOR_SYSCALL;
 use crate::machine_memory::MachineMemory;
+use crate::plural::count;
 use crate::vcpu::GuestRegs;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+
+/// The hypervisor's last line when every domain ended as its manifest
+/// expected. QEMU's exit status for it (1) is also what QEMU exits with
+/// when it cannot start at all, so `cargo xtask run` takes success from
+/// this line and the status together.
+pub const ALL_AS_EXPECTED: &str = "all domains ended as expected";
+
+/// The hypervisor's last line when some domain did not end as expected.
+pub const NOT_AS_EXPECTED: &str = "some domains did not end as expected";
 
 impl System {
     /// Stops the current domain with a report and runs the next.
@@ -135,7 +145,7 @@ impl System {
     /// The final report: one line per domain, then the verdict.
     pub fn summary(&self) -> Vec<String> {
         let mut lines = Vec::new();
-        lines.push(format!("summary of {} domains:", self.domains.len()));
+        lines.push(format!("summary of {}:", count(self.domains.len(), "domain", "domains")));
         for d in &self.domains {
             let ended = match &d.ending {
                 None => String::from("still running"),

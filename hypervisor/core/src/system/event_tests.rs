@@ -327,6 +327,58 @@ fn ports_are_charged_to_their_domain_and_refused_past_its_allowance() {
     assert_eq!(w.sys.frames.free_count(), free_at_start + 2 * 256, "and every frame is free again");
 }
 
+/// A deadline is a deadline however far away it is: a domain that set its
+/// timer to `u64::MAX` ns (or polls with that deadline), or to a time past
+/// what the TSC can count, and blocks, waits for it. Alone, it idles
+/// rather than being stopped as `blocked forever`; an event still wakes it.
+#[test]
+fn a_far_deadline_is_waited_for_not_taken_for_none() {
+    // At 3 GHz, every deadline past about 195 years is beyond the TSC.
+    for (tsc_hz, far) in [(1_000_000_000, u64::MAX), (3_000_000_000, u64::MAX), (3_000_000_000, 1 << 63)] {
+        for poll in [false, true] {
+            let mut w = World::new(3);
+            w.sys.time = crate::time::TimeBase { clock: crate::time::TscClock::new(tsc_hz), ..Default::default() };
+            let offered = w.evtchn(EventChannelCmd::AllocUnbound, 1, 0).unwrap();
+            let (next, _) = if poll {
+                let at = w.regs.rsp - 256;
+                w.poke_port(0, at, offered);
+                w.call(Hypercall::SchedOp, &[SchedCmd::Poll as u64, at, 1, far])
+            } else {
+                assert_eq!(w.call(Hypercall::SetTimer, &[far]).1, Ok(0));
+                w.call(Hypercall::SchedOp, &[SchedCmd::Block as u64])
+            };
+            assert!(matches!(next, Next::Switch { .. }), "{tsc_hz} {far:#x} poll={poll}: d0 sleeps");
+            assert_eq!(w.running(), Some(1));
+            let mine = w.evtchn(EventChannelCmd::BindInterdomain, 0, offered).unwrap();
+            // d1 blocks with no deadline, d2 exits: everyone left waits, and
+            // d0 for a time. That is idling, not a deadlock.
+            let _ = w.call(Hypercall::SchedOp, &[SchedCmd::Block as u64]);
+            assert_eq!(w.running(), Some(2));
+            let (next, _) = w.call(Hypercall::Exit, &[0]);
+            let what = format!("{tsc_hz} Hz, deadline {far:#x}, poll={poll}");
+            assert_eq!(next, Next::Idle, "{what}: the system idles until d0's deadline");
+            assert!(w.sys.domains[0].is_alive() && w.sys.domains[1].is_alive(), "{what}: nobody is stopped");
+            assert_eq!(w.sys.long_wait_noted, Some((far, crate::domain::DomainId(0))), "{what}: and says so");
+            let deadline = w.sys.next_deadline();
+            assert_eq!(deadline, Some(w.sys.time.tsc_at(far)), "{what}: the platform timer is armed for it");
+            // The platform timer fires long before the deadline (it cannot
+            // count that far): nothing is due, the system idles on.
+            w.tsc = 1 << 50;
+            assert_eq!(w.timer(), Next::Idle, "{what}");
+            assert!(w.sys.domains[0].is_alive() && w.sys.domains[1].is_alive(), "{what}");
+            // An event still wakes d0. (Here d1 is woken by hand, as a
+            // device interrupt would; then it sends.)
+            w.sys.wake(crate::domain::DomainId(1), None);
+            assert!(matches!(w.timer(), Next::Switch { .. }), "{what}");
+            assert_eq!(w.running(), Some(1));
+            assert_eq!(w.evtchn(EventChannelCmd::Send, mine, 0), Ok(0));
+            let _ = w.call(Hypercall::Exit, &[0]);
+            assert_eq!(w.running(), Some(0), "{what}: d0 woke");
+            assert_eq!(decode_result(w.regs.rax), Ok(if poll { offered } else { 0 }), "{what}");
+        }
+    }
+}
+
 /// The platform timer, armed for the next deadline, finds it reached when
 /// it fires, at any TSC rate and however far ahead the deadline is. Armed
 /// short by the rounding of the two conversions (for a guest timer 10

@@ -30,6 +30,14 @@ fn console_write_prints_whole_lines_with_the_domain_name() {
 }
 
 #[test]
+fn the_summary_counts_its_domains_in_the_right_number() {
+    for (n, heading) in [(1, "summary of 1 domain:"), (2, "summary of 2 domains:")] {
+        let (sys, _mem) = system_with(n, Expect::Exit(0));
+        assert_eq!(sys.summary()[0], heading);
+    }
+}
+
+#[test]
 fn every_rejection_is_a_typed_error() {
     let (mut sys, mut mem) = system_with(1, Expect::Exit(0));
     let mut frame = GuestRegs::default();
