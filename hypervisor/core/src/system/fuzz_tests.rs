@@ -10,21 +10,24 @@
 //! hypercall with arguments biased toward interesting values and
 //! well-formed-looking structures written in its memory first, a trap, a
 //! store to its own memory; or the platform timer fires. After the step:
-//! nothing panicked, every hypercall's result is one the ABI chapter lists
-//! for it (`docs/src/abi.md`, read at build time), the entry's answer
-//! agrees with the system, and every invariant holds.
+//! nothing panicked, every hypercall's result is one the ABI lists for it
+//! ([`Hypercall::errors`]), the entry's answer agrees with the system, and
+//! every invariant holds.
 //!
-//! Everything follows from a seed: each lifetime from its own, the next
-//! one's derived from it. A failure prints the seed of the lifetime it
-//! happened in, the step, the last steps taken, and the command that
-//! replays exactly that lifetime:
+//! Seeds follow [`crate::testing::fuzz`]: the run's seed is
+//! `PARVUS_FUZZ_SEED` (or a fresh one for `random`, or the fixed default,
+//! so that the test command judges the same steps on every run), and
+//! lifetime `n` draws from its own generator, derived from the seed and
+//! `n`, so that it can be replayed alone. A failure prints the seed, the
+//! lifetime, the step, the last steps taken, and the command that replays
+//! exactly that lifetime:
 //!
 //! ```text
-//! PARVUS_FUZZ_SEED=0x... PARVUS_FUZZ_STEPS=N cargo test -p parvus-core fuzz_tests -- --nocapture
+//! PARVUS_FUZZ_SEED=0x... PARVUS_FUZZ_CASE=<lifetime> cargo test -p parvus-core fuzz_system -- --nocapture
 //! ```
 //!
-//! Without the variables the run takes [`DEFAULT_STEPS`] steps from
-//! [`DEFAULT_SEED`], the same on every run.
+//! `PARVUS_FUZZ_STEPS` sets the steps of a run ([`DEFAULT_STEPS`]
+//! without it).
 
 mod steps;
 
@@ -37,6 +40,7 @@ use crate::machine_memory::TestMemory;
 use crate::manifest::{Expect, Mode};
 use crate::paging::{flags, ENTRIES};
 use crate::scheduler::SLICE_NS;
+use crate::testing::fuzz::{self, Rng};
 use crate::testing::invariants::{self, Violation};
 use crate::time::{TimeBase, TscClock};
 use crate::vcpu::{GuestRegs, VECTOR_SYSCALL};
@@ -45,12 +49,9 @@ use hypercall_abi::mm::MulticallEntry;
 use hypercall_abi::{decode_result, Hypercall, HypercallError, StartInfo, PAGE_SIZE};
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::OnceLock;
 use steps::{Call, Guest, Knowledge};
 use zerocopy::{FromZeros, IntoBytes};
 
-/// The seed of a run that names none (`PARVUS_FUZZ_SEED`).
-pub const DEFAULT_SEED: u64 = 0x7061_7276_7573_0011;
 /// Steps of a run that names no number (`PARVUS_FUZZ_STEPS`).
 pub const DEFAULT_STEPS: u64 = 1_000_000;
 /// Frames below this one are reserved, as the hypervisor's own are.
@@ -62,37 +63,6 @@ pub(super) const KERNEL: u64 = 0x20_0000;
 const EMULATED_EXTRA: u64 = 8 * PAGE_SIZE;
 /// Steps kept for the report of a failure.
 const HISTORY: usize = 20;
-
-/// SplitMix64: small, fast, and the same everywhere.
-pub(super) struct Rng(u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (0 if `n` is 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-
-    /// True once in `n` times.
-    pub fn chance(&mut self, n: u64) -> bool {
-        self.below(n) == 0
-    }
-
-    pub fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len() as u64) as usize]
-    }
-}
 
 /// What one step did, for the report of a failure.
 #[derive(Debug)]
@@ -181,11 +151,10 @@ struct Lifetime {
 }
 
 impl Lifetime {
-    /// Builds and starts the system of the lifetime seeded `seed`.
-    fn new(seed: u64) -> Lifetime {
-        let mut rng = Rng(seed);
+    /// Builds and starts a system drawn from `rng`.
+    fn new(mut rng: Rng) -> Lifetime {
         let paravirtualized = 2 + rng.below(3);
-        let emulated_at = rng.chance(3).then(|| rng.below(paravirtualized + 1));
+        let emulated_at = rng.chance(1, 3).then(|| rng.below(paravirtualized + 1));
         let count = paravirtualized + u64::from(emulated_at.is_some());
         // The machine is as small as the domains allow (the invariants scan
         // every frame after every step), with less room than all of them
@@ -200,9 +169,9 @@ impl Lifetime {
         let half: [u64; ENTRIES / 2] = core::array::from_fn(|i| ((8 + i as u64) << 12) | flags::PRESENT | flags::WRITABLE);
         let mut sys = System::new(frames, half, count as usize);
         // A TSC of some usual rate, started at boot or long before.
-        let hz = rng.pick(&[1_000_000_000, 2_400_000_000, 3_000_000_000, 100_000_000, 12_345_678]);
+        let hz = *rng.pick(&[1_000_000_000, 2_400_000_000, 3_000_000_000, 100_000_000, 12_345_678]);
         let some_time = rng.below(1 << 40);
-        let boot_tsc = rng.pick(&[0, some_time, 1 << 62]);
+        let boot_tsc = *rng.pick(&[0, some_time, 1 << 62]);
         sys.time = TimeBase { clock: TscClock::new(hz), boot_tsc, wall_clock_sec: 1_700_000_000 };
         let mut mem = TestMemory::new(frames_total);
         let code = [0x90u8; 64];
@@ -218,9 +187,9 @@ impl Lifetime {
                 cmdline: "fuzz",
                 memory,
                 max_memory: memory + if emulated { 0 } else { rng.below(33) * PAGE_SIZE },
-                expect: rng.pick(&[Expect::Exit(0), Expect::Crash, Expect::TimeLimit]),
-                weight: rng.pick(&[1, 100, 256, 256, 512, 1000]),
-                time_limit_ns: rng.chance(4).then(|| (1 + rng.below(50)) * 1_000_000),
+                expect: *rng.pick(&[Expect::Exit(0), Expect::Crash, Expect::TimeLimit]),
+                weight: *rng.pick(&[1, 100, 256, 256, 512, 1000]),
+                time_limit_ns: rng.chance(1, 4).then(|| (1 + rng.below(50)) * 1_000_000),
                 umip: true,
                 mode: if emulated { Mode::Emulated } else { Mode::Paravirtualized },
                 time: sys.time,
@@ -235,7 +204,7 @@ impl Lifetime {
                 },
             };
             let mut d = build(&plan, &mut sys.frames, &mut mem, &half).expect("a fuzz domain builds");
-            if !emulated && !rng.chance(8) {
+            if !emulated && !rng.chance(1, 8) {
                 // Most guests have set up their kernel before the fuzz
                 // starts (as if by `set_trap_table`, `set_callbacks` and
                 // `stack_switch`), so that a trap is usually bounced rather
@@ -318,7 +287,7 @@ impl Lifetime {
             self.regs.rax = guest.value();
             self.regs.vector = VECTOR_SYSCALL;
             counts.syscalls += 1;
-            if guest.rng.chance(4) {
+            if guest.rng.chance(1, 4) {
                 Entry::Syscall
             } else {
                 Entry::UserDoor
@@ -326,7 +295,7 @@ impl Lifetime {
         } else if roll < exception {
             let (vector, error_code, cr2, rip) = guest.exception();
             self.regs.rip = rip;
-            if guest.rng.chance(2) {
+            if guest.rng.chance(1, 2) {
                 self.regs.rsp = guest.stack_pointer();
             }
             let vector = if floor && roll < 40 { 3 } else { vector };
@@ -349,7 +318,7 @@ impl Lifetime {
         counts.ticks += 1;
         let soon = self.tsc.saturating_add(self.sys.time.clock.ticks(4 * SLICE_NS));
         match self.sys.next_deadline() {
-            Some(deadline) if deadline <= soon && self.rng.chance(2) => {
+            Some(deadline) if deadline <= soon && self.rng.chance(1, 2) => {
                 self.tsc = self.tsc.max(deadline);
                 history.push(stamp(Op::Timer));
                 self.timer_at_deadline(history)
@@ -490,58 +459,15 @@ impl Lifetime {
     }
 }
 
-/// The seed of the lifetime after the one seeded `seed`.
-fn next_seed(seed: u64) -> u64 {
-    Rng(seed ^ 0x6c69_6665_7469_6d65).next()
-}
-
-/// Whether `result` is one hypercall `number` may return: a value, or an
-/// error its row of the ABI chapter's table lists (`UnknownHypercall` for
-/// a number that is no hypercall).
+/// Whether `result` is one hypercall `number` may return: a value, or one
+/// of its errors ([`Hypercall::errors`]; `UnknownHypercall` for a number
+/// that is no hypercall).
 fn documented(number: u64, result: Result<u64, HypercallError>) -> bool {
     match (Hypercall::try_from(number), result) {
         (Err(_), r) => r == Err(HypercallError::UnknownHypercall),
         (Ok(_), Ok(_)) => true,
-        (Ok(call), Err(e)) => documented_errors()[call as usize].contains(&e),
+        (Ok(call), Err(e)) => call.errors().contains(&e),
     }
-}
-
-/// The errors of each hypercall, by number, as the ABI chapter names
-/// them: in its row of the table and in its own section; a call whose
-/// row defers to its requests (`mmu_update`, `mmuext_op`,
-/// `update_va_mapping`) also gets every error the Direct paging section
-/// names.
-fn documented_errors() -> &'static [Vec<HypercallError>] {
-    static TABLE: OnceLock<Vec<Vec<HypercallError>>> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        let doc = include_str!("../../../../docs/src/abi.md");
-        let named = |text: &str| -> Vec<HypercallError> {
-            HypercallError::ALL.iter().copied().filter(|e| text.contains(&format!("`{e:?}`"))).collect()
-        };
-        // The text from a heading to the next heading of its level or above.
-        let section = |heading: &str| -> &str {
-            let start = doc.find(heading).unwrap_or_else(|| panic!("the ABI chapter has no heading {heading:?}"));
-            let body = &doc[start + heading.len()..];
-            let level = heading.trim_start_matches('\n').split(' ').next().expect("a heading");
-            let end = (1..=level.len()).filter_map(|n| body.find(&format!("\n{} ", "#".repeat(n)))).min();
-            &body[..end.unwrap_or(body.len())]
-        };
-        let paging = named(section("\n## Direct paging"));
-        Hypercall::ALL
-            .iter()
-            .map(|call| {
-                let start = format!("| {} | `{}` |", *call as u64, call.name());
-                let row = doc.lines().find(|l| l.starts_with(&start)).unwrap_or_else(|| panic!("the ABI chapter has no row {start}"));
-                let errors = row.trim_end().trim_end_matches('|').rsplit('|').next().expect("an errors column");
-                let mut set = named(errors);
-                set.extend(named(section(&format!("\n### {}: `{}`", *call as u64, call.name()))));
-                if errors.contains("request") || errors.contains("operation") {
-                    set.extend(&paging);
-                }
-                set
-            })
-            .collect()
-    })
 }
 
 /// A failed run: where, why, and how to replay it.
@@ -549,7 +475,6 @@ struct Failure {
     seed: u64,
     step: u64,
     lifetime: u64,
-    lifetime_seed: u64,
     lifetime_step: u64,
     why: String,
     history: History,
@@ -559,8 +484,8 @@ impl core::fmt::Display for Failure {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         writeln!(
             f,
-            "host fuzz of System: step {} of the run seeded {:#x} (lifetime {}, seeded {:#x}, its step {}): {}",
-            self.step, self.seed, self.lifetime, self.lifetime_seed, self.lifetime_step, self.why
+            "fuzz_system: step {} of the run seeded {:#x} (lifetime {}, its step {}): {}",
+            self.step, self.seed, self.lifetime, self.lifetime_step, self.why
         )?;
         writeln!(f, "the last {} steps, oldest first (numbers in hexadecimal):", self.history.0.len())?;
         for r in &self.history.0 {
@@ -568,9 +493,8 @@ impl core::fmt::Display for Failure {
         }
         write!(
             f,
-            "replay: PARVUS_FUZZ_SEED={:#x} PARVUS_FUZZ_STEPS={} cargo test -p parvus-core fuzz_tests -- --nocapture",
-            self.lifetime_seed,
-            self.lifetime_step + 1
+            "replay: PARVUS_FUZZ_SEED={:#x} PARVUS_FUZZ_CASE={} cargo test -p parvus-core fuzz_system -- --nocapture",
+            self.seed, self.lifetime
         )
     }
 }
@@ -584,19 +508,22 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| String::from("(a panic without a message)"))
 }
 
-/// Runs `steps` steps from `seed`.
-fn run(seed: u64, steps: u64) -> Result<Counts, Box<Failure>> {
+/// Runs `steps` steps from `seed`, lifetime after lifetime; or, with
+/// `only`, that one lifetime until it ends (or `steps` run out).
+fn run(seed: u64, steps: u64, only: Option<u64>) -> Result<Counts, Box<Failure>> {
     let mut counts = Counts { lifetimes: 1, ..Counts::default() };
     let mut history = History::default();
-    let (mut lifetime_seed, mut lifetime_start) = (seed, 0);
-    let mut life = Lifetime::new(seed);
+    let (mut lifetime, mut lifetime_start) = (only.unwrap_or(0), 0);
+    let mut life = Lifetime::new(Rng::for_case(seed, lifetime));
     for step in 0..steps {
         if life.is_over() {
             life.count_endings(&mut counts);
-            lifetime_seed = next_seed(lifetime_seed);
-            lifetime_start = step;
+            if only.is_some() {
+                break;
+            }
+            (lifetime, lifetime_start) = (lifetime + 1, step);
             counts.lifetimes += 1;
-            life = Lifetime::new(lifetime_seed);
+            life = Lifetime::new(Rng::for_case(seed, lifetime));
         }
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             life.step(step, &mut history, &mut counts)?;
@@ -607,41 +534,23 @@ fn run(seed: u64, steps: u64) -> Result<Counts, Box<Failure>> {
             Ok(Err(violation)) => violation,
             Err(payload) => format!("panicked: {}", panic_text(&*payload)),
         };
-        return Err(Box::new(Failure {
-            seed,
-            step,
-            lifetime: counts.lifetimes - 1,
-            lifetime_seed,
-            lifetime_step: step - lifetime_start,
-            why,
-            history,
-        }));
+        let lifetime_step = step - lifetime_start;
+        return Err(Box::new(Failure { seed, step, lifetime, lifetime_step, why, history }));
     }
     Ok(counts)
 }
 
-/// A number from the environment, decimal or `0x` hexadecimal.
-fn from_env(name: &str) -> Option<u64> {
-    let text = std::env::var(name).ok()?;
-    let text = text.trim().replace('_', "");
-    let parsed = match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => text.parse(),
-    };
-    Some(parsed.unwrap_or_else(|e| panic!("{name}={text}: not a number ({e})")))
-}
-
 /// A million random hypercalls, exceptions, timer ticks and guest stores
-/// from random domains, over many lifetimes of the system, every
+/// from random domains, over thousands of lifetimes of the system, every
 /// invariant recomputed after each step. `PARVUS_FUZZ_SEED` and
 /// `PARVUS_FUZZ_STEPS` choose another run; a failure prints the command
 /// that replays it, such as
-/// `PARVUS_FUZZ_SEED=0x... PARVUS_FUZZ_STEPS=N cargo test -p parvus-core fuzz_tests -- --nocapture`.
+/// `PARVUS_FUZZ_SEED=0x... PARVUS_FUZZ_CASE=<lifetime> cargo test -p parvus-core fuzz_system -- --nocapture`.
 #[test]
-fn random_entries_from_random_domains_keep_every_invariant() {
-    let seed = from_env("PARVUS_FUZZ_SEED").unwrap_or(DEFAULT_SEED);
-    let steps = from_env("PARVUS_FUZZ_STEPS").unwrap_or(DEFAULT_STEPS);
+fn fuzz_system() {
+    let (seed, only) = (fuzz::seed(), fuzz::from_env("CASE"));
+    let steps = fuzz::from_env("STEPS").unwrap_or(DEFAULT_STEPS);
     let started = std::time::Instant::now();
-    let counts = run(seed, steps).unwrap_or_else(|failure| panic!("{failure}"));
-    eprintln!("host fuzz: {steps} steps from seed {seed:#x} in {:.1?}: {counts:?}", started.elapsed());
+    let counts = run(seed, steps, only).unwrap_or_else(|failure| panic!("{failure}"));
+    println!("fuzz_system: {steps} steps from seed {seed:#x} in {:.1?}: {counts:?}", started.elapsed());
 }

@@ -3,7 +3,7 @@
 //! structures they point to, written in its own memory first), the
 //! exception it raises, or the store it makes to its own memory.
 
-use super::Rng;
+use crate::testing::fuzz::Rng;
 use crate::domain::{Domain, DomainId};
 use crate::emulated::guest_phys::{Gpa, GuestPhys};
 use crate::event_channel::Port;
@@ -115,7 +115,7 @@ impl<'a> Guest<'a> {
         let si = &self.knows.si;
         let guard = si.stack_bottom - PAGE_SIZE;
         let past_end = GUEST_VIRT_BASE + si.nr_pages * PAGE_SIZE;
-        self.rng.pick(&[
+        *self.rng.pick(&[
             0x1000,
             GUEST_VIRT_BASE - 8,
             guard,
@@ -143,7 +143,7 @@ impl<'a> Guest<'a> {
                 return allocated[self.rng.below(allocated.len() as u64) as usize];
             }
         }
-        self.rng.pick(&[0, 1, 2, 3, 7, NR_PORTS as u64 - 1, NR_PORTS as u64, u64::from(u32::MAX), 1 << 32])
+        *self.rng.pick(&[0, 1, 2, 3, 7, NR_PORTS as u64 - 1, NR_PORTS as u64, u64::from(u32::MAX), 1 << 32])
     }
 
     /// A domain id: one that exists, itself, or none.
@@ -151,7 +151,7 @@ impl<'a> Guest<'a> {
         let n = self.sys.domains.len() as u64;
         match self.rng.below(6) {
             0 => u64::from(self.id.0),
-            1 => self.rng.pick(&[n, DOMID_SELF, u64::from(u16::MAX), u64::MAX]),
+            1 => *self.rng.pick(&[n, DOMID_SELF, u64::from(u16::MAX), u64::MAX]),
             _ => self.rng.below(n),
         }
     }
@@ -160,20 +160,20 @@ impl<'a> Guest<'a> {
     pub fn value(&mut self) -> u64 {
         match self.rng.below(15) {
             0 => 0,
-            1 => self.rng.pick(&[u64::MAX, 1 << 63, (1 << 63) - 1, u64::from(u32::MAX), 1 << 32, 1 << 47, 1]),
+            1 => *self.rng.pick(&[u64::MAX, 1 << 63, (1 << 63) - 1, u64::from(u32::MAX), 1 << 32, 1 << 47, 1]),
             2 => self.rng.below(70),
             3 => self.own_va(),
-            4 => self.own_va() + self.rng.pick(&[1, 8, 0x7c0, 0xff8, 0xfff]),
+            4 => self.own_va() + *self.rng.pick(&[1, 8, 0x7c0, 0xff8, 0xfff]),
             5 => self.table_va(),
             6 => self.own_mfn(),
             7 => self.table_mfn(),
             8 => self.table_mfn() * PAGE_SIZE + 8 * self.rng.below(512),
             9 => self.own_mfn() * PAGE_SIZE,
-            10 => self.foreign_mfn() * self.rng.pick(&[1, PAGE_SIZE]),
+            10 => self.foreign_mfn() * *self.rng.pick(&[1, PAGE_SIZE]),
             11 => self.bad_address(),
             12 => self.port(),
             13 => self.domain_id(),
-            _ => self.rng.next(),
+            _ => self.rng.next_u64(),
         }
     }
 
@@ -181,7 +181,7 @@ impl<'a> Guest<'a> {
     /// often writable, to one of its frames or its tables, sometimes to
     /// someone else's, sometimes with bits it may not set.
     fn pte(&mut self) -> u64 {
-        if self.rng.chance(8) {
+        if self.rng.chance(1, 8) {
             return 0;
         }
         let target = match self.rng.below(10) {
@@ -193,26 +193,26 @@ impl<'a> Guest<'a> {
         };
         let mut bits = 0;
         for (bit, one_in) in [(flags::PRESENT, 12), (flags::USER, 12)] {
-            if !self.rng.chance(one_in) {
+            if !self.rng.chance(1, one_in) {
                 bits |= bit;
             }
         }
         for bit in [flags::WRITABLE, flags::NO_EXECUTE, flags::ACCESSED, flags::DIRTY] {
-            if self.rng.chance(2) {
+            if self.rng.chance(1, 2) {
                 bits |= bit;
             }
         }
-        if self.rng.chance(20) {
-            bits |= self.rng.pick(&[flags::HUGE, flags::GLOBAL, 1 << 52, 1 << 62]);
+        if self.rng.chance(1, 20) {
+            bits |= *self.rng.pick(&[flags::HUGE, flags::GLOBAL, 1 << 52, 1 << 62]);
         }
         (target << 12) | bits
     }
 
     /// The machine address of an entry of one of its tables (usually), to write.
     fn entry_ptr(&mut self) -> u64 {
-        let slot = if self.rng.chance(2) { self.rng.below(self.knows.si.nr_pages + 8) % 512 } else { self.rng.below(512) };
-        let frame = if self.rng.chance(8) { self.own_mfn() } else { self.table_mfn() };
-        let misalign = if self.rng.chance(30) { 4 } else { 0 };
+        let slot = if self.rng.chance(1, 2) { self.rng.below(self.knows.si.nr_pages + 8) % 512 } else { self.rng.below(512) };
+        let frame = if self.rng.chance(1, 8) { self.own_mfn() } else { self.table_mfn() };
+        let misalign = if self.rng.chance(1, 30) { 4 } else { 0 };
         frame * PAGE_SIZE + slot * 8 + misalign
     }
 
@@ -221,7 +221,7 @@ impl<'a> Guest<'a> {
     fn scratch(&mut self, page: u64, len: u64, align: u64) -> u64 {
         let base = self.knows.si.free_start + page * PAGE_SIZE;
         let room = PAGE_SIZE.saturating_sub(len).max(1);
-        let offset = if self.rng.chance(10) { PAGE_SIZE - (len / 2 / align) * align - align } else { self.rng.below(room) / align * align };
+        let offset = if self.rng.chance(1, 10) { PAGE_SIZE - (len / 2 / align) * align - align } else { self.rng.below(room) / align * align };
         base + offset
     }
 
@@ -236,14 +236,14 @@ impl<'a> Guest<'a> {
 
     /// A hypercall number: mostly real ones, some unknown.
     fn number(&mut self) -> u64 {
-        if self.rng.chance(25) {
-            return self.rng.pick(&[Hypercall::ALL.len() as u64, 99, 0x100, u64::MAX, 1 << 63]);
+        if self.rng.chance(1, 25) {
+            return *self.rng.pick(&[Hypercall::ALL.len() as u64, 99, 0x100, u64::MAX, 1 << 63]);
         }
         // Exit ends the domain: rarer, so that domains live long enough to
         // build up state, but common enough that many lifetimes end.
         loop {
-            let call = self.rng.pick(&Hypercall::ALL);
-            if call != Hypercall::Exit || self.rng.chance(40) {
+            let call = *self.rng.pick(&Hypercall::ALL);
+            if call != Hypercall::Exit || self.rng.chance(1, 40) {
                 return call as u64;
             }
         }
@@ -263,7 +263,7 @@ impl<'a> Guest<'a> {
         for a in &mut c.args {
             *a = self.value();
         }
-        if self.rng.chance(5) {
+        if self.rng.chance(1, 5) {
             return c;
         }
         let Ok(call) = Hypercall::try_from(number) else { return c };
@@ -273,7 +273,7 @@ impl<'a> Guest<'a> {
                 let text = b"fuzz says hello\n";
                 let at = self.scratch(page, text.len() as u64, 1);
                 self.put(at, text);
-                (a[0], a[1]) = (at, self.rng.pick(&[0, 1, text.len() as u64, 4096, 5000]));
+                (a[0], a[1]) = (at, *self.rng.pick(&[0, 1, text.len() as u64, 4096, 5000]));
             }
             Hypercall::DomainInfo => {
                 a[0] = self.domain_id();
@@ -296,13 +296,13 @@ impl<'a> Guest<'a> {
                 c.built = Some("mmuext_op operations");
             }
             Hypercall::UpdateVaMapping => {
-                a[0] = if self.rng.chance(6) { self.table_va() } else { self.own_va() };
+                a[0] = if self.rng.chance(1, 6) { self.table_va() } else { self.own_va() };
                 a[1] = self.pte();
                 a[2] = self.rng.below(5);
             }
             Hypercall::MemoryOp => {
                 a[0] = self.rng.below(6);
-                let n = self.rng.pick(&[0, 1, 1, 2, 3]);
+                let n = *self.rng.pick(&[0, 1, 1, 2, 3]);
                 let list: Vec<u64> = (0..n).map(|_| self.frame_to_give_back()).collect();
                 let at = self.scratch(page, 8 * n.max(1), 8);
                 self.put(at, list.as_bytes());
@@ -323,7 +323,7 @@ impl<'a> Guest<'a> {
                 }
                 let at = self.scratch(page, 64 * n.max(1), 16);
                 self.put(at, entries.as_bytes());
-                (a[0], a[1]) = (at, if self.rng.chance(12) { MULTICALL_MAX + 1 } else { n });
+                (a[0], a[1]) = (at, if self.rng.chance(1, 12) { MULTICALL_MAX + 1 } else { n });
                 c.built = Some("multicall entries");
                 if answers && a[1] == n {
                     c.answers_at = Some((at, entries.iter().map(|e| e.op).collect()));
@@ -333,7 +333,7 @@ impl<'a> Guest<'a> {
                 // Usually a whole table, as a kernel sets it up (the call
                 // replaces every handler, so a short table leaves most
                 // traps fatal); sometimes a few entries, in any order.
-                let whole = !self.rng.chance(10);
+                let whole = !self.rng.chance(1, 10);
                 let n = if whole { TRAP_VECTORS } else { self.rng.below(6) };
                 let mut infos: Vec<TrapInfo> = (0..n)
                     .map(|i| match whole {
@@ -342,30 +342,30 @@ impl<'a> Guest<'a> {
                     })
                     .collect();
                 // One entry spoiled, now and then: a bad vector or handler.
-                if n > 0 && self.rng.chance(4) {
+                if n > 0 && self.rng.chance(1, 4) {
                     let i = self.rng.below(n) as usize;
                     infos[i] = TrapInfo { vector: self.value(), handler: self.handler() };
                 }
                 let at = self.scratch(page, 16 * n.max(1), 8);
                 self.put(at, infos.as_bytes());
-                (a[0], a[1]) = (at, if self.rng.chance(10) { TRAP_VECTORS + 1 } else { n });
+                (a[0], a[1]) = (at, if self.rng.chance(1, 10) { TRAP_VECTORS + 1 } else { n });
                 c.built = Some("trap table");
             }
             Hypercall::SetCallbacks => (a[0], a[1]) = (self.handler(), self.handler()),
             Hypercall::StackSwitch => a[0] = self.stack_pointer(),
             Hypercall::Iret => {
-                let to_user = self.rng.chance(3);
+                let to_user = self.rng.chance(1, 3);
                 let frame = TrapFrame {
                     rax: self.value(),
                     rip: self.handler(),
                     rsp: self.stack_pointer(),
-                    rflags: self.rng.next(),
-                    flags: if self.rng.chance(15) { self.value() } else { u64::from(to_user) * frame_flags::FROM_USER },
+                    rflags: self.rng.next_u64(),
+                    flags: if self.rng.chance(1, 15) { self.value() } else { u64::from(to_user) * frame_flags::FROM_USER },
                     ..TrapFrame::default()
                 };
                 let at = self.scratch(FRAME, core::mem::size_of::<TrapFrame>() as u64, 8);
                 self.put(at, frame.as_bytes());
-                c.rsp = Some(if self.rng.chance(10) { self.value() } else { at });
+                c.rsp = Some(if self.rng.chance(1, 10) { self.value() } else { at });
                 c.built = Some("trap frame");
             }
             Hypercall::EventChannelOp => self.event_channel_args(a, page),
@@ -374,18 +374,18 @@ impl<'a> Guest<'a> {
                 // blocks with nothing to wake it, the lifetime is over.
                 let (block, poll, check) = (SchedCmd::Block as u64, SchedCmd::Poll as u64, SchedCmd::CheckEvents as u64);
                 let any = self.value();
-                a[0] = self.rng.pick(&[block, poll, poll, poll, check, check, 3, any]);
+                a[0] = *self.rng.pick(&[block, poll, poll, poll, check, check, 3, any]);
                 if a[0] == SchedCmd::Poll as u64 {
                     let n = self.rng.below(4) + 1;
                     let ports: Vec<u32> = (0..n).map(|_| self.port() as u32).collect();
                     let at = self.scratch(page, 4 * n, 4);
                     self.put(at, ports.as_bytes());
-                    (a[1], a[2], a[3]) = (at, if self.rng.chance(12) { POLL_MAX + 1 } else { n }, self.deadline());
+                    (a[1], a[2], a[3]) = (at, if self.rng.chance(1, 12) { POLL_MAX + 1 } else { n }, self.deadline());
                     c.built = Some("poll list");
                 }
             }
             Hypercall::SetTimer => a[0] = self.deadline(),
-            Hypercall::Exit => a[0] = self.rng.pick(&[0, 0, 1, u64::MAX]),
+            Hypercall::Exit => a[0] = *self.rng.pick(&[0, 0, 1, u64::MAX]),
             Hypercall::Null | Hypercall::AbiVersion | Hypercall::Yield | Hypercall::BenchFloor | Hypercall::Multicall => {}
         }
         c
@@ -420,17 +420,17 @@ impl<'a> Guest<'a> {
     }
 
     fn mmuext(&mut self) -> MmuextOp {
-        let cmd = if self.rng.chance(15) { self.rng.below(20) as u32 } else { self.rng.below(MmuextCmd::ALL.len() as u64) as u32 };
+        let cmd = if self.rng.chance(1, 15) { self.rng.below(20) as u32 } else { self.rng.below(MmuextCmd::ALL.len() as u64) as u32 };
         let arg = match MmuextCmd::from_raw(cmd) {
             Some(MmuextCmd::InvlpgLocal) => self.own_va(),
-            Some(MmuextCmd::NewUserBaseptr) if self.rng.chance(4) => 0,
+            Some(MmuextCmd::NewUserBaseptr) if self.rng.chance(1, 4) => 0,
             // Its own top-level table: a valid base pointer for either mode.
-            Some(MmuextCmd::NewBaseptr | MmuextCmd::NewUserBaseptr) if self.rng.chance(2) => self.me().vcpu.kernel_root / PAGE_SIZE,
-            Some(_) if self.rng.chance(4) => self.own_mfn(),
-            Some(_) if self.rng.chance(8) => self.foreign_mfn(),
+            Some(MmuextCmd::NewBaseptr | MmuextCmd::NewUserBaseptr) if self.rng.chance(1, 2) => self.me().vcpu.kernel_root / PAGE_SIZE,
+            Some(_) if self.rng.chance(1, 4) => self.own_mfn(),
+            Some(_) if self.rng.chance(1, 8) => self.foreign_mfn(),
             _ => self.table_mfn(),
         };
-        MmuextOp { cmd, reserved: if self.rng.chance(30) { 1 } else { 0 }, arg }
+        MmuextOp { cmd, reserved: if self.rng.chance(1, 30) { 1 } else { 0 }, arg }
     }
 
     /// A frame to give back: one it took by ballooning (the last of its
@@ -467,20 +467,20 @@ impl<'a> Guest<'a> {
         match self.rng.below(6) {
             0 => 0,
             1 => self.now_ns.saturating_sub(self.rng.below(1000)),
-            2 => self.rng.pick(&[u64::MAX, u64::MAX / 2, 1 << 63]),
+            2 => *self.rng.pick(&[u64::MAX, u64::MAX / 2, 1 << 63]),
             _ => self.now_ns.saturating_add(self.rng.below(30_000_000)),
         }
     }
 
     fn event_channel_args(&mut self, a: &mut [u64; 6], page: u64) {
-        let cmd = if self.rng.chance(20) { self.value() } else { self.rng.below(7) };
+        let cmd = if self.rng.chance(1, 20) { self.value() } else { self.rng.below(7) };
         a[0] = cmd;
         match EventChannelCmd::from_raw(cmd) {
             Some(EventChannelCmd::AllocUnbound) => a[1] = self.domain_id(),
             Some(EventChannelCmd::BindInterdomain) => {
                 // Usually a port some domain (itself included) offered it.
                 (a[1], a[2]) = match self.offer() {
-                    Some((remote, port)) if !self.rng.chance(4) => (remote, port),
+                    Some((remote, port)) if !self.rng.chance(1, 4) => (remote, port),
                     _ => (self.domain_id(), self.port()),
                 };
             }
@@ -512,22 +512,22 @@ impl<'a> Guest<'a> {
     pub fn store(&mut self) -> (u64, u64) {
         let si = &self.knows.si;
         let va = match self.rng.below(5) {
-            0 => si.shared_info + self.rng.pick(&[0, 8, 16, 16 + 512 - 8]),
+            0 => si.shared_info + *self.rng.pick(&[0, 8, 16, 16 + 512 - 8]),
             1 => si.shared_info + hypercall_abi::event::MASK_OFFSET as u64 + 8 * self.rng.below(4),
             2 => si.console_ring + 8 * self.rng.below(512),
             _ => self.own_va() + 8 * self.rng.below(512),
         };
-        let value = if self.rng.chance(3) { 0 } else { self.value() };
+        let value = if self.rng.chance(1, 3) { 0 } else { self.value() };
         self.put(va, &value.to_le_bytes());
         (va, value)
     }
 
     /// The exception the guest raises now: (vector, error code, cr2, rip).
     pub fn exception(&mut self) -> (u64, u64, u64, u64) {
-        let vector = if self.rng.chance(3) { self.rng.below(32) } else { self.rng.pick(&[0, 3, 6, 13, 14, 14]) };
+        let vector = if self.rng.chance(1, 3) { self.rng.below(32) } else { *self.rng.pick(&[0, 3, 6, 13, 14, 14]) };
         let any = self.value();
-        let error_code = self.rng.pick(&[0, 2, 4, 5, 6, 7, 0x14, any]);
-        let rip = if self.rng.chance(2) { GUEST_VIRT_BASE + self.rng.below(4) } else { self.handler() };
+        let error_code = *self.rng.pick(&[0, 2, 4, 5, 6, 7, 0x14, any]);
+        let rip = if self.rng.chance(1, 2) { GUEST_VIRT_BASE + self.rng.below(4) } else { self.handler() };
         (vector, error_code, self.value(), rip)
     }
 }
@@ -595,16 +595,16 @@ pub(super) fn emulated_exit(rng: &mut Rng, sys: &System, mem: &mut TestMemory, i
     let ram = d.frames.len() as u64 * PAGE_SIZE;
     let values = [0, 0x10_0000, 0x20_0000, 0x20_0800, ram - 8, ram, 0x10000, 0xc000_0080, 0xc000_0082, 0x1b, u64::MAX, 1 << 63, 0x8000_0011];
     let code = super::KERNEL + 16 * rng.below(16);
-    let insn = rng.pick(EMULATED_CODE);
+    let insn = *rng.pick(EMULATED_CODE);
     let _ = GuestPhys::new(&d.frames).write(mem, Gpa(code), insn);
     regs.rip = code;
-    regs.rax = if rng.chance(3) { rng.next() } else { rng.pick(&values) };
-    regs.rcx = rng.pick(&values);
-    let any = rng.pick(&values);
-    regs.rdx = rng.pick(&[0x3f8, 0x43, 0x40, 0x20, 0x21, 0xa0, 0xf4, any]);
+    regs.rax = if rng.chance(1, 3) { rng.next_u64() } else { *rng.pick(&values) };
+    regs.rcx = *rng.pick(&values);
+    let any = *rng.pick(&values);
+    regs.rdx = *rng.pick(&[0x3f8, 0x43, 0x40, 0x20, 0x21, 0xa0, 0xf4, any]);
     match rng.below(6) {
         0..=2 => (13, 0, 0),
-        3 => (14, rng.pick(&[4, 5, 6, 7, 0x14, 0, 2]), rng.pick(&values)),
-        _ => (rng.pick(&[0, 1, 3, 4, 6, 8, 11, 12, 17, 19]), 0, 0),
+        3 => (14, *rng.pick(&[4, 5, 6, 7, 0x14, 0, 2]), *rng.pick(&values)),
+        _ => (*rng.pick(&[0, 1, 3, 4, 6, 8, 11, 12, 17, 19]), 0, 0),
     }
 }
