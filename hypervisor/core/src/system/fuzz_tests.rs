@@ -124,6 +124,7 @@ impl History {
 /// What a run did, for its summary line.
 #[derive(Debug, Default)]
 struct Counts {
+    steps: u64,
     lifetimes: u64,
     hypercalls: u64,
     failed_hypercalls: u64,
@@ -525,6 +526,7 @@ fn run(seed: u64, steps: u64, only: Option<u64>) -> Result<Counts, Box<Failure>>
             counts.lifetimes += 1;
             life = Lifetime::new(Rng::for_case(seed, lifetime));
         }
+        counts.steps += 1;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             life.step(step, &mut history, &mut counts)?;
             invariants::check_all(&life.sys, &life.mem)
@@ -552,5 +554,5 @@ fn fuzz_system() {
     let steps = fuzz::from_env("STEPS").unwrap_or(DEFAULT_STEPS);
     let started = std::time::Instant::now();
     let counts = run(seed, steps, only).unwrap_or_else(|failure| panic!("{failure}"));
-    println!("fuzz_system: {steps} steps from seed {seed:#x} in {:.1?}: {counts:?}", started.elapsed());
+    println!("fuzz_system: seed {seed:#x}, {:.1?}: {counts:?}", started.elapsed());
 }
