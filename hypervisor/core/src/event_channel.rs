@@ -168,6 +168,13 @@ impl EventChannels {
         self.virqs.get(v as usize).copied().flatten()
     }
 
+    /// The port table itself, indexed by port number (for the tests'
+    /// consistency checks).
+    #[cfg(test)]
+    pub(crate) fn port_table(&self) -> &[Port] {
+        &self.ports
+    }
+
     /// What `Status` reports.
     pub fn status(&self, port: u64) -> Result<EventChannelStatus, HypercallError> {
         let mut s = EventChannelStatus::default();

@@ -205,6 +205,13 @@ impl FrameTable {
         self.free.len() as u64
     }
 
+    /// Every frame's record, by frame number (for the tests' invariant
+    /// checks, which recompute them all after every step).
+    #[cfg(test)]
+    pub(crate) fn infos(&self) -> &[FrameInfo] {
+        &self.frames
+    }
+
     /// Number of frames owned by `owner`.
     pub fn count_owned(&self, owner: Owner) -> u64 {
         self.frames.iter().filter(|f| f.owner == owner).count() as u64

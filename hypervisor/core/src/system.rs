@@ -188,6 +188,13 @@ impl System {
         self.current.map(|id| &mut self.domains[usize::from(id.0)])
     }
 
+    /// Whether the scheduler may pick domain `id` (for the tests'
+    /// consistency checks).
+    #[cfg(test)]
+    pub(crate) fn is_runnable(&self, id: DomainId) -> bool {
+        self.scheduler.is_runnable(id)
+    }
+
     fn domain(&mut self, id: DomainId) -> &mut Domain {
         &mut self.domains[usize::from(id.0)]
     }
@@ -733,3 +740,5 @@ mod emulated_regression_tests;
 mod emulated_fault_tests;
 #[cfg(test)]
 mod single_step_tests;
+#[cfg(test)]
+mod fuzz_tests;

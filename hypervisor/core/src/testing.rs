@@ -53,3 +53,4 @@ pub fn system_with(n: u16, expect: Expect) -> (System, TestMemory) {
 pub const DATA: u64 = GUEST_VIRT_BASE + 0x1000;
 
 pub mod fuzz;
+pub mod invariants;

@@ -23,7 +23,7 @@ impl TimeBase {
         self.clock.ns(tsc.saturating_sub(self.boot_tsc))
     }
 
-    /// The TSC value at system time `ns`.
+    /// The TSC value at which system time reaches `ns` (see [`TscClock::ticks`]).
     pub fn tsc_at(&self, ns: u64) -> u64 {
         self.boot_tsc.saturating_add(self.clock.ticks(ns))
     }
@@ -66,6 +66,19 @@ impl Scale {
         Scale { mul: mul_for(shift).min(u128::from(u32::MAX)) as u32, shift }
     }
 
+    /// This ratio made larger by at least 2^-29 of itself: what [`Self::new`]
+    /// gives is exact to 2^-31 and rounds down, and a conversion that must
+    /// never come short needs more than that (see [`TscClock::ticks`]).
+    fn enlarged(self) -> Scale {
+        // `mul` is at least 2^31 (`new` uses all 32 bits), so this is at least 2^-29 of it.
+        let bump = (self.mul >> 29) + 1;
+        match self.mul.checked_add(bump) {
+            Some(mul) => Scale { mul, shift: self.shift },
+            // Past 32 bits: the same ratio with one more bit of shift.
+            None => Scale { mul: ((u64::from(self.mul) + u64::from(bump)).div_ceil(2)) as u32, shift: self.shift + 1 },
+        }
+    }
+
     /// `x` times the ratio.
     #[inline]
     pub fn apply(self, x: u64) -> u64 {
@@ -84,8 +97,11 @@ pub struct TscClock {
     pub mul: u32,
     /// Shift of ticks -> nanoseconds.
     pub shift: i8,
-    /// Nanoseconds -> ticks.
+    /// Nanoseconds -> ticks, enlarged (see [`Self::ticks`]).
     to_ticks: Scale,
+    /// Ticks [`Self::ticks`] adds for the roundings: two nanoseconds' worth
+    /// (at least one tick) and four.
+    margin: u64,
 }
 
 /// Nanoseconds in a second.
@@ -96,7 +112,8 @@ impl TscClock {
     pub fn new(tsc_hz: u64) -> Self {
         let tsc_hz = tsc_hz.max(1000);
         let to_ns = Scale::new(NS_PER_S, tsc_hz);
-        TscClock { tsc_hz, mul: to_ns.mul, shift: to_ns.shift, to_ticks: Scale::new(tsc_hz, NS_PER_S) }
+        let margin = tsc_hz.saturating_mul(2).div_ceil(NS_PER_S) + 4;
+        TscClock { tsc_hz, mul: to_ns.mul, shift: to_ns.shift, to_ticks: Scale::new(tsc_hz, NS_PER_S).enlarged(), margin }
     }
 
     /// Nanoseconds in `ticks` TSC ticks.
@@ -105,10 +122,27 @@ impl TscClock {
         Scale { mul: self.mul, shift: self.shift }.apply(ticks)
     }
 
-    /// TSC ticks in `ns` nanoseconds (rounded up by one tick).
+    /// The TSC ticks after which [`Self::ns`] counts at least `ns`
+    /// nanoseconds: a timer armed that far ahead finds its deadline
+    /// reached, never short of it, and only a few ticks past it.
+    ///
+    /// The two scales are not exact inverses: their multipliers are exact
+    /// to 2^-31 each and both round down, so converting `ns` to ticks and
+    /// back could come out short by up to `ns * 2^-30` nanoseconds plus the
+    /// floors (two ticks and two nanoseconds): for a deadline a year ahead,
+    /// some ten milliseconds. A platform timer armed there would fire
+    /// before the deadline, find nothing due, and be armed at once for the
+    /// same past instant, again and again until the TSC caught up. The
+    /// scale to ticks is therefore enlarged by 2^-29, and [`Self::margin`]
+    /// ticks are added, which covers every one of those errors (the test
+    /// `a_deadline_armed_in_ticks_is_reached_there` checks the bound from a
+    /// nanosecond to centuries at usual rates) and costs no more than the
+    /// single tick it replaces.
     #[inline]
     pub fn ticks(&self, ns: u64) -> u64 {
-        self.to_ticks.apply(ns).saturating_add(1)
+        let ticks = self.to_ticks.apply(ns).saturating_add(self.margin);
+        debug_assert!(self.ns(ticks) >= ns || ticks == u64::MAX, "{ns} ns armed short at {ticks} ticks");
+        ticks
     }
 }
 
@@ -123,7 +157,29 @@ mod tests {
             let one_second = c.ns(hz);
             assert!((999_999_000..=1_000_000_001).contains(&one_second), "{hz}: {one_second} {c:?}");
             let t = c.ticks(10_000_000);
-            assert!(t.abs_diff(hz / 100) <= 2, "{hz}: {t}");
+            assert!((hz / 100..=hz / 100 + 12).contains(&t), "{hz}: {t}");
+        }
+    }
+
+    /// At the TSC a deadline is armed for, the deadline has been reached,
+    /// from a nanosecond to centuries ahead, and not long before. (With one
+    /// tick for a margin, every rate but 1 GHz armed short somewhere; a year
+    /// ahead, by some ten milliseconds.)
+    #[test]
+    fn a_deadline_armed_in_ticks_is_reached_there() {
+        for hz in [1_000_000_000u64, 2_400_000_000, 3_000_000_000, 100_000_000, 12_345_678, 2_894_561_234, 4_000_000_001, 1_999_999_999] {
+            let c = TscClock::new(hz);
+            let mut span = 1u64;
+            while span < u64::MAX / 4 {
+                for ns in [span, span + 1, span + 999, span + 12_345] {
+                    let t = c.ticks(ns);
+                    assert!(c.ns(t) >= ns, "{hz} Hz: {ns} ns armed at {t} ticks, which count {} ns", c.ns(t));
+                    // Late by no more than the margin and the enlargement.
+                    let early = t.saturating_sub((t >> 28) + c.margin + 2);
+                    assert!(c.ns(early) < ns, "{hz} Hz: {ns} ns armed at {t} ticks, far past it");
+                }
+                span = span * 3 / 2 + 1;
+            }
         }
     }
 }

@@ -152,7 +152,7 @@ fn a_pit_tick_wakes_a_halted_kernel_through_its_idt() {
     assert!(sys.timer_dirty, "the PIT's deadline is the platform timer's business");
     let period = sys.domains[0].vm.as_ref().unwrap().devices.pit.period_ns();
     let deadline = sys.next_deadline().expect("the PIT's deadline");
-    assert!(deadline.abs_diff(period) <= 1, "{deadline} vs {period}");
+    assert!((period..=period + 6).contains(&deadline), "{deadline} vs {period} (armed a few ticks past, never before)");
     run(&mut sys, &mut p, &mut frame, &[0xfb], 0); // sti
     assert!(sys.domains[0].vm.as_ref().unwrap().cpu.interrupts);
     // hlt with nothing pending: the domain sleeps (nobody else can run).

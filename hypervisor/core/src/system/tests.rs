@@ -125,8 +125,9 @@ fn the_timer_preempts_at_the_slice_and_stops_at_the_time_limit() {
     let mut frame = GuestRegs::default();
     sys.start(&mut Platform { mem: &mut mem, console: &mut String::new(), tsc: 0 }, &mut frame);
     let mut out = String::new();
-    // 1 GHz test clock: ticks are nanoseconds.
-    assert_eq!(sys.next_deadline(), Some(SLICE_NS + 1), "slice end (rounded up a tick): another domain waits");
+    // 1 GHz test clock: ticks are nanoseconds, and a deadline is armed 6
+    // ticks past its instant (`TscClock::ticks`: never short of it).
+    assert_eq!(sys.next_deadline(), Some(SLICE_NS + 6), "slice end: another domain waits");
     let mut p = Platform { mem: &mut mem, console: &mut out, tsc: SLICE_NS / 2 };
     assert_eq!(sys.on_timer(&mut p, &mut frame), Next::RESUME, "slice not over");
     p.tsc = SLICE_NS;
@@ -137,7 +138,7 @@ fn the_timer_preempts_at_the_slice_and_stops_at_the_time_limit() {
     frame.rax = Hypercall::Yield as u64;
     sys.on_hypercall(&mut p, &mut frame);
     assert_eq!(sys.current().map(|d| d.id.0), Some(0));
-    assert_eq!(sys.next_deadline(), Some(p.tsc + SLICE_NS + 1), "the slice ends before the limit");
+    assert_eq!(sys.next_deadline(), Some(p.tsc + SLICE_NS + 6), "the slice ends before the limit");
     p.tsc += 15_000_000;
     assert!(matches!(sys.on_timer(&mut p, &mut frame), Next::Switch { .. }), "limit reached: stopped");
     assert_eq!(sys.domains[0].ending, Some(Ending::TimeLimit));

@@ -76,7 +76,7 @@ impl Rng {
 pub const DEFAULT_SEED: u64 = 0x5061_7276_7573_0011;
 
 /// A number from `PARVUS_FUZZ_<name>` (decimal, or hex with `0x`).
-fn from_env(name: &str) -> Option<u64> {
+pub fn from_env(name: &str) -> Option<u64> {
     let text = std::env::var(format!("PARVUS_FUZZ_{name}")).ok()?;
     let text = text.trim();
     let parsed = match text.strip_prefix("0x") {
@@ -84,6 +84,15 @@ fn from_env(name: &str) -> Option<u64> {
         None => text.parse(),
     };
     Some(parsed.unwrap_or_else(|_| panic!("PARVUS_FUZZ_{name}={text:?} is not a number")))
+}
+
+/// The run's seed: `PARVUS_FUZZ_SEED`, a fresh one if it says `random`,
+/// else [`DEFAULT_SEED`].
+pub fn seed() -> u64 {
+    match std::env::var("PARVUS_FUZZ_SEED").as_deref().map(str::trim) {
+        Ok("random") => fresh_seed(),
+        _ => from_env("SEED").unwrap_or(DEFAULT_SEED),
+    }
 }
 
 /// A fresh seed: the clock's nanoseconds, mixed.
@@ -96,10 +105,7 @@ fn fresh_seed() -> u64 {
 /// documentation), on a thread watched for hangs. `test` is the test's
 /// name, for the replay command. Returns the number of cases run.
 pub fn run(test: &str, cases: u64, property: fn(&mut Rng)) -> u64 {
-    let seed = match std::env::var("PARVUS_FUZZ_SEED").as_deref().map(str::trim) {
-        Ok("random") => fresh_seed(),
-        _ => from_env("SEED").unwrap_or(DEFAULT_SEED),
-    };
+    let seed = seed();
     let only = from_env("CASE");
     let cases = from_env("CASES").unwrap_or(cases);
     let replay =
