@@ -133,8 +133,8 @@ impl TscClock {
     /// some ten milliseconds. A platform timer armed there would fire
     /// before the deadline, find nothing due, and be armed at once for the
     /// same past instant, again and again until the TSC caught up. The
-    /// scale to ticks is therefore enlarged by 2^-29, and [`Self::margin`]
-    /// ticks are added, which covers every one of those errors (the test
+    /// scale to ticks is therefore enlarged by 2^-29, and a margin of a few
+    /// ticks (`margin`) is added, which covers every one of those errors (the test
     /// `a_deadline_armed_in_ticks_is_reached_there` checks the bound from a
     /// nanosecond to centuries at usual rates) and costs no more than the
     /// single tick it replaces.
