@@ -139,7 +139,7 @@ impl TscClock {
     /// `a_deadline_armed_in_ticks_is_reached_there` checks the bound from a
     /// nanosecond to centuries at usual rates). Both are computed once,
     /// with the clock: a conversion costs what it did with a single tick
-    /// added, but for reading the margin (`set_timer` 429 -> 431).
+    /// added, but for reading the margin (two instructions on `set_timer`).
     #[inline]
     pub fn ticks(&self, ns: u64) -> u64 {
         let ticks = self.to_ticks.apply(ns).saturating_add(self.margin);
