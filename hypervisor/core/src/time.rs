@@ -133,11 +133,13 @@ impl TscClock {
     /// some ten milliseconds. A platform timer armed there would fire
     /// before the deadline, find nothing due, and be armed at once for the
     /// same past instant, again and again until the TSC caught up. The
-    /// scale to ticks is therefore enlarged by 2^-29, and a margin of a few
-    /// ticks (`margin`) is added, which covers every one of those errors (the test
+    /// scale to ticks is therefore enlarged by 2^-29, and a margin
+    /// (`margin`: two nanoseconds' worth of ticks, at least one, and four)
+    /// is added, which covers every one of those errors (the test
     /// `a_deadline_armed_in_ticks_is_reached_there` checks the bound from a
-    /// nanosecond to centuries at usual rates) and costs no more than the
-    /// single tick it replaces.
+    /// nanosecond to centuries at usual rates). Both are computed once,
+    /// with the clock: a conversion costs what it did with a single tick
+    /// added, but for reading the margin (two instructions on `set_timer`).
     #[inline]
     pub fn ticks(&self, ns: u64) -> u64 {
         let ticks = self.to_ticks.apply(ns).saturating_add(self.margin);
